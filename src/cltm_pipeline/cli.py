@@ -1,0 +1,164 @@
+"""The ``cltm`` command: one subcommand per workflow stage, each a thin call into the library."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import polars as pl
+
+from .commonvoice import CorpusError
+from .config import ConfigError, load_config
+from .io import read_manifest, write_tsv
+from .subsets import SubsetError
+
+__all__ = ["main"]
+
+#: Errors the user can fix from the message alone: printed as one line, no traceback.
+USER_ERRORS = (ConfigError, CorpusError, SubsetError)
+
+
+def cmd_validate_config(args: argparse.Namespace) -> None:
+    """Validate the config and, where the release exists, that every locale holds what the regimes ask."""
+    from .workflow import check_release_capacity
+
+    cfg = load_config(Path(args.config))
+    checked = check_release_capacity(cfg)
+    print(f"{cfg.source}: valid ({len(cfg.tasks)} task(s), {len(cfg.locales)} locale(s); capacity checked for {checked})")
+
+
+def cmd_demo_corpus(args: argparse.Namespace) -> None:
+    """Write the deterministic demo corpus in Common Voice layout."""
+    from .demo import DEFAULT_LANGUAGES, build_demo_corpus
+
+    by_locale = {lang.locale: lang for lang in DEFAULT_LANGUAGES}
+    unknown = [loc for loc in args.languages if loc not in by_locale]
+    if unknown:
+        raise ConfigError(f"demo.languages: no demo voice for {unknown} (have {sorted(by_locale)})")
+    t0 = time.perf_counter()
+    build_demo_corpus(
+        Path(args.out),
+        languages=tuple(by_locale[loc] for loc in args.languages),
+        speakers_per_gender=args.speakers_per_gender,
+        clips_per_speaker=args.clips_per_speaker,
+        seed=args.seed,
+    )
+    print(f"demo corpus: {len(args.languages)} locales in {args.out} ({time.perf_counter() - t0:.1f} s)")
+
+
+def cmd_ingest(args: argparse.Namespace) -> None:
+    """Ingest one locale of the release: utterance table, audio cache, quarantine report."""
+    from .commonvoice import locale_dir
+    from .ingest import ingest_locale
+
+    t0 = time.perf_counter()
+    res = ingest_locale(
+        locale_dir(Path(args.release), args.locale),
+        args.locale,
+        Path(args.out),
+        workers=args.workers,
+        min_clips=args.min_clips,
+        max_clips_per_speaker=args.max_clips_per_speaker,
+    )
+    dt = time.perf_counter() - t0
+    print(
+        f"ingest {res.locale}: {res.kept} clips kept, {res.quarantined} quarantined, "
+        f"{res.audio_seconds:.0f} s of audio in {dt:.1f} s"
+    )
+
+
+def _tables(paths: list[str]) -> dict[str, pl.DataFrame]:
+    tables = {}
+    for p in paths:
+        df = pl.read_parquet(p)
+        tables[df["locale"][0]] = df
+    return tables
+
+
+def cmd_eval_sets(args: argparse.Namespace) -> None:
+    """Write a target's fixed test and dev sets for one task."""
+    from .subsets import SubsetSpec, eval_sets
+
+    spec = SubsetSpec.from_json(args.spec)
+    test, dev = eval_sets(spec, args.target, pl.read_parquet(args.table))
+    write_tsv(Path(args.test), test)
+    write_tsv(Path(args.dev), dev)
+    print(f"{spec.task}/{args.target}: test {test.height} clips / {test['client_id'].n_unique()} speakers, "
+          f"dev {dev.height} clips / {dev['client_id'].n_unique()} speakers")
+
+
+def cmd_subsets(args: argparse.Namespace) -> None:
+    """Draw one target's training units for one seed, check the protocol invariants, write the seed table."""
+    from .subsets import SubsetSpec, check_capacity, check_invariants, draw_seed
+
+    spec = SubsetSpec.from_json(args.spec)
+    tables = _tables(args.tables)
+    check_capacity(spec, tables)
+    test, dev = read_manifest(Path(args.test)), read_manifest(Path(args.dev))
+    table = draw_seed(spec, args.target, args.seed, tables, test, dev)
+    check_invariants(spec, args.target, table, test, dev)
+    write_tsv(Path(args.out), table)
+    print(f"{spec.task}/{args.target} seed {args.seed}: {table.height} training clips in {table['part'].n_unique()} parts")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``cltm``."""
+    p = argparse.ArgumentParser(prog="cltm", description="Cross-Lingual Transfer Matrix pipeline stages.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("validate-config", help=cmd_validate_config.__doc__)
+    s.add_argument("config", nargs="?", default="config/config.yaml", help="workflow config (default: %(default)s)")
+    s.set_defaults(func=cmd_validate_config)
+
+    s = sub.add_parser("demo-corpus", help=cmd_demo_corpus.__doc__)
+    s.add_argument("--out", required=True, help="release directory to write")
+    s.add_argument("--languages", nargs="+", required=True)
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--speakers-per-gender", type=int, default=12)
+    s.add_argument("--clips-per-speaker", type=int, default=10)
+    s.set_defaults(func=cmd_demo_corpus)
+
+    s = sub.add_parser("ingest", help=cmd_ingest.__doc__)
+    s.add_argument("--release", required=True, help="Common Voice release directory")
+    s.add_argument("--locale", required=True)
+    s.add_argument("--out", required=True, help="output directory for this locale")
+    s.add_argument("--workers", type=int, default=1, help="decoding processes")
+    s.add_argument("--min-clips", type=int, default=1, help="fail the locale below this many usable clips")
+    s.add_argument("--max-clips-per-speaker", type=int, help="cap on training-pool clips per speaker")
+    s.set_defaults(func=cmd_ingest)
+
+    s = sub.add_parser("eval-sets", help=cmd_eval_sets.__doc__)
+    s.add_argument("--spec", required=True, help="the task's SubsetSpec as JSON")
+    s.add_argument("--target", required=True)
+    s.add_argument("--table", required=True, help="the target's ingested utterances.parquet")
+    s.add_argument("--test", required=True)
+    s.add_argument("--dev", required=True)
+    s.set_defaults(func=cmd_eval_sets)
+
+    s = sub.add_parser("subsets", help=cmd_subsets.__doc__)
+    s.add_argument("--spec", required=True, help="the task's SubsetSpec as JSON")
+    s.add_argument("--target", required=True)
+    s.add_argument("--seed", type=int, required=True)
+    s.add_argument("--tables", nargs="+", required=True, help="utterances.parquet of the target and every donor")
+    s.add_argument("--test", required=True)
+    s.add_argument("--dev", required=True)
+    s.add_argument("--out", required=True)
+    s.set_defaults(func=cmd_subsets)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: run one subcommand; user errors print one line and exit 2."""
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except USER_ERRORS as exc:
+        print(f"cltm {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,605 @@
+"""Cross-Lingual Transfer Matrix: run records, per-cell aggregation, matrices, uncertainty, outputs.
+
+Conventions (DESIGN.md, "The matrices"): rows are targets i (the language whose test set is scored),
+columns are donors j. A run record is one (target, donor, seed, value) with value = performance P,
+higher is better. Cell kinds: *single* (donor is null), *self* (donor == target), *dual* (other donor).
+With a = mu(i+j), b = mu(i), c = mu(i+i): M = (a - b) / b and C = (a - b) / (c - b).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import tempfile
+import zlib
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import polars as pl
+
+__all__ = [
+    "POLICIES",
+    "CLTMResult",
+    "aggregate",
+    "build_matrices",
+    "read_run_metrics",
+    "read_study_csv",
+]
+
+#: Aggregation policies over seeds. Only the plain mean exists; the name is written into every output.
+POLICIES: tuple[str, ...] = ("mean",)
+
+# Lower-is-better metrics accepted by name; they are turned into P = 1 - x so that higher is better.
+_LOWER_IS_BETTER = frozenset({"eer", "wer", "cer"})
+# The metric columns the reference study's per-seed CSVs carry.
+_STUDY_METRICS = ("f1", "auc", "eer", "wer")
+_STUDY_KEYS = ("model_id", "type", "lang_src", "lang_tgt", "seed")
+
+RUNS_SCHEMA: dict[str, Any] = {
+    "target": pl.String,
+    "donor": pl.String,
+    "seed": pl.Int64,
+    "value": pl.Float64,
+}
+
+Cell = tuple[str, str | None]
+
+
+# --------------------------------------------------------------------------------------------------
+# Run records
+# --------------------------------------------------------------------------------------------------
+
+
+def _runs_frame(rows: list[tuple[str, str | None, int, float]]) -> pl.DataFrame:
+    """Build the canonical long table from (target, donor, seed, value) tuples."""
+    return pl.DataFrame(rows, schema=RUNS_SCHEMA, orient="row")
+
+
+def _performance(metric: str, raw: float) -> float:
+    """Turn a raw metric value into P (higher is better)."""
+    return 1.0 - raw if metric in _LOWER_IS_BETTER else raw
+
+
+def read_run_metrics(paths: Iterable[Path], metric: str) -> pl.DataFrame:
+    """Read this pipeline's per-run metrics.json files into the canonical long table."""
+    rows: list[tuple[str, str | None, int, float]] = []
+    first_seen: dict[tuple[str, str | None, int], Path] = {}
+    for path in paths:
+        path = Path(path)
+        try:
+            record = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+            raise ValueError(f"{path}: cannot read run metrics: {err}") from None
+        if not isinstance(record, dict):
+            raise ValueError(f"{path}: expected a JSON object")
+        target = record.get("target")
+        if not isinstance(target, str) or not target:
+            raise ValueError(f"{path}: 'target' must be a non-empty string, got {target!r}")
+        donor = record.get("donor")
+        # "-" is the donor wildcard of single runs in the results/ paths; accept it as null.
+        if donor == "-":
+            donor = None
+        if donor is not None and (not isinstance(donor, str) or not donor):
+            raise ValueError(f"{path}: 'donor' must be null or a non-empty string, got {donor!r}")
+        seed = record.get("seed")
+        # bool is an int subclass; a true/false seed is a bug upstream, not seed 1/0.
+        if not isinstance(seed, int) or isinstance(seed, bool):
+            raise ValueError(f"{path}: 'seed' must be an integer, got {seed!r}")
+        metrics = record.get("metrics")
+        if not isinstance(metrics, dict) or metric not in metrics:
+            raise ValueError(f"{path}: no metric {metric!r} in 'metrics'")
+        raw = metrics[metric]
+        if not isinstance(raw, (int, float)) or isinstance(raw, bool) or not math.isfinite(raw):
+            raise ValueError(f"{path}: metric {metric!r} must be a finite number, got {raw!r}")
+        key = (target, donor, seed)
+        if key in first_seen:
+            raise ValueError(f"{path}: duplicate (target, donor, seed) = {key}, also in {first_seen[key]}")
+        first_seen[key] = path
+        rows.append((target, donor, seed, _performance(metric, float(raw))))
+    return _runs_frame(rows).sort(["target", "donor", "seed"], nulls_last=False)
+
+
+def read_study_csv(
+    path: Path,
+    *,
+    metric: str | None = None,
+    target_column: Literal["lang_src", "lang_tgt"] = "lang_src",
+) -> tuple[pl.DataFrame, str]:
+    """Read the reference study's per-seed CSV into the long table; return it and the metric name.
+
+    Which column is the target: in the reference code (cltm-framework) the target is ``lang_src``.
+    Its SV evaluation scores a model ``X_Y`` on ``X``'s test pairs and writes lang_src=X,
+    lang_tgt=Y; single rows carry lang_src=X and an empty lang_tgt; ``utils_matrix.compute_matrices``
+    takes row i's baseline from the single keyed by lang_src and the cell from key ``f"{i}_{j}"``.
+    So lang_src is the target and lang_tgt the donor. ``target_column="lang_tgt"`` flips this for a
+    file written the other way round. A single row names one language: the non-empty one of the two
+    columns, or both equal. A self cell is a ``dual`` row with lang_src == lang_tgt.
+
+    The metric is ``metric`` if given, else the one column among f1, auc, eer, wer after the key
+    columns (several present, as in the study's SV files with eer and auc, is an error: name one).
+    eer and wer are lower-is-better and become 1 - x.
+    """
+    path = Path(path)
+    if target_column not in ("lang_src", "lang_tgt"):
+        raise ValueError(f"target_column must be 'lang_src' or 'lang_tgt', got {target_column!r}")
+    donor_column = "lang_tgt" if target_column == "lang_src" else "lang_src"
+    try:
+        handle = path.open(encoding="utf-8-sig", newline="")
+    except OSError as err:
+        raise ValueError(f"{path}: cannot open: {err}") from None
+    with handle:
+        reader = csv.reader(handle)
+        header = next(reader, None)
+        if header is None:
+            raise ValueError(f"{path}: empty file, expected a header line")
+        header = [name.strip() for name in header]
+        for name in _STUDY_KEYS:
+            if name not in header:
+                raise ValueError(f"{path}: header (line 1): missing column {name!r}")
+        if metric is None:
+            found = [name for name in header if name in _STUDY_METRICS]
+            if not found:
+                raise ValueError(f"{path}: header (line 1): no metric column (one of {', '.join(_STUDY_METRICS)})")
+            if len(found) > 1:
+                raise ValueError(f"{path}: header (line 1): several metric columns ({', '.join(found)}); pass metric=")
+            metric = found[0]
+        elif metric not in _STUDY_METRICS:
+            raise ValueError(f"{path}: unknown metric {metric!r} (known: {', '.join(_STUDY_METRICS)})")
+        elif metric not in header:
+            raise ValueError(f"{path}: header (line 1): missing column {metric!r}")
+        col = {name: header.index(name) for name in (*_STUDY_KEYS, metric)}
+
+        rows: list[tuple[str, str | None, int, float]] = []
+        first_seen: dict[tuple[str, str | None, int], int] = {}
+        row_no = 0
+        for fields in reader:
+            if not fields or all(not f.strip() for f in fields):
+                continue  # blank line
+            row_no += 1
+            where = f"{path}: row {row_no} (line {reader.line_num})"
+            if len(fields) > len(header):
+                raise ValueError(f"{where}: {len(fields)} fields, header has {len(header)}")
+            for name, idx in col.items():
+                if idx >= len(fields):
+                    raise ValueError(f"{where}: missing column {name!r}")
+            get = {name: fields[idx].strip() for name, idx in col.items()}
+
+            kind = get["type"]
+            tgt, don = get[target_column], get[donor_column]
+            if kind == "single":
+                langs = {x for x in (tgt, don) if x}
+                if len(langs) != 1:
+                    raise ValueError(
+                        f"{where}: single row must name one language, got lang_src={get['lang_src']!r} "
+                        f"lang_tgt={get['lang_tgt']!r}"
+                    )
+                target, donor = langs.pop(), None
+            elif kind == "dual":
+                if not tgt or not don:
+                    raise ValueError(
+                        f"{where}: dual row needs lang_src and lang_tgt, got lang_src={get['lang_src']!r} "
+                        f"lang_tgt={get['lang_tgt']!r}"
+                    )
+                target, donor = tgt, don
+            else:
+                raise ValueError(f"{where}: unknown type {kind!r} (expected single or dual)")
+            try:
+                seed = int(get["seed"])
+            except ValueError:
+                raise ValueError(f"{where}: non-numeric seed {get['seed']!r}") from None
+            try:
+                raw = float(get[metric])
+            except ValueError:
+                raise ValueError(f"{where}: non-numeric {metric} value {get[metric]!r}") from None
+            if not math.isfinite(raw):
+                raise ValueError(f"{where}: non-finite {metric} value {get[metric]!r}")
+            key = (target, donor, seed)
+            if key in first_seen:
+                raise ValueError(
+                    f"{where}: duplicate (target, donor, seed) = {key}, first at row {first_seen[key]}"
+                )
+            first_seen[key] = row_no
+            rows.append((target, donor, seed, _performance(metric, raw)))
+    return _runs_frame(rows).sort(["target", "donor", "seed"], nulls_last=False), metric
+
+
+def _check_runs(runs: pl.DataFrame) -> pl.DataFrame:
+    """Validate a long table and return it with canonical dtypes, sorted by (target, donor, seed)."""
+    missing = [name for name in RUNS_SCHEMA if name not in runs.columns]
+    if missing:
+        raise ValueError(f"runs table lacks column(s) {', '.join(missing)}")
+    runs = runs.select([pl.col(name).cast(dtype) for name, dtype in RUNS_SCHEMA.items()])
+    for name in ("target", "seed", "value"):
+        if runs[name].null_count():
+            raise ValueError(f"runs table has null {name!r}")
+    if not runs["value"].is_finite().all():
+        raise ValueError("runs table has non-finite values")
+    dup = runs.filter(runs.select(["target", "donor", "seed"]).is_duplicated())
+    if dup.height:
+        first = dup.row(0, named=True)
+        raise ValueError(
+            f"runs table has duplicate (target, donor, seed) = ({first['target']!r}, {first['donor']!r}, {first['seed']})"
+        )
+    # A fixed row order fixes the summation order, so the means are bit-identical across input orders.
+    return runs.sort(["target", "donor", "seed"], nulls_last=False)
+
+
+# --------------------------------------------------------------------------------------------------
+# Aggregation
+# --------------------------------------------------------------------------------------------------
+
+
+def aggregate(runs: pl.DataFrame, policy: str = "mean") -> pl.DataFrame:
+    """Aggregate runs per cell (target, donor): mu, sample variance var (ddof=1), n, v = var/n."""
+    if policy not in POLICIES:
+        raise ValueError(f"unknown aggregation policy {policy!r} (known: {', '.join(POLICIES)})")
+    runs = _check_runs(runs)
+    return (
+        runs.group_by(["target", "donor"], maintain_order=True)
+        .agg(
+            mu=pl.col("value").mean(),
+            # polars gives null for n < 2; the protocol wants NaN there.
+            var=pl.col("value").var(ddof=1).fill_null(float("nan")),
+            n=pl.len().cast(pl.Int64),
+        )
+        .with_columns(v=pl.col("var") / pl.col("n"), policy=pl.lit(policy))
+        .sort(["target", "donor"], nulls_last=False)
+        .select(["target", "donor", "policy", "mu", "var", "n", "v"])
+    )
+
+
+# --------------------------------------------------------------------------------------------------
+# Matrices
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, eq=False)
+class CLTMResult:
+    """CLTM, M and their uncertainty for one task/architecture; arrays are indexed [target, donor]."""
+
+    languages: tuple[str, ...]
+    policy: str
+    metric: str | None
+    mu: np.ndarray  # a = mu(i+j); the diagonal is c = mu(i+i)
+    baseline: np.ndarray  # b = mu(i), per target
+    M: np.ndarray
+    C: np.ndarray
+    se: np.ndarray
+    ci_low: np.ndarray
+    ci_high: np.ndarray
+    n_seeds: np.ndarray  # n of the dual/self cell
+    n_paired: np.ndarray  # seeds present in single i, self i and the cell: the bootstrap's sample
+    boot_zero_den: np.ndarray  # bootstrap draws whose resampled c - b was exactly 0
+    self_gain: np.ndarray
+    self_gain_se: np.ndarray
+    ill_conditioned: np.ndarray
+    n_single: np.ndarray
+    missing: list[Cell] = field(default_factory=list)
+    n_boot: int = 2000
+    ci: float = 0.95
+    seed: int = 0
+    ill_z: float = 2.0
+
+    def to_long(self) -> pl.DataFrame:
+        """One row per (target, donor) with every per-cell and per-target value."""
+        records: dict[str, list[Any]] = {name: [] for name in _LONG_SCHEMA}
+        for i, target in enumerate(self.languages):
+            for j, donor in enumerate(self.languages):
+                values = {
+                    "target": target,
+                    "donor": donor,
+                    "kind": "self" if i == j else "dual",
+                    "policy": self.policy,
+                    "a": float(self.mu[i, j]),
+                    "b": float(self.baseline[i]),
+                    "c": float(self.mu[i, i]),
+                    "n_seeds": int(self.n_seeds[i, j]),
+                    "n_paired": int(self.n_paired[i, j]),
+                    "M": float(self.M[i, j]),
+                    "C": float(self.C[i, j]),
+                    "se": float(self.se[i, j]),
+                    "ci_low": float(self.ci_low[i, j]),
+                    "ci_high": float(self.ci_high[i, j]),
+                    "boot_zero_den": int(self.boot_zero_den[i, j]),
+                    "self_gain": float(self.self_gain[i]),
+                    "self_gain_se": float(self.self_gain_se[i]),
+                    "ill_conditioned": bool(self.ill_conditioned[i]),
+                }
+                for name, value in values.items():
+                    records[name].append(value)
+        return pl.DataFrame(records, schema=_LONG_SCHEMA)
+
+    def summary(self) -> dict[str, Any]:
+        """The run-level facts written to summary.json."""
+        n_lang = len(self.languages)
+        return {
+            "policy": self.policy,
+            "metric": self.metric,
+            "languages": list(self.languages),
+            "n_boot": self.n_boot,
+            "ci": self.ci,
+            "bootstrap_seed": self.seed,
+            "ill_z": self.ill_z,
+            "cells_all": n_lang * n_lang,
+            "cells_finite": int(np.isfinite(self.C).sum()),
+            "cells_missing": len(self.missing),
+            "ill_conditioned_targets": [t for t, bad in zip(self.languages, self.ill_conditioned) if bad],
+        }
+
+    def write(self, out_dir: Path) -> None:
+        """Write cells, wide matrices, self gain, missing cells and summary atomically and deterministically."""
+        out_dir = Path(out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        langs = list(self.languages)
+        long = self.to_long()
+        _write_atomic(out_dir / "cells.tsv", _tsv(long.columns, long.iter_rows()))
+        for name, matrix in (("cltm.tsv", self.C), ("m.tsv", self.M), ("se.tsv", self.se)):
+            rows = ([t, *(float(x) for x in matrix[i])] for i, t in enumerate(langs))
+            _write_atomic(out_dir / name, _tsv(["target", *langs], rows))
+        gain_rows = (
+            [
+                t,
+                self.policy,
+                float(self.baseline[i]),
+                float(self.mu[i, i]),
+                int(self.n_single[i]),
+                int(self.n_seeds[i, i]),
+                float(self.self_gain[i]),
+                float(self.self_gain_se[i]),
+                bool(self.ill_conditioned[i]),
+            ]
+            for i, t in enumerate(langs)
+        )
+        gain_header = ["target", "policy", "b", "c", "n_single", "n_self", "self_gain", "self_gain_se", "ill_conditioned"]
+        _write_atomic(out_dir / "self_gain.tsv", _tsv(gain_header, gain_rows))
+        missing_rows = ([t, "-" if d is None else d, _kind(t, d), self.policy] for t, d in self.missing)
+        _write_atomic(out_dir / "missing.tsv", _tsv(["target", "donor", "kind", "policy"], missing_rows))
+        text = json.dumps(self.summary(), indent=2, sort_keys=True, allow_nan=False) + "\n"
+        _write_atomic(out_dir / "summary.json", text)
+
+
+_LONG_SCHEMA: dict[str, Any] = {
+    "target": pl.String,
+    "donor": pl.String,
+    "kind": pl.String,
+    "policy": pl.String,
+    "a": pl.Float64,
+    "b": pl.Float64,
+    "c": pl.Float64,
+    "n_seeds": pl.Int64,
+    "n_paired": pl.Int64,
+    "M": pl.Float64,
+    "C": pl.Float64,
+    "se": pl.Float64,
+    "ci_low": pl.Float64,
+    "ci_high": pl.Float64,
+    "boot_zero_den": pl.Int64,
+    "self_gain": pl.Float64,
+    "self_gain_se": pl.Float64,
+    "ill_conditioned": pl.Boolean,
+}
+
+
+def _kind(target: str, donor: str | None) -> str:
+    """Cell kind of (target, donor): single, self or dual."""
+    if donor is None:
+        return "single"
+    return "self" if donor == target else "dual"
+
+
+def _cell_rng(seed: int, target: str, donor: str) -> np.random.Generator:
+    """A bootstrap generator per cell, keyed by names so a cell's CI ignores which other cells exist."""
+    return np.random.default_rng([seed, zlib.crc32(target.encode()), zlib.crc32(donor.encode())])
+
+
+def _bootstrap_ci(
+    a: np.ndarray, b: np.ndarray, c: np.ndarray, rng: np.random.Generator, n_boot: int, ci: float
+) -> tuple[float, float, int]:
+    """Paired-seed percentile CI of C from per-seed values aligned on the same seeds.
+
+    Each draw resamples seed positions once and applies them to a, b and c alike, which keeps the
+    covariance of cells that share a seed's target subset. A draw whose resampled c - b is exactly 0
+    gives C = +inf or -inf by the sign of a - b (the interval is then unbounded on that side, which is
+    the honest answer); a draw with a - b = c - b = 0 is undefined and left out. The bounds are order
+    statistics rounded outward (no interpolation, so infinities cannot turn into NaN). Returns
+    (low, high, number of zero-denominator draws).
+    """
+    idx = rng.integers(0, a.size, size=(n_boot, a.size))
+    a_s, b_s, c_s = a[idx].mean(axis=1), b[idx].mean(axis=1), c[idx].mean(axis=1)
+    num, den = a_s - b_s, c_s - b_s
+    zero = int(np.count_nonzero(den == 0))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        draws = num / den
+    draws = draws[~np.isnan(draws)]
+    if draws.size == 0:
+        return math.nan, math.nan, zero
+    alpha = (1.0 - ci) / 2.0
+    low = float(np.quantile(draws, alpha, method="lower"))
+    high = float(np.quantile(draws, 1.0 - alpha, method="higher"))
+    return low, high, zero
+
+
+def build_matrices(
+    runs: pl.DataFrame,
+    languages: Sequence[str] | None = None,
+    policy: str = "mean",
+    n_boot: int = 2000,
+    seed: int = 0,
+    ci: float = 0.95,
+    metric: str | None = None,
+    ill_z: float = 2.0,
+) -> CLTMResult:
+    """Compute M, C, delta-method SE, paired bootstrap CI and self gain from the long run table.
+
+    Rows and columns follow ``languages`` (default: sorted targets); runs naming other languages are
+    ignored. Missing cells give NaN, never an exception: a missing dual gives a NaN cell, a missing
+    single or self a NaN row. A row whose c - b is exactly 0 has C undefined everywhere, diagonal
+    included. ``ill_conditioned[i]`` is true unless the self gain is clearly positive:
+    gain > 0 and gain - ill_z * SE(gain) > 0; an undefined gain or SE (missing cell, n < 2) counts
+    as not clearly positive.
+    """
+    if n_boot < 1:
+        raise ValueError(f"n_boot must be >= 1, got {n_boot}")
+    if not 0.0 < ci < 1.0:
+        raise ValueError(f"ci must be in (0, 1), got {ci}")
+    stats = aggregate(runs, policy)  # validates policy and runs
+    runs = _check_runs(runs)
+    if languages is None:
+        langs = tuple(sorted(set(runs["target"].to_list())))
+    else:
+        langs = tuple(languages)
+        if len(set(langs)) != len(langs):
+            raise ValueError(f"languages has duplicates: {list(langs)}")
+    n_lang = len(langs)
+
+    cell_stats: dict[Cell, tuple[float, float, int]] = {
+        (r["target"], r["donor"]): (r["mu"], r["v"], r["n"]) for r in stats.iter_rows(named=True)
+    }
+    per_seed: dict[Cell, dict[int, float]] = {}
+    for target, donor, s, value in runs.iter_rows():
+        per_seed.setdefault((target, donor), {})[s] = value
+
+    nan = math.nan
+    mu = np.full((n_lang, n_lang), nan)
+    v_cell = np.full((n_lang, n_lang), nan)
+    n_seeds = np.zeros((n_lang, n_lang), dtype=np.int64)
+    baseline = np.full(n_lang, nan)
+    v_base = np.full(n_lang, nan)
+    n_single = np.zeros(n_lang, dtype=np.int64)
+    missing: list[Cell] = []
+    for i, t in enumerate(langs):
+        if (t, None) in cell_stats:
+            baseline[i], v_base[i], n_single[i] = cell_stats[(t, None)]
+        else:
+            missing.append((t, None))
+        # Self first, then duals in language order: the order the matrix is read in.
+        for j in [i, *(k for k in range(n_lang) if k != i)]:
+            key = (t, langs[j])
+            if key in cell_stats:
+                mu[i, j], v_cell[i, j], n_seeds[i, j] = cell_stats[key]
+            else:
+                missing.append(key)
+
+    b = baseline[:, None]
+    c = np.diag(mu)[:, None]
+    v_b = v_base[:, None]
+    v_c = np.diag(v_cell)[:, None]
+    num = mu - b
+    den = np.broadcast_to(c - b, mu.shape)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        # P = 0 baselines or zero self gains leave the ratio undefined, not infinite.
+        M = np.where(b != 0, num / b, nan)
+        C = np.where(den != 0, num / den, nan)
+        var_num = v_cell + v_b
+        var_den = v_c + v_b
+        cov = v_b
+        var_c = var_num / den**2 + num**2 * var_den / den**4 - 2.0 * num * cov / den**3
+        se = np.where(den != 0, np.sqrt(np.clip(var_c, 0.0, None)), nan)
+    diag = np.arange(n_lang)
+    # On the diagonal a and c are the same cell, so C = 1 and SE = 0 exactly when C is defined at all.
+    C[diag, diag] = np.where(np.isfinite(C[diag, diag]), 1.0, nan)
+    se[diag, diag] = np.where(np.isfinite(C[diag, diag]), 0.0, nan)
+
+    ci_low = np.full((n_lang, n_lang), nan)
+    ci_high = np.full((n_lang, n_lang), nan)
+    n_paired = np.zeros((n_lang, n_lang), dtype=np.int64)
+    boot_zero_den = np.zeros((n_lang, n_lang), dtype=np.int64)
+    for i, t in enumerate(langs):
+        single, self_ = per_seed.get((t, None)), per_seed.get((t, t))
+        if single is None or self_ is None:
+            continue
+        for j, d in enumerate(langs):
+            cell = per_seed.get((t, d))
+            if cell is None:
+                continue
+            seeds = sorted(set(single) & set(self_) & set(cell))
+            n_paired[i, j] = len(seeds)
+            if len(seeds) < 2 or not np.isfinite(C[i, j]):
+                continue
+            a_v = np.array([cell[s] for s in seeds])
+            b_v = np.array([single[s] for s in seeds])
+            c_v = np.array([self_[s] for s in seeds])
+            ci_low[i, j], ci_high[i, j], boot_zero_den[i, j] = _bootstrap_ci(
+                a_v, b_v, c_v, _cell_rng(seed, t, d), n_boot, ci
+            )
+
+    gain = np.diag(mu) - baseline
+    gain_se = np.sqrt(np.diag(v_cell) + v_base)
+    with np.errstate(invalid="ignore"):
+        clearly_positive = np.isfinite(gain) & np.isfinite(gain_se) & (gain > 0) & (gain - ill_z * gain_se > 0)
+
+    return CLTMResult(
+        languages=langs,
+        policy=policy,
+        metric=metric,
+        mu=mu,
+        baseline=baseline,
+        M=M,
+        C=C,
+        se=se,
+        ci_low=ci_low,
+        ci_high=ci_high,
+        n_seeds=n_seeds,
+        n_paired=n_paired,
+        boot_zero_den=boot_zero_den,
+        self_gain=gain,
+        self_gain_se=gain_se,
+        ill_conditioned=~clearly_positive,
+        n_single=n_single,
+        missing=missing,
+        n_boot=n_boot,
+        ci=ci,
+        seed=seed,
+        ill_z=ill_z,
+    )
+
+
+# --------------------------------------------------------------------------------------------------
+# Deterministic, atomic output
+# --------------------------------------------------------------------------------------------------
+
+
+def _fmt(value: Any) -> str:
+    """Format one TSV field: repr for floats (shortest round-trip), NaN/Inf spelled out, true/false."""
+    if value is None:
+        return ""
+    if isinstance(value, (bool, np.bool_)):
+        return "true" if value else "false"
+    if isinstance(value, (int, np.integer)):
+        return str(int(value))
+    if isinstance(value, (float, np.floating)):
+        x = float(value)
+        if math.isnan(x):
+            return "NaN"
+        if math.isinf(x):
+            return "Inf" if x > 0 else "-Inf"
+        return repr(x)
+    return str(value)
+
+
+def _tsv(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
+    """Render a header and rows as TSV text with fixed formatting and a trailing newline."""
+    lines = ["\t".join(header)]
+    lines.extend("\t".join(_fmt(x) for x in row) for row in rows)
+    return "\n".join(lines) + "\n"
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    """Write text to path via a temp file in the same directory and os.replace."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(text.encode("utf-8"))
+            handle.flush()
+            os.fsync(handle.fileno())
+        # mkstemp makes the file 0600; outputs are shared results, readable like any other file.
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

@@ -1,0 +1,172 @@
+"""Configuration: JSON-schema validation with one-line errors, the languages sheet, per-task subset specs.
+
+Snakemake's ``common.smk`` and the ``cltm`` CLI both go through :func:`load_config`, so a bad config is
+refused the same way, before any job is submitted.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+import jsonschema
+import polars as pl
+import yaml
+
+from .subsets import SubsetSpec
+
+__all__ = ["ConfigError", "Config", "load_config", "read_languages", "SCHEMA_DIR", "config_hash"]
+
+SCHEMA_DIR = Path(__file__).resolve().parents[2] / "workflow" / "schemas"
+LANGUAGE_COLUMNS = ("locale", "name", "family", "iso639_3")
+
+
+class ConfigError(ValueError):
+    """Invalid configuration; the message is one line naming the key (or sheet row) and the problem."""
+
+
+def _schema(name: str) -> dict[str, Any]:
+    return yaml.safe_load((SCHEMA_DIR / name).read_text(encoding="utf-8"))
+
+
+def _fill_defaults(instance: Any, schema: Mapping[str, Any]) -> None:
+    """Apply the schema's ``default`` values in place (jsonschema validates but does not fill)."""
+    if not isinstance(instance, dict):
+        return
+    for key, sub in schema.get("properties", {}).items():
+        if key not in instance and "default" in sub:
+            instance[key] = copy.deepcopy(sub["default"])
+        if key in instance:
+            _fill_defaults(instance[key], sub)
+    extra = schema.get("additionalProperties")
+    if isinstance(extra, dict):
+        for key, value in instance.items():
+            if key not in schema.get("properties", {}):
+                _fill_defaults(value, extra)
+
+
+def validate(instance: Mapping[str, Any], schema: Mapping[str, Any], source: str) -> None:
+    """Validate against a JSON schema; raise ConfigError naming the first offending key path."""
+    validator = jsonschema.Draft202012Validator(schema)
+    errors = sorted(validator.iter_errors(instance), key=lambda e: (list(map(str, e.absolute_path)), e.message))
+    if errors:
+        err = errors[0]
+        key = ".".join(map(str, err.absolute_path)) or "(top level)"
+        raise ConfigError(f"{source}: {key}: {err.message}")
+
+
+def read_languages(path: Path) -> pl.DataFrame:
+    """Read and check the languages sheet (locale, name, family, iso639_3; one row per CV locale)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: languages sheet not found")
+    df = pl.read_csv(path, separator="\t", quote_char=None, infer_schema=False, comment_prefix="#")
+    missing = [c for c in LANGUAGE_COLUMNS if c not in df.columns]
+    if missing:
+        raise ConfigError(f"{path}: missing column(s) {', '.join(missing)}")
+    df = df.with_row_index("row", offset=2)
+    for r in df.iter_rows(named=True):
+        for c in LANGUAGE_COLUMNS:
+            if not (r[c] or "").strip():
+                raise ConfigError(f"{path}: row {r['row']} ({r['locale']}): empty {c}")
+    dup = df.group_by("locale").len().filter(pl.col("len") > 1)
+    if dup.height:
+        raise ConfigError(f"{path}: locale {dup['locale'][0]} listed more than once")
+    return df.drop("row")
+
+
+@dataclass(frozen=True)
+class Config:
+    """A validated configuration with its languages sheet."""
+
+    raw: dict[str, Any]
+    languages: pl.DataFrame
+    source: str
+
+    @property
+    def release(self) -> Path:
+        return Path(self.raw["release"])
+
+    @property
+    def results(self) -> Path:
+        return Path(self.raw["results"])
+
+    @property
+    def tasks(self) -> list[str]:
+        return list(self.raw["tasks"])
+
+    @property
+    def locales(self) -> list[str]:
+        """Every locale any task uses, in first-mention order."""
+        seen: dict[str, None] = {}
+        for t in self.raw["tasks"].values():
+            seen.update(dict.fromkeys(t["languages"]))
+        return list(seen)
+
+    def seeds(self, task: str) -> list[int]:
+        s = self.raw["tasks"][task]["seeds"]
+        return list(range(s)) if isinstance(s, int) else sorted(s)
+
+    def subset_spec(self, task: str) -> SubsetSpec:
+        """The subset-drawing spec of one task."""
+        t, splits = self.raw["tasks"][task], self.raw["splits"]
+        return SubsetSpec(
+            task=task,
+            languages=tuple(t["languages"]),
+            n=float(t["regime"]["n"]),
+            unit=t["regime"]["unit"],
+            balance=t["balance"],
+            split_source=splits["source"],
+            test_speakers_per_gender=splits["test_speakers_per_gender"],
+            dev_speakers_per_gender=splits["dev_speakers_per_gender"],
+            test_max_per_gender=t.get("test_max_per_gender"),
+            seeds=tuple(self.seeds(task)),
+        )
+
+    def family(self, locale: str) -> str:
+        return self.languages.filter(pl.col("locale") == locale)["family"][0]
+
+
+def config_hash(raw: Mapping[str, Any]) -> str:
+    """Short hash of a configuration's content, written into every result it produces."""
+    return hashlib.sha256(json.dumps(raw, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def load_config(raw: Mapping[str, Any] | Path, source: str | None = None, root: Path | None = None) -> Config:
+    """Validate a config (a mapping or a YAML path), fill defaults, read and cross-check the languages sheet."""
+    if isinstance(raw, (str, Path)):
+        source = source or str(raw)
+        try:
+            raw = yaml.safe_load(Path(raw).read_text(encoding="utf-8")) or {}
+        except (OSError, yaml.YAMLError) as exc:
+            raise ConfigError(f"{raw}: cannot read config: {str(exc).splitlines()[0]}") from exc
+    source = source or "config"
+    cfg = copy.deepcopy(dict(raw))
+    schema = _schema("config.schema.yaml")
+    validate(cfg, schema, source)
+    _fill_defaults(cfg, schema)
+    for task, t in cfg["tasks"].items():
+        n, unit = t["regime"]["n"], t["regime"]["unit"]
+        if unit == "utterances" and (n != int(n) or (t["balance"] == "gender" and int(n) % 2)):
+            raise ConfigError(
+                f"{source}: tasks.{task}.regime.n: {n} must be a whole{' even' if t['balance'] == 'gender' else ''} "
+                f"number of utterances{' (split equally over female and male)' if t['balance'] == 'gender' else ''}"
+            )
+    sheet = Path(cfg["languages_sheet"])
+    if root is not None and not sheet.is_absolute():
+        sheet = root / sheet
+    languages = read_languages(sheet)
+    known = set(languages["locale"].to_list())
+    for task, t in cfg["tasks"].items():
+        for k, loc in enumerate(t["languages"]):
+            if loc not in known:
+                raise ConfigError(f"{source}: tasks.{task}.languages.{k}: locale {loc!r} is not in the languages sheet {sheet}")
+    if "demo" in cfg and "languages" in cfg["demo"]:
+        for k, loc in enumerate(cfg["demo"]["languages"]):
+            if loc not in known:
+                raise ConfigError(f"{source}: demo.languages.{k}: locale {loc!r} is not in the languages sheet {sheet}")
+    return Config(cfg, languages, source)
