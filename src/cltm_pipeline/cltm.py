@@ -11,9 +11,6 @@ from __future__ import annotations
 import csv
 import json
 import math
-import os
-import tempfile
-import zlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,8 +19,11 @@ from typing import Any, Literal
 import numpy as np
 import polars as pl
 
+from cltm_pipeline.io import stable_hash, write_json, write_text
+
 __all__ = [
     "POLICIES",
+    "RUNS_SCHEMA",
     "CLTMResult",
     "aggregate",
     "build_matrices",
@@ -144,9 +144,11 @@ def read_study_csv(
         if metric is None:
             found = [name for name in header if name in _STUDY_METRICS]
             if not found:
-                raise ValueError(f"{path}: header (line 1): no metric column (one of {', '.join(_STUDY_METRICS)})")
+                known = ", ".join(_STUDY_METRICS)
+                raise ValueError(f"{path}: header (line 1): no metric column (one of {known})")
             if len(found) > 1:
-                raise ValueError(f"{path}: header (line 1): several metric columns ({', '.join(found)}); pass metric=")
+                several = ", ".join(found)
+                raise ValueError(f"{path}: header (line 1): several metric columns ({several}); pass metric=")
             metric = found[0]
         elif metric not in _STUDY_METRICS:
             raise ValueError(f"{path}: unknown metric {metric!r} (known: {', '.join(_STUDY_METRICS)})")
@@ -222,9 +224,8 @@ def _check_runs(runs: pl.DataFrame) -> pl.DataFrame:
     dup = runs.filter(runs.select(["target", "donor", "seed"]).is_duplicated())
     if dup.height:
         first = dup.row(0, named=True)
-        raise ValueError(
-            f"runs table has duplicate (target, donor, seed) = ({first['target']!r}, {first['donor']!r}, {first['seed']})"
-        )
+        key = (first["target"], first["donor"], first["seed"])
+        raise ValueError(f"runs table has duplicate (target, donor, seed) = {key}")
     # A fixed row order fixes the summation order, so the means are bit-identical across input orders.
     return runs.sort(["target", "donor", "seed"], nulls_last=False)
 
@@ -332,15 +333,15 @@ class CLTMResult:
         }
 
     def write(self, out_dir: Path) -> None:
-        """Write cells, wide matrices, self gain, missing cells and summary atomically and deterministically."""
+        """Write cells, wide matrices, self gain, missing cells and summary; atomic and deterministic."""
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
         langs = list(self.languages)
         long = self.to_long()
-        _write_atomic(out_dir / "cells.tsv", _tsv(long.columns, long.iter_rows()))
+        write_text(out_dir / "cells.tsv", _tsv(long.columns, long.iter_rows()))
         for name, matrix in (("cltm.tsv", self.C), ("m.tsv", self.M), ("se.tsv", self.se)):
             rows = ([t, *(float(x) for x in matrix[i])] for i, t in enumerate(langs))
-            _write_atomic(out_dir / name, _tsv(["target", *langs], rows))
+            write_text(out_dir / name, _tsv(["target", *langs], rows))
         gain_rows = (
             [
                 t,
@@ -355,12 +356,13 @@ class CLTMResult:
             ]
             for i, t in enumerate(langs)
         )
-        gain_header = ["target", "policy", "b", "c", "n_single", "n_self", "self_gain", "self_gain_se", "ill_conditioned"]
-        _write_atomic(out_dir / "self_gain.tsv", _tsv(gain_header, gain_rows))
+        gain_header = [
+            "target", "policy", "b", "c", "n_single", "n_self", "self_gain", "self_gain_se", "ill_conditioned"
+        ]
+        write_text(out_dir / "self_gain.tsv", _tsv(gain_header, gain_rows))
         missing_rows = ([t, "-" if d is None else d, _kind(t, d), self.policy] for t, d in self.missing)
-        _write_atomic(out_dir / "missing.tsv", _tsv(["target", "donor", "kind", "policy"], missing_rows))
-        text = json.dumps(self.summary(), indent=2, sort_keys=True, allow_nan=False) + "\n"
-        _write_atomic(out_dir / "summary.json", text)
+        write_text(out_dir / "missing.tsv", _tsv(["target", "donor", "kind", "policy"], missing_rows))
+        write_json(out_dir / "summary.json", self.summary())
 
 
 _LONG_SCHEMA: dict[str, Any] = {
@@ -394,7 +396,7 @@ def _kind(target: str, donor: str | None) -> str:
 
 def _cell_rng(seed: int, target: str, donor: str) -> np.random.Generator:
     """A bootstrap generator per cell, keyed by names so a cell's CI ignores which other cells exist."""
-    return np.random.default_rng([seed, zlib.crc32(target.encode()), zlib.crc32(donor.encode())])
+    return np.random.default_rng([seed, stable_hash(target), stable_hash(donor)])
 
 
 def _bootstrap_ci(
@@ -441,7 +443,8 @@ def build_matrices(
     single or self a NaN row. A row whose c - b is exactly 0 has C undefined everywhere, diagonal
     included. ``ill_conditioned[i]`` is true unless the self gain is clearly positive:
     gain > 0 and gain - ill_z * SE(gain) > 0; an undefined gain or SE (missing cell, n < 2) counts
-    as not clearly positive.
+    as not clearly positive. The bootstrap resamples only the seeds a cell shares with single i and
+    self i (``n_paired``); the point estimates use every seed of each cell.
     """
     if n_boot < 1:
         raise ValueError(f"n_boot must be >= 1, got {n_boot}")
@@ -531,7 +534,8 @@ def build_matrices(
     gain = np.diag(mu) - baseline
     gain_se = np.sqrt(np.diag(v_cell) + v_base)
     with np.errstate(invalid="ignore"):
-        clearly_positive = np.isfinite(gain) & np.isfinite(gain_se) & (gain > 0) & (gain - ill_z * gain_se > 0)
+        defined = np.isfinite(gain) & np.isfinite(gain_se)
+        clearly_positive = defined & (gain > 0) & (gain - ill_z * gain_se > 0)
 
     return CLTMResult(
         languages=langs,
@@ -587,19 +591,3 @@ def _tsv(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
     lines = ["\t".join(header)]
     lines.extend("\t".join(_fmt(x) for x in row) for row in rows)
     return "\n".join(lines) + "\n"
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    """Write text to path via a temp file in the same directory and os.replace."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(text.encode("utf-8"))
-            handle.flush()
-            os.fsync(handle.fileno())
-        # mkstemp makes the file 0600; outputs are shared results, readable like any other file.
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

@@ -1,10 +1,9 @@
 # Config validation (before any job is submitted), wildcard constraints and input functions.
-import os
 import sys
 from pathlib import Path
 
-# Jobs call the `cltm` of the environment running Snakemake (the README's .venv).
-os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
+# Jobs call the `cltm` of the environment running Snakemake (the README's .venv), activated or not.
+shell.prefix(f'export PATH="{Path(sys.executable).parent}:$PATH"; ')
 
 from cltm_pipeline.config import ConfigError, load_config
 from cltm_pipeline.subsets import SubsetError

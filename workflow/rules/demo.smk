@@ -6,6 +6,7 @@ if "demo" in CFG.raw:
             expand("{release}/{locale}/validated.tsv", release=RELEASE, locale=CFG.raw["demo"]["languages"]),
             readme=f"{RELEASE}/README.txt",
         params:
+            release=lambda w, output: Path(output.readme).parent,
             languages=" ".join(CFG.raw["demo"]["languages"]),
             seed=CFG.raw["demo"]["seed"],
             speakers=CFG.raw["demo"]["speakers_per_gender"],
@@ -15,5 +16,5 @@ if "demo" in CFG.raw:
         conda:
             "../envs/cpu.yaml"
         shell:
-            "cltm demo-corpus --out {RELEASE} --languages {params.languages} --seed {params.seed}"
+            "cltm demo-corpus --out {params.release} --languages {params.languages} --seed {params.seed}"
             " --speakers-per-gender {params.speakers} --clips-per-speaker {params.clips} > {log} 2>&1"

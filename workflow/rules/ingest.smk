@@ -8,6 +8,7 @@ rule ingest:
         quarantine=f"{RESULTS}/ingest/{{locale}}/quarantine.tsv",
         summary=f"{RESULTS}/ingest/{{locale}}/ingest.json",
     params:
+        release=RELEASE,
         min_clips=CFG.raw["ingest"]["min_clips"],
         cap=lambda w: (
             f"--max-clips-per-speaker {CFG.raw['ingest']['max_clips_per_speaker']}"
@@ -23,5 +24,5 @@ rule ingest:
     conda:
         "../envs/cpu.yaml"
     shell:
-        "cltm ingest --release {RELEASE} --locale {wildcards.locale} --out $(dirname {output.table})"
+        "cltm ingest --release {params.release} --locale {wildcards.locale} --out $(dirname {output.table})"
         " --workers {threads} --min-clips {params.min_clips} {params.cap} > {log} 2>&1"
