@@ -21,7 +21,9 @@ variables that survive ``espeak_Terminate``/``espeak_Initialize``, so the wavefo
 an utterance depends on what was spoken before it in the same process.  To make every
 clip a pure function of its text and voice parameters, the library is loaded, used for
 one utterance and unloaded again (``dlclose``) for each clip; a fresh mapping starts
-from pristine static data.  This costs about 3 ms per clip.
+from pristine static data.  This costs about 3 ms per clip.  If something else in the
+process already holds the library open (so it could not be unmapped), a private copy
+of it is loaded instead.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import soundfile as sf
@@ -100,6 +103,7 @@ _VARIANTS = {"female": ("f1", "f2", "f3", "f4", "f5"), "male": tuple(f"m{i}" for
 
 _SAMPLE_RATE = 22050  # eSpeak NG's native output rate
 _WORDLIST_SIZE = 2500
+_MIN_SENTENCE_CHARS, _MAX_SENTENCE_CHARS = 18, 44  # keeps clips at roughly 1.5-4 s
 _TRUNCATED_BYTES = 200
 _EXTRA_CLIPS = 3  # clips per extra (undisclosed-gender) speaker
 
@@ -119,7 +123,7 @@ _SYNTH_CALLBACK_TYPE = ctypes.CFUNCTYPE(
 _chunks: list[np.ndarray] = []
 
 
-def _collect(wav: ctypes._Pointer, n: int, _events: int) -> int:  # type: ignore[type-arg]
+def _collect(wav: Any, n: int, _events: int | None) -> int:
     """eSpeak synth callback: append the delivered int16 samples to the current buffer."""
     if wav and n > 0:
         _chunks.append(np.ctypeslib.as_array(wav, shape=(n,)).copy())
@@ -169,6 +173,7 @@ def _synthesize(text: str, voice: str, *, rate: int, pitch: int, pitch_range: in
     import _ctypes
 
     lib = ctypes.CDLL(_espeak_library_path(), mode=ctypes.RTLD_LOCAL)
+    initialised = False
     try:
         lib.espeak_Initialize.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_char_p, ctypes.c_int]
         lib.espeak_SetVoiceByName.argtypes = [ctypes.c_char_p]
@@ -179,6 +184,7 @@ def _synthesize(text: str, voice: str, *, rate: int, pitch: int, pitch_range: in
             ctypes.c_uint, ctypes.c_uint, ctypes.c_void_p, ctypes.c_void_p,
         ]
         rate_hz = lib.espeak_Initialize(_AUDIO_OUTPUT_SYNCHRONOUS, 0, _espeak_data_path(), 0)
+        initialised = rate_hz > 0
         if rate_hz != _SAMPLE_RATE:
             raise RuntimeError(f"eSpeak NG initialisation failed (returned {rate_hz})")
         lib.espeak_SetSynthCallback(_CALLBACK)
@@ -192,12 +198,13 @@ def _synthesize(text: str, voice: str, *, rate: int, pitch: int, pitch_range: in
         _chunks.clear()
         status = lib.espeak_Synth(data, len(data) + 1, 0, _POS_CHARACTER, 0, _CHARS_UTF8, None, None)
         lib.espeak_Synchronize()
-        lib.espeak_Terminate()
         if status != 0:
             raise RuntimeError(f"espeak_Synth failed with status {status} for {text!r}")
         samples = np.concatenate(_chunks) if _chunks else np.zeros(0, np.int16)
         _chunks.clear()
     finally:
+        if initialised:
+            lib.espeak_Terminate()
         handle = lib._handle
         del lib
         _ctypes.dlclose(handle)
@@ -331,7 +338,7 @@ def _rosters(languages: Sequence[DemoLanguage], speakers_per_gender: int,
 
 
 def _sentences(lang: DemoLanguage, count: int, seed: int) -> list[str]:
-    """Draw count distinct 3-8 word sentences from the language's frequent words."""
+    """Draw count distinct short 3-8 word sentences from the language's frequent words."""
     import wordfreq
 
     ranked = wordfreq.top_n_list(lang.wordfreq, _WORDLIST_SIZE)
@@ -350,7 +357,7 @@ def _sentences(lang: DemoLanguage, count: int, seed: int) -> list[str]:
         picked = [words[i] for i in rng.choice(len(words), size=n_words, p=weights)]
         text = " ".join(picked)
         sentence = text[0].upper() + text[1:] + "."
-        if sentence not in seen:
+        if _MIN_SENTENCE_CHARS <= len(sentence) <= _MAX_SENTENCE_CHARS and sentence not in seen:
             seen.add(sentence)
             out.append(sentence)
     return out
@@ -379,8 +386,8 @@ def _render(clip: _Clip, lang: DemoLanguage, seed: int) -> np.ndarray:
     # Treat the waveform as if recorded at sr * vtl: formants and F0 scale by vtl.
     speech = soxr.resample(speech, _SAMPLE_RATE * spk.vtl, _SAMPLE_RATE)
     speech *= rng.uniform(0.3, 0.8) / max(np.abs(speech).max(), 1e-9)
-    lead = int(rng.uniform(0.10, 0.50) * _SAMPLE_RATE)
-    trail = int(rng.uniform(0.10, 0.50) * _SAMPLE_RATE)
+    lead = int(rng.uniform(0.10, 0.40) * _SAMPLE_RATE)
+    trail = int(rng.uniform(0.10, 0.40) * _SAMPLE_RATE)
     signal = np.concatenate([np.zeros(lead), speech, np.zeros(trail)])
     snr_db = rng.uniform(8.0, 12.0)
     noise_rms = np.sqrt(np.mean(speech**2) / 10 ** (snr_db / 10))
@@ -454,6 +461,10 @@ def _readme(languages: Sequence[DemoLanguage], speakers_per_gender: int,
     )
 
 
+#: File marking a directory as a generated demo release, so a rebuild may replace its locales.
+MARKER = ".cltm-demo"
+
+
 def build_demo_corpus(
     root: Path,
     *,
@@ -476,13 +487,18 @@ def build_demo_corpus(
         raise ValueError("clips_per_speaker must be at least 1")
     if seed < 0:
         raise ValueError("seed must be non-negative")
+    marker = root / MARKER
     for lang in languages:
         locale_dir = root / lang.locale
         if locale_dir.exists() and any(locale_dir.iterdir()):
-            raise FileExistsError(f"{locale_dir} exists and is not empty")
+            if not marker.is_file():  # never delete what this function did not write
+                raise FileExistsError(f"{locale_dir} exists, is not empty and is not a generated demo corpus")
+            shutil.rmtree(locale_dir)  # a stale demo locale from other arguments: rebuild it
 
     rosters = _rosters(languages, speakers_per_gender, clips_per_speaker, seed)
     root.mkdir(parents=True, exist_ok=True)
+    # First, so that a build killed half-way can be rebuilt over.
+    marker.write_text("generated by cltm_pipeline.demo; locale directories here may be rebuilt\n", encoding="utf-8")
     n = len(languages)
     broken_locales = {0, n // 2}
     next_id = 18_000_000 + int(_rng(seed, "clip-ids").integers(0, 1_000_000))
@@ -532,7 +548,7 @@ def build_demo_corpus(
 
         order = rng.permutation(len(clips))
         validated = [clips[i] for i in order]
-        rows = {name: [] for name in _CLIP_TSVS}  # type: dict[str, list[list[str]]]
+        rows: dict[str, list[list[str]]] = {name: [] for name in _CLIP_TSVS}
         for clip in validated:
             row = _row(clip, locale, labels)
             rows["validated"].append(row)

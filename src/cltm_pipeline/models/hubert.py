@@ -1,0 +1,220 @@
+"""HuBERT-family encoders (the study's mHuBERT-147) with an utterance classification head.
+
+``prepare`` resolves the weights once, before any training job, into a model directory; every training
+job then loads that directory, so a cluster of jobs never touches the hub. Three kinds of source:
+
+- a Hugging Face id (``utter-project/mHuBERT-147``), read from the HF cache; ``HF_HUB_OFFLINE=1`` is
+  honoured, and with it a model that is not cached fails at once with a message saying how to get it;
+- a local directory holding ``config.json`` and the weights (``save_pretrained`` layout);
+- ``"tiny"``: a randomly initialised HuBERT of about 100k parameters built from :data:`TINY_CONFIG`
+  (overridable key by key), seeded, so the same config gives the same weights on every machine.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..io import sha256_file, write_json
+from . import Architecture, ModelError, register
+
+__all__ = ["TINY_CONFIG", "HubertClassifier", "MHubert"]
+
+#: The demo's tiny HuBERT: 4 conv layers with HuBERT's 320x downsampling (50 frames/s), 2 transformer
+#: layers of width 64. Any HubertConfig key can be overridden; ``seed`` fixes the random init.
+TINY_CONFIG: dict[str, Any] = {
+    "seed": 0,
+    "hidden_size": 64,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "intermediate_size": 128,
+    "conv_dim": [32, 32, 32, 32],
+    "conv_kernel": [10, 8, 4, 4],
+    "conv_stride": [5, 4, 4, 4],
+    "num_conv_pos_embeddings": 16,
+    "num_conv_pos_embedding_groups": 4,
+    "feat_extract_norm": "group",
+    "hidden_dropout": 0.0,
+    "activation_dropout": 0.0,
+    "attention_dropout": 0.0,
+    "feat_proj_dropout": 0.0,
+    "final_dropout": 0.0,
+    "layerdrop": 0.0,
+    "mask_time_prob": 0.0,
+    "apply_spec_augment": False,
+    "do_normalize": True,  # goes to preprocessor_config.json, not to the HubertConfig
+}
+
+PROVENANCE = "cltm_model.json"
+
+
+def _offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def _missing(source: str, why: str) -> ModelError:
+    """The one-line error for weights that cannot be had here."""
+    try:
+        from huggingface_hub.constants import HF_HUB_CACHE as cache
+    except Exception:  # pragma: no cover - huggingface_hub always ships with transformers
+        cache = "the Hugging Face cache"
+    mode = "HF_HUB_OFFLINE=1 is set, so nothing is downloaded" if _offline() else "download failed"
+    return ModelError(
+        f"model {source!r}: {why} ({mode}; cache {cache}). Provide the weights: on a machine with internet "
+        f"(e.g. a login node) run `huggingface-cli download {source}` (or `hf download {source}`) with the same "
+        f"HF_HOME, or point the model source at a local directory holding config.json and the weights"
+    )
+
+
+def _quiet_transformers() -> None:
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+
+
+def _prepare_tiny(out_dir: Path, tiny: dict[str, Any] | None) -> dict[str, Any]:
+    _quiet_transformers()
+    from transformers import HubertConfig, HubertModel, Wav2Vec2FeatureExtractor
+
+    spec = {**TINY_CONFIG, **(tiny or {})}
+    seed = int(spec.pop("seed"))
+    do_normalize = bool(spec.pop("do_normalize"))
+    try:
+        config = HubertConfig(**spec)
+    except (TypeError, ValueError) as exc:
+        raise ModelError(f"tiny model config: {str(exc).splitlines()[0]}") from None
+    gen_state = torch.random.get_rng_state()
+    try:
+        torch.manual_seed(seed)
+        model = HubertModel(config)
+    finally:
+        torch.random.set_rng_state(gen_state)
+    model.save_pretrained(out_dir)
+    Wav2Vec2FeatureExtractor(do_normalize=do_normalize, return_attention_mask=False).save_pretrained(out_dir)
+    n_params = sum(p.numel() for p in model.parameters())
+    return {"tiny": {**spec, "seed": seed, "do_normalize": do_normalize}, "parameters": n_params}
+
+
+def _prepare_pretrained(source: str, out_dir: Path) -> dict[str, Any]:
+    local = Path(source).expanduser()
+    is_dir = local.is_dir()
+    if not is_dir and (source.startswith((".", "/", "~")) or source.count("/") > 1):
+        raise ModelError(f"model {source!r}: no such local directory")  # a hub id is "name" or "org/name"
+    if is_dir and not (local / "config.json").is_file():
+        raise ModelError(f"model {source!r}: the directory has no config.json (expected a save_pretrained layout)")
+    if not is_dir and _offline():
+        # Fail before importing transformers (seconds) and before any hub retry.
+        from huggingface_hub import try_to_load_from_cache
+
+        try:
+            hit = try_to_load_from_cache(source, "config.json")
+        except Exception:  # invalid repo id and the like
+            raise ModelError(f"model {source!r}: neither a local directory nor a valid Hugging Face id") from None
+        if not isinstance(hit, str):
+            raise _missing(source, "not found in the Hugging Face cache")
+
+    _quiet_transformers()
+    from transformers import HubertModel, Wav2Vec2FeatureExtractor
+
+    target = str(local) if is_dir else source
+    try:
+        model = HubertModel.from_pretrained(target, local_files_only=_offline() or is_dir)
+    except OSError as exc:
+        raise _missing(source, f"weights not loadable: {str(exc).splitlines()[0][:160]}") from None
+    model.save_pretrained(out_dir)
+    try:
+        fe = Wav2Vec2FeatureExtractor.from_pretrained(target, local_files_only=_offline() or is_dir)
+    except OSError:
+        fe = Wav2Vec2FeatureExtractor(do_normalize=True, return_attention_mask=False)  # HuBERT base convention
+    fe.save_pretrained(out_dir)
+    return {
+        "revision": getattr(model.config, "_commit_hash", None),
+        "parameters": sum(p.numel() for p in model.parameters()),
+    }
+
+
+class HubertClassifier(nn.Module):
+    """Encoder + mean pooling over valid frames of the last hidden state + linear layer."""
+
+    def __init__(self, encoder: nn.Module, num_labels: int, do_normalize: bool):
+        super().__init__()
+        self.encoder = encoder
+        self.do_normalize = do_normalize
+        self.head = nn.Linear(encoder.config.hidden_size, num_labels)
+        # Group-norm feature encoders (HuBERT base, mHuBERT-147) are trained without attention masks on
+        # zero-padded input; layer-norm ones (large models) take the mask.
+        self.pass_mask = encoder.config.feat_extract_norm == "layer"
+
+    def forward(self, waves: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        batch, total = waves.shape
+        if lengths is None:
+            lengths = torch.full((batch,), total, dtype=torch.long, device=waves.device)
+        valid = torch.arange(total, device=waves.device)[None, :] < lengths[:, None]
+        if self.do_normalize:  # Wav2Vec2FeatureExtractor's zero-mean unit-variance over the valid samples
+            n = lengths.clamp(min=1)[:, None].to(waves.dtype)
+            mean = (waves * valid).sum(1, keepdim=True) / n
+            var = (((waves - mean) * valid) ** 2).sum(1, keepdim=True) / n
+            waves = (waves - mean) / torch.sqrt(var + 1e-7) * valid
+        mask = valid.long() if self.pass_mask else None
+        hidden = self.encoder(waves, attention_mask=mask).last_hidden_state  # [B, F, H]
+        frames = self.encoder._get_feat_extract_output_lengths(lengths).clamp(min=1, max=hidden.shape[1])
+        fmask = (torch.arange(hidden.shape[1], device=waves.device)[None, :] < frames[:, None]).to(hidden.dtype)
+        pooled = (hidden * fmask[..., None]).sum(1) / fmask.sum(1, keepdim=True)
+        return self.head(pooled)
+
+
+@register("mhubert")
+class MHubert(Architecture):
+    """mHuBERT-147 (or any HuBERT checkpoint in Hugging Face format) fine-tuned with a classification head."""
+
+    @classmethod
+    def prepare(cls, source: str, out_dir: Path, tiny: dict[str, Any] | None = None) -> Path:
+        """Write the model directory ``out_dir`` from ``source`` (hub id, local directory or ``"tiny"``)."""
+        out_dir = Path(out_dir)
+        if tiny is not None and source != "tiny":
+            raise ModelError(f"model {source!r}: a tiny config is only meaningful with source 'tiny'")
+        tmp = out_dir.with_name(f".{out_dir.name}.tmp")
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        tmp.mkdir(parents=True)
+        try:
+            info = _prepare_tiny(tmp, tiny) if source == "tiny" else _prepare_pretrained(source, tmp)
+            weights = sorted(p.name for p in tmp.iterdir() if p.suffix in (".safetensors", ".bin"))
+            write_json(
+                tmp / PROVENANCE,
+                {"arch": cls.name, "source": source, **info, "weights": {w: sha256_file(tmp / w) for w in weights}},
+            )
+            mask = os.umask(0)
+            os.umask(mask)
+            for f in tmp.iterdir():  # save_pretrained may write 0600 files; outputs are shared like any file
+                os.chmod(f, 0o666 & ~mask)
+            # Swap in the finished directory whole, so a killed job never leaves a half-written model.
+            if out_dir.exists():
+                shutil.rmtree(out_dir)
+            os.replace(tmp, out_dir)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        return out_dir
+
+    @classmethod
+    def load(cls, model_dir: Path, num_labels: int, *, freeze_feature_encoder: bool = True) -> HubertClassifier:
+        """The prepared encoder plus a freshly initialised head (uses the torch RNG: seed before calling)."""
+        model_dir = Path(model_dir)
+        if not (model_dir / "config.json").is_file():
+            raise ModelError(f"{model_dir}: not a prepared model directory (run `cltm prepare-model` first)")
+        _quiet_transformers()
+        from transformers import HubertModel
+
+        encoder = HubertModel.from_pretrained(model_dir, local_files_only=True)
+        pre = model_dir / "preprocessor_config.json"
+        do_normalize = json.loads(pre.read_text())["do_normalize"] if pre.is_file() else True
+        if freeze_feature_encoder:
+            encoder.feature_extractor._freeze_parameters()
+        return HubertClassifier(encoder, num_labels, do_normalize)
