@@ -47,7 +47,10 @@ def decode_clip(path: Path, sample_rate: int = SAMPLE_RATE, expected_s: float | 
     try:
         x, sr = sf.read(path, dtype="float32", always_2d=True)
     except Exception as exc:  # libsndfile raises several types; all mean "cannot decode"
-        return Decoded(None, f"undecodable: {str(exc).splitlines()[0][:120]}")
+        msg = str(exc).splitlines()[0]
+        if "does not exist or is not a regular file" in msg:  # libsndfile's words for "no known format"
+            msg = "not recognised as audio (corrupt or truncated header)"
+        return Decoded(None, f"undecodable: {msg.removeprefix(f'Error opening {str(path)!r}: ')[:120]}")
     if x.shape[0] == 0:
         return Decoded(None, "no audio samples")
     x = x.mean(axis=1) if x.shape[1] > 1 else x[:, 0]
