@@ -5,13 +5,21 @@ from snakemake.utils import min_version
 min_version("9.0")
 
 
-configfile: "config/config.yaml"
+# The demo config is the default only: a --configfile replaces it instead of being merged into it
+# (a merged `demo:` block would generate demo data into a real release's directory).
+if not config:
+
+    configfile: "config/config.yaml"
+
 
 
 include: "workflow/rules/common.smk"
 include: "workflow/rules/demo.smk"
 include: "workflow/rules/ingest.smk"
 include: "workflow/rules/subsets.smk"
+include: "workflow/rules/models.smk"
+include: "workflow/rules/train.smk"
+include: "workflow/rules/cltm.smk"
 
 
 rule all:

@@ -19,7 +19,9 @@ SMALL = {
     "demo": {"seed": 0, "speakers_per_gender": 6, "clips_per_speaker": 4, "languages": ["es", "de", "fi"]},
     "ingest": {"workers": 2, "min_clips": 20},
     "splits": {"source": "cv"},
-    "tasks": {"gender": {"languages": ["es", "de", "fi"], "seeds": 2, "regime": {"n": 4}}},
+    "models": {"tiny": {"arch": "mhubert", "source": "tiny"}},
+    "tasks": {"gender": {"languages": ["es", "de", "fi"], "seeds": 2, "regime": {"n": 4},
+                        "architectures": {"mhubert": {"model": "tiny", "hparams": {"epochs": 1}}}}},
 }
 
 

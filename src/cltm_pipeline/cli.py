@@ -103,6 +103,32 @@ def cmd_subsets(args: argparse.Namespace) -> None:
     print(f"{spec.task}/{args.target} seed {args.seed}: {table.height} training clips in {table['part'].n_unique()} parts")
 
 
+def cmd_matrix(args: argparse.Namespace) -> None:
+    """Assemble M, CLTM, SE, bootstrap CI and self gain from run metrics (or a study CSV); write them."""
+    from .cltm import build_matrices, read_run_metrics, read_study_csv
+
+    if args.study_csv:
+        runs, metric = read_study_csv(Path(args.study_csv), metric=args.metric, target_column=args.target_column)
+    else:
+        if not args.runs_dir or not args.metric:
+            raise ConfigError("cltm matrix: give --runs-dir and --metric, or --study-csv")
+        root = Path(args.runs_dir)
+        langs = set(args.languages or [])
+        seeds = set(args.seeds or [])
+        paths = [
+            p for p in sorted(root.glob("*/*/seed*/metrics.json"))
+            if (not langs or (p.parts[-4] in langs and p.parts[-3] in langs | {"-"}))
+            and (not seeds or int(p.parts[-2].removeprefix("seed")) in seeds)
+        ]
+        runs, metric = read_run_metrics(paths, args.metric), args.metric
+    res = build_matrices(runs, languages=args.languages, policy=args.policy, n_boot=args.n_boot,
+                         seed=args.boot_seed, ci=args.ci, metric=metric)
+    res.write(Path(args.out))
+    summ = res.summary()
+    print(f"matrix {args.out}: {summ['cells_finite']}/{summ['cells_all']} finite cells, {summ['cells_missing']} "
+          f"missing runs cells, ill-conditioned targets: {', '.join(summ['ill_conditioned_targets']) or 'none'}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``cltm``."""
     p = argparse.ArgumentParser(prog="cltm", description="Cross-Lingual Transfer Matrix pipeline stages.")
@@ -146,6 +172,26 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--dev", required=True)
     s.add_argument("--out", required=True)
     s.set_defaults(func=cmd_subsets)
+
+    s = sub.add_parser("matrix", help=cmd_matrix.__doc__)
+    s.add_argument("--runs-dir", help="results/runs/<task>/<arch> holding <target>/<donor>/seed<s>/metrics.json")
+    s.add_argument("--study-csv", help="instead: the reference study's per-seed CSV (model_id,type,lang_src,lang_tgt,seed,<metric>)")
+    s.add_argument("--target-column", default="lang_src", choices=("lang_src", "lang_tgt"),
+                   help="study CSV column naming the target (the study's code: lang_src)")
+    s.add_argument("--metric", help="metric key in metrics.json (e.g. macro_f1); eer/wer/cer become 1 - x")
+    s.add_argument("--languages", nargs="+", help="matrix order (default: sorted targets)")
+    s.add_argument("--seeds", nargs="+", type=int, help="seeds to use (default: all found)")
+    s.add_argument("--policy", default="mean", help="aggregation over seeds (default: %(default)s)")
+    s.add_argument("--n-boot", type=int, default=2000)
+    s.add_argument("--ci", type=float, default=0.95)
+    s.add_argument("--boot-seed", type=int, default=0)
+    s.add_argument("--out", required=True, help="output directory")
+    s.set_defaults(func=cmd_matrix)
+
+    from .train import add_prepare_parser, add_train_parser
+
+    add_prepare_parser(sub)
+    add_train_parser(sub)
     return p
 
 

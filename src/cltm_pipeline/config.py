@@ -136,6 +136,37 @@ def config_hash(raw: Mapping[str, Any]) -> str:
     return hashlib.sha256(json.dumps(raw, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
+def _check_models_and_tasks(cfg: dict[str, Any], source: str) -> None:
+    """Cross-references the schema cannot express: registered tasks and architectures, model keys, hparams."""
+    from .models import ARCHITECTURES
+    from .tasks import TASKS
+    from .train import check_hparams
+
+    for name, m in cfg["models"].items():
+        if m["arch"] not in ARCHITECTURES:
+            raise ConfigError(f"{source}: models.{name}.arch: {m['arch']!r} is not a registered architecture "
+                              f"(registered: {', '.join(sorted(ARCHITECTURES))})")
+        if "tiny" in m and m["source"] != "tiny":
+            raise ConfigError(f"{source}: models.{name}.tiny: only meaningful with source: tiny")
+    for task, t in cfg["tasks"].items():
+        if task not in TASKS:
+            raise ConfigError(f"{source}: tasks.{task}: not a registered task (registered: {', '.join(sorted(TASKS))})")
+        t.setdefault("metric", TASKS[task].primary)
+        for arch, a in t["architectures"].items():
+            where = f"{source}: tasks.{task}.architectures.{arch}"
+            if a["model"] not in cfg["models"]:
+                raise ConfigError(f"{where}.model: {a['model']!r} is not a key of models ({', '.join(cfg['models'])})")
+            if cfg["models"][a["model"]]["arch"] != arch:
+                raise ConfigError(f"{where}.model: model {a['model']!r} is a {cfg['models'][a['model']]['arch']!r}, not {arch!r}")
+            try:
+                a["hparams"] = check_hparams(a.get("hparams"))
+            except ConfigError as exc:
+                raise ConfigError(f"{where}.{exc}") from None
+            a.setdefault("resources", {})
+            for key, default in (("gpu", 0), ("threads", 1), ("mem_mb", 4000), ("runtime", 30)):
+                a["resources"].setdefault(key, default)
+
+
 def load_config(raw: Mapping[str, Any] | Path, source: str | None = None, root: Path | None = None) -> Config:
     """Validate a config (a mapping or a YAML path), fill defaults, read and cross-check the languages sheet."""
     if isinstance(raw, (str, Path)):
@@ -165,6 +196,7 @@ def load_config(raw: Mapping[str, Any] | Path, source: str | None = None, root: 
         for k, loc in enumerate(t["languages"]):
             if loc not in known:
                 raise ConfigError(f"{source}: tasks.{task}.languages.{k}: locale {loc!r} is not in the languages sheet {sheet}")
+    _check_models_and_tasks(cfg, source)
     if "demo" in cfg and "languages" in cfg["demo"]:
         for k, loc in enumerate(cfg["demo"]["languages"]):
             if loc not in known:

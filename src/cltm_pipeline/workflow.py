@@ -29,3 +29,37 @@ def check_release_capacity(cfg: Config) -> str:
     if not tables:
         return f"no locale (release {cfg.release} not present yet)"
     return f"{len(tables)}/{len(cfg.locales)} locale(s)"
+
+
+#: Where one run's metrics and log live; the Snakefile and `cltm status`/`report` share these patterns.
+RUN_PATTERN = "{results}/runs/{task}/{arch}/{target}/{donor}/seed{seed}/metrics.json"
+RUN_LOG_PATTERN = "{results}/logs/runs/{task}/{arch}/{target}/{donor}/seed{seed}.log"
+SINGLE = "-"  # the donor path component of a single cell
+
+
+def grid(cfg: Config) -> pl.DataFrame:
+    """Every training run the config asks for: task, arch, target, donor ("-" single), seed, cell kind."""
+    rows = []
+    for task, t in cfg.raw["tasks"].items():
+        langs = t["languages"]
+        for arch in t["architectures"]:
+            for seed in cfg.seeds(task):
+                for target in langs:
+                    for donor in [SINGLE, *langs]:
+                        kind = "single" if donor == SINGLE else "self" if donor == target else "dual"
+                        rows.append((task, arch, target, donor, seed, kind))
+    return pl.DataFrame(rows, schema=["task", "arch", "target", "donor", "seed", "cell"], orient="row")
+
+
+def inventory(cfg: Config) -> pl.DataFrame:
+    """The grid with each run's status from the files on disk: done, failed (a log but no metrics) or missing."""
+    g = grid(cfg)
+    results = cfg.raw["results"]
+    paths, status, logs = [], [], []
+    for task, arch, target, donor, seed in g.select("task", "arch", "target", "donor", "seed").iter_rows():
+        kw = dict(results=results, task=task, arch=arch, target=target, donor=donor, seed=seed)
+        p, log = Path(RUN_PATTERN.format(**kw)), Path(RUN_LOG_PATTERN.format(**kw))
+        paths.append(str(p))
+        logs.append(str(log))
+        status.append("done" if p.is_file() else "failed" if log.is_file() else "missing")
+    return g.with_columns(pl.Series("status", status), pl.Series("path", paths), pl.Series("log", logs))

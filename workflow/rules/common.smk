@@ -1,4 +1,6 @@
 # Config validation (before any job is submitted), wildcard constraints and input functions.
+import json
+import shlex
 import sys
 from pathlib import Path
 
@@ -7,13 +9,19 @@ shell.prefix(f'export PATH="{Path(sys.executable).parent}:$PATH"; ')
 
 from cltm_pipeline.config import ConfigError, load_config
 from cltm_pipeline.subsets import SubsetError
-from cltm_pipeline.workflow import check_release_capacity
+from cltm_pipeline.config import config_hash
+from cltm_pipeline.workflow import RUN_PATTERN, SINGLE, check_release_capacity
 
 try:
     CFG = load_config(config, source="config", root=Path(workflow.basedir))
     check_release_capacity(CFG)
 except (ConfigError, SubsetError) as exc:
     raise WorkflowError(f"invalid configuration: {exc}") from None
+
+if "demo" not in CFG.raw and not Path(CFG.raw["release"]).is_dir():
+    logger.warning(
+        f"release {CFG.raw['release']} not found: fine for a dry-run; ingestion needs a local Common Voice release"
+    )
 
 RESULTS = CFG.raw["results"]
 RELEASE = CFG.raw["release"]
@@ -26,6 +34,9 @@ wildcard_constraints:
     target=r"[a-z]{2,3}(-[A-Za-z0-9]+)*",
     task=r"[a-z][a-z0-9_]*",
     seed=r"\d+",
+    donor=r"-|[a-z]{2,3}(-[A-Za-z0-9]+)*",
+    arch=r"[A-Za-z0-9_]+",
+    model=r"[A-Za-z0-9][A-Za-z0-9_.-]*",
 
 
 def subset_spec_json(task, with_languages=True):
@@ -41,7 +52,9 @@ def ingest_table(locale):
 
 
 def release_tsv(wildcards):
-    return f"{RELEASE}/{wildcards.locale}/validated.tsv"
+    """The locale's validated.tsv; absent from a real release only in a dry-run of a grid without data."""
+    path = f"{RELEASE}/{wildcards.locale}/validated.tsv"
+    return path if "demo" in CFG.raw or Path(path).exists() else []
 
 
 def subset_tables(wildcards):
@@ -49,10 +62,61 @@ def subset_tables(wildcards):
     return [ingest_table(loc) for loc in CFG.raw["tasks"][wildcards.task]["languages"]]
 
 
+def arch_block(task, arch):
+    return CFG.raw["tasks"][task]["architectures"][arch]
+
+
+def arch_resources(task, arch):
+    return arch_block(task, arch)["resources"]
+
+
+def arch_hparams_json(task, arch):
+    return json.dumps(arch_block(task, arch)["hparams"], sort_keys=True, separators=(",", ":"))
+
+
+def cell_config_hash(task, arch):
+    """Hash of what a cell's result depends on (regime, splits, model, hparams), not of the whole grid:
+    adding languages or seeds does not change it."""
+    t = CFG.raw["tasks"][task]
+    model = CFG.raw["models"][arch_block(task, arch)["model"]]
+    relevant = {k: v for k, v in t.items() if k not in ("languages", "seeds", "architectures")}
+    return config_hash({"task": relevant, "splits": CFG.raw["splits"], "model": model, "arch": arch_block(task, arch)})
+
+
+def model_flag(wildcards):
+    return f"resources/models/{arch_block(wildcards.task, wildcards.arch)['model']}/cltm_model.json"
+
+
+def tiny_arg(model):
+    tiny = CFG.raw["models"][model].get("tiny")
+    return "" if tiny is None else "--tiny " + shlex.quote(json.dumps(tiny, sort_keys=True))
+
+
+def cell_audio(wildcards):
+    """The audio caches a cell reads: its target's and, for a dual cell, its donor's."""
+    locales = {wildcards.target} | ({wildcards.donor} if wildcards.donor != SINGLE else set())
+    return [f"{RESULTS}/ingest/{loc}/audio.npy" for loc in sorted(locales)]
+
+
+def run_paths(task, arch):
+    """metrics.json of every (target, donor, seed) of one matrix."""
+    langs = CFG.raw["tasks"][task]["languages"]
+    return [
+        RUN_PATTERN.format(results=RESULTS, task=task, arch=arch, target=t, donor=d, seed=s)
+        for s in CFG.seeds(task)
+        for t in langs
+        for d in [SINGLE, *langs]
+    ]
+
+
+def matrix_runs(wildcards):
+    return run_paths(wildcards.task, wildcards.arch)
+
+
+def matrices():
+    return [(task, arch) for task in TASKS for arch in CFG.raw["tasks"][task]["architectures"]]
+
+
 def all_outputs():
-    """Everything `rule all` asks for with the stages built so far."""
-    out = []
-    for task in TASKS:
-        for target in CFG.raw["tasks"][task]["languages"]:
-            out += [f"{RESULTS}/subsets/{task}/{target}/seed{s}.tsv" for s in CFG.seeds(task)]
-    return out
+    """Everything `rule all` asks for: every matrix (and so every run), and the report."""
+    return [f"{RESULTS}/matrices/{task}/{arch}/cltm.tsv" for task, arch in matrices()]

@@ -1,0 +1,15 @@
+# Encoders are resolved once into resources/models/<name>; training jobs never touch the hub.
+rule prepare_model:
+    output:
+        "resources/models/{model}/cltm_model.json",
+    params:
+        arch=lambda w: CFG.raw["models"][w.model]["arch"],
+        source=lambda w: CFG.raw["models"][w.model]["source"],
+        tiny=lambda w: tiny_arg(w.model),
+    log:
+        f"{RESULTS}/logs/models/{{model}}.log",
+    conda:
+        "../envs/gpu.yaml"
+    shell:
+        "cltm prepare-model --arch {params.arch} --source {params.source:q} --out $(dirname {output})"
+        " {params.tiny} > {log} 2>&1"
