@@ -5,6 +5,9 @@ from snakemake.utils import min_version
 min_version("9.0")
 
 
+report: "workflow/report/workflow.rst"
+
+
 # The demo config is the default only: a --configfile replaces it instead of being merged into it
 # (a merged `demo:` block would generate demo data into a real release's directory).
 if not config:
@@ -20,6 +23,7 @@ include: "workflow/rules/subsets.smk"
 include: "workflow/rules/models.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/cltm.smk"
+include: "workflow/rules/report.smk"
 
 
 rule all:

@@ -10,7 +10,7 @@ import numpy as np
 import polars as pl
 import pytest
 
-from cltm_pipeline.cltm import aggregate, build_matrices, read_run_metrics, read_study_csv
+from cltm_pipeline.cltm import RUNS_SCHEMA, aggregate, build_matrices, read_run_metrics, read_study_csv
 
 SCHEMA = {"target": pl.String, "donor": pl.String, "seed": pl.Int64, "value": pl.Float64}
 
@@ -359,3 +359,25 @@ def test_read_study_csv_several_metrics_needs_a_choice(tmp_path: Path):
         read_study_csv(path)
     runs, metric = read_study_csv(path, metric="auc")
     assert metric == "auc" and runs["value"].to_list() == [0.8]
+
+
+def test_written_result_reads_back_exactly(tmp_path):
+    """read_result is the exact inverse of write (the report reads matrices back from disk)."""
+    from cltm_pipeline.cltm import read_result
+
+    rng = np.random.default_rng(3)
+    rows = [
+        (t, d, s, float(rng.uniform(0.5, 0.9)))
+        for t in ("aa", "bb", "cc")
+        for d in (None, "aa", "bb", "cc")
+        for s in range(3)
+        if not (t == "cc" and d == "aa")  # one missing dual
+    ]
+    res = build_matrices(pl.DataFrame(rows, schema=RUNS_SCHEMA, orient="row"), n_boot=200, metric="macro_f1")
+    res.write(tmp_path / "a")
+    back = read_result(tmp_path / "a")
+    back.write(tmp_path / "b")
+    for f in sorted((tmp_path / "a").iterdir()):
+        assert f.read_bytes() == (tmp_path / "b" / f.name).read_bytes(), f.name
+    assert back.missing == res.missing and back.languages == res.languages
+    np.testing.assert_array_equal(back.C, res.C)

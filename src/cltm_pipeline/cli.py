@@ -129,6 +129,33 @@ def cmd_matrix(args: argparse.Namespace) -> None:
           f"missing runs cells, ill-conditioned targets: {', '.join(summ['ill_conditioned_targets']) or 'none'}")
 
 
+def cmd_report(args: argparse.Namespace) -> None:
+    """Render the HTML report (and one page per heatmap for `snakemake --report`) from written matrices."""
+    import json
+
+    from .cltm import read_result
+    from .config import read_languages
+    from .report import MatrixEntry, figures, render_report, write_figure_html
+    from .workflow import inventory
+
+    cfg = load_config(json.loads(args.config_json), source="config", root=Path.cwd())
+    entries = []
+    for mdir in args.matrices:
+        task, arch = Path(mdir).parts[-2:]
+        res = read_result(Path(mdir))
+        entries.append(MatrixEntry(task=task, arch=arch, metric=res.metric, result=res))
+    languages = read_languages(Path(args.languages_sheet))
+    inv = inventory(cfg)
+    out = Path(args.out)
+    render_report(entries, languages, inv, cfg.raw, out)
+    if args.figures:
+        for e in entries:
+            for kind, fig in figures(e, languages).items():
+                write_figure_html(fig, Path(args.figures) / f"{e.task}_{e.arch}_{kind}.html")
+    done = int((inv["status"] == "done").sum())
+    print(f"report {out}: {len(entries)} matrix(es), {done}/{inv.height} runs done")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``cltm``."""
     p = argparse.ArgumentParser(prog="cltm", description="Cross-Lingual Transfer Matrix pipeline stages.")
@@ -187,6 +214,14 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--boot-seed", type=int, default=0)
     s.add_argument("--out", required=True, help="output directory")
     s.set_defaults(func=cmd_matrix)
+
+    s = sub.add_parser("report", help=cmd_report.__doc__)
+    s.add_argument("--config-json", required=True, help="the effective workflow config as JSON")
+    s.add_argument("--languages-sheet", required=True)
+    s.add_argument("--matrices", nargs="+", required=True, help="matrix directories <...>/<task>/<arch>")
+    s.add_argument("--out", required=True, help="index.html to write")
+    s.add_argument("--figures", help="also write one self-contained page per heatmap into this directory")
+    s.set_defaults(func=cmd_report)
 
     from .train import add_prepare_parser, add_train_parser
 

@@ -27,6 +27,7 @@ __all__ = [
     "CLTMResult",
     "aggregate",
     "build_matrices",
+    "read_result",
     "read_run_metrics",
     "read_study_csv",
 ]
@@ -591,3 +592,48 @@ def _tsv(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
     lines = ["\t".join(header)]
     lines.extend("\t".join(_fmt(x) for x in row) for row in rows)
     return "\n".join(lines) + "\n"
+
+
+def _read_tsv_text(path: Path) -> list[dict[str, str]]:
+    """Rows of a TSV written by :func:`_tsv` as dicts of strings."""
+    lines = Path(path).read_text(encoding="utf-8").rstrip("\n").split("\n")
+    header = lines[0].split("\t")
+    return [dict(zip(header, line.split("\t"))) for line in lines[1:] if line]
+
+
+def _parse(value: str) -> float:
+    """Inverse of :func:`_fmt` for floats (repr round-trips exactly)."""
+    special = {"NaN": math.nan, "Inf": math.inf, "-Inf": -math.inf}
+    return special[value] if value in special else float(value)
+
+
+def read_result(out_dir: Path) -> CLTMResult:
+    """Load a :class:`CLTMResult` back from the files :meth:`CLTMResult.write` wrote (exact round trip)."""
+    out_dir = Path(out_dir)
+    summ = json.loads((out_dir / "summary.json").read_text(encoding="utf-8"))
+    langs = tuple(summ["languages"])
+    idx = {t: i for i, t in enumerate(langs)}
+    n = len(langs)
+    mats = {k: np.full((n, n), np.nan) for k in ("mu", "M", "C", "se", "ci_low", "ci_high")}
+    ints = {k: np.zeros((n, n), dtype=int) for k in ("n_seeds", "n_paired", "boot_zero_den")}
+    for r in _read_tsv_text(out_dir / "cells.tsv"):
+        i, j = idx[r["target"]], idx[r["donor"]]
+        mats["mu"][i, j] = _parse(r["a"])
+        for k in ("M", "C", "se", "ci_low", "ci_high"):
+            mats[k][i, j] = _parse(r[k])
+        for k in ints:
+            ints[k][i, j] = int(r[k])
+    baseline, gain, gain_se = np.full(n, np.nan), np.full(n, np.nan), np.full(n, np.nan)
+    ill, n_single = np.zeros(n, dtype=bool), np.zeros(n, dtype=int)
+    for r in _read_tsv_text(out_dir / "self_gain.tsv"):
+        i = idx[r["target"]]
+        baseline[i], gain[i], gain_se[i] = _parse(r["b"]), _parse(r["self_gain"]), _parse(r["self_gain_se"])
+        ill[i], n_single[i] = r["ill_conditioned"] == "true", int(r["n_single"])
+    missing = [(r["target"], None if r["donor"] == "-" else r["donor"]) for r in _read_tsv_text(out_dir / "missing.tsv")]
+    return CLTMResult(
+        languages=langs, policy=summ["policy"], metric=summ["metric"], mu=mats["mu"], baseline=baseline,
+        M=mats["M"], C=mats["C"], se=mats["se"], ci_low=mats["ci_low"], ci_high=mats["ci_high"],
+        n_seeds=ints["n_seeds"], n_paired=ints["n_paired"], boot_zero_den=ints["boot_zero_den"],
+        self_gain=gain, self_gain_se=gain_se, ill_conditioned=ill, n_single=n_single, missing=missing,
+        n_boot=summ["n_boot"], ci=summ["ci"], seed=summ["bootstrap_seed"], ill_z=summ["ill_z"],
+    )

@@ -89,7 +89,7 @@ def model_flag(wildcards):
 
 def tiny_arg(model):
     tiny = CFG.raw["models"][model].get("tiny")
-    return "" if tiny is None else "--tiny " + shlex.quote(json.dumps(tiny, sort_keys=True))
+    return "" if tiny is None else f"--tiny {shlex.quote(json.dumps(tiny, sort_keys=True))}"
 
 
 def cell_audio(wildcards):
@@ -118,5 +118,5 @@ def matrices():
 
 
 def all_outputs():
-    """Everything `rule all` asks for: every matrix (and so every run), and the report."""
-    return [f"{RESULTS}/matrices/{task}/{arch}/cltm.tsv" for task, arch in matrices()]
+    """The default target: every matrix (and so every run), and the report."""
+    return [*(f"{RESULTS}/matrices/{task}/{arch}/cltm.tsv" for task, arch in matrices()), f"{RESULTS}/report/index.html"]

@@ -1,0 +1,199 @@
+"""Tests for cltm_pipeline.report: one self-contained, byte-stable HTML report from CLTM results."""
+
+from __future__ import annotations
+
+import math
+import re
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+from plotly.offline import get_plotlyjs
+
+from cltm_pipeline.cltm import RUNS_SCHEMA, build_matrices
+from cltm_pipeline.config import read_languages
+from cltm_pipeline.report import MatrixEntry, figures, render_report, write_figure_html
+
+LANGUAGES = pl.DataFrame(
+    {
+        "locale": ["es", "it", "de", "nl"],
+        "name": ["Spanish", "Italian", "German", "Dutch"],
+        "family": ["Indo-European (Romance)", "Indo-European (Romance)", "Indo-European (Germanic)",
+                   "Indo-European (Germanic)"],
+        "iso639_3": ["spa", "ita", "deu", "nld"],
+    }
+)
+LANGS = ["es", "it", "de", "nl"]
+
+# Per-seed P for 3 seeds. nl's self gain (0.001) is tiny against its seed noise: ill-conditioned row.
+# The dual cell nl+es was never run.
+BASE = {"es": 0.60, "it": 0.55, "de": 0.65, "nl": 0.70}
+GAIN = {"es": 0.10, "it": 0.08, "de": 0.09, "nl": 0.001}
+NOISE = (-0.01, 0.0, 0.012)
+
+
+def synthetic_runs() -> pl.DataFrame:
+    rows = []
+    for t in LANGS:
+        for donor in [None, *LANGS]:
+            if (t, donor) == ("nl", "es"):
+                continue
+            if donor is None:
+                mean = BASE[t]
+            elif donor == t:
+                mean = BASE[t] + GAIN[t]
+            else:
+                mean = BASE[t] + (0.8 if LANGUAGES_FAMILY[t] == LANGUAGES_FAMILY[donor] else 0.3) * GAIN[t]
+            for seed, eps in enumerate(NOISE):
+                jitter = 0.002 * ((seed + len(t) + (len(donor) if donor else 0)) % 3)
+                rows.append((t, donor, seed, mean + eps + jitter))
+    return pl.DataFrame(rows, schema=RUNS_SCHEMA, orient="row")
+
+
+LANGUAGES_FAMILY = dict(zip(LANGUAGES["locale"], LANGUAGES["family"]))
+
+
+def inventory_for(runs: pl.DataFrame) -> pl.DataFrame:
+    done = {(t, d, s) for t, d, s in runs.select(["target", "donor", "seed"]).iter_rows()}
+    rows = []
+    for t in LANGS:
+        for d in [None, *LANGS]:
+            for s in range(len(NOISE)):
+                status = "done" if (t, d, s) in done else "missing"
+                donor = "-" if d is None else d
+                rows.append(("gender", "tiny", t, donor, s, status, f"results/runs/gender/tiny/{t}/{donor}/seed{s}"))
+    return pl.DataFrame(
+        rows,
+        schema={"task": pl.String, "arch": pl.String, "target": pl.String, "donor": pl.String, "seed": pl.Int64,
+                "status": pl.String, "path": pl.String},
+        orient="row",
+    )
+
+
+CONFIG = {"release": "resources/cv-demo", "aggregation": "mean", "tasks": {"gender": {"languages": LANGS}}}
+
+
+@pytest.fixture(scope="module")
+def entry() -> MatrixEntry:
+    result = build_matrices(synthetic_runs(), LANGS, n_boot=200, seed=0, metric="macro_f1")
+    return MatrixEntry("gender", "tiny", "macro_f1", result)
+
+
+@pytest.fixture(scope="module")
+def report(entry, tmp_path_factory) -> str:
+    path = tmp_path_factory.mktemp("report") / "report.html"
+    render_report([entry], LANGUAGES, inventory_for(synthetic_runs()), CONFIG, path, title="Test report")
+    return path.read_text(encoding="utf-8")
+
+
+def test_fixture_has_the_cases_the_report_must_show(entry):
+    r = entry.result
+    assert ("nl", "es") in r.missing
+    assert [t for t, bad in zip(r.languages, r.ill_conditioned) if bad] == ["nl"]
+
+
+def test_report_is_self_contained(report):
+    bundle = get_plotlyjs()
+    assert report.count(bundle[:2000]) == 1  # plotly.js inline, exactly once
+    assert not re.search(r"<script[^>]+src=", report)
+    assert report.count("cdn.plot.ly") == bundle.count("cdn.plot.ly")  # only the bundle's unused geo default
+    assert report.startswith("<!DOCTYPE html>") and report.rstrip().endswith("</html>")
+
+
+def test_report_names_languages_policy_metric_and_counts(report, entry):
+    for row in LANGUAGES.iter_rows(named=True):
+        assert row["name"] in report and row["locale"] in report
+    assert "policy <b>mean</b>" in report
+    assert "macro_f1" in report
+    finite = int(np.isfinite(entry.result.C).sum())
+    assert finite == 15
+    assert f"<b>{finite} / 16</b> cells finite" in report
+    assert "C = 1</b>: the donor's data is worth as much" in report
+    assert "Test report" in report
+
+
+def test_report_flags_the_ill_conditioned_target(report, entry):
+    rows = re.findall(r'<tr class="ill">.*?</tr>', report)
+    assert len(rows) == 1 and "Dutch" in rows[0] and "⚠" in rows[0]
+    assert "1 row ill-conditioned" in report
+    # The heatmap's row label carries the flag (in plotly's JSON: \u26a0 \u003c/b\u003e), and the row is boxed.
+    assert re.search(r"\\u26a0\\u003c\\u002fb\\u003e.{0,80}Dutch", report)
+    fig = figures(entry, LANGUAGES)["cltm"]
+    flagged = [t for t in fig.layout.yaxis.ticktext if "⚠" in t]
+    assert len(flagged) == 1 and "Dutch" in flagged[0]
+    assert any(s.line.color == "#b45309" and s.y0 == -0.5 and s.y1 == 0.5 for s in fig.layout.shapes)
+
+
+def test_report_lists_the_missing_cell(report):
+    assert "Missing cells (1)" in report
+    assert ">nl+es<" in report
+    # ... and the inventory lists its runs as not done, with their seeds.
+    assert "Runs not done: 3 runs in 1 cell" in report
+    assert re.search(r"<td class=code>nl</td><td class=code>es</td><td>dual</td>.*?0, 1, 2", report)
+
+
+def test_report_carries_config_and_versions(report):
+    assert "release: resources/cv-demo" in report
+    assert "plotly" in report and "polars" in report and "numpy" in report
+
+
+def test_report_is_byte_stable(entry, tmp_path):
+    a, b = tmp_path / "a.html", tmp_path / "sub" / "b.html"
+    inv = inventory_for(synthetic_runs())
+    render_report([entry], LANGUAGES, inv, CONFIG, a, title="T", generated="2025-01-01")
+    render_report([entry], LANGUAGES, inv, CONFIG, b, title="T", generated="2025-01-01")
+    assert a.read_bytes() == b.read_bytes()
+    assert "generated 2025-01-01" in a.read_text(encoding="utf-8")
+
+
+def test_figures_order_by_family_and_grey_the_missing_cell(entry):
+    figs = figures(entry, LANGUAGES)
+    assert set(figs) == {"cltm", "m"}
+    fig = figs["cltm"]
+    labels = [re.sub(r"<[^>]+>|⚠", "", t).strip() for t in fig.layout.yaxis.ticktext]
+    assert labels == ["Dutch", "German", "Italian", "Spanish"]  # Germanic, then Romance; by name within
+    values = next(t for t in fig.data if t.name == "value")
+    missing = next(t for t in fig.data if t.name == "missing")
+    z = np.array(values.z, dtype=float)
+    assert math.isnan(z[0, 3])  # nl (row 0) + es (column 3)
+    assert missing.z[0][3] is not None and missing.text[0][3] == "–"
+    assert "cell nl+es not run" in missing.hovertext[0][3]
+    assert z[1, 1] == 1.0  # de self cell
+    assert values.zmid == 0 and values.zmin == -values.zmax
+    hover = values.hovertext[1][2]  # de <- it
+    assert "German (de)" in hover and "Italian (it)" in hover and "SE" in hover and "CI" in hover
+
+
+def test_write_figure_html_is_self_contained_and_stable(entry, tmp_path):
+    fig = figures(entry, LANGUAGES)["cltm"]
+    write_figure_html(fig, tmp_path / "cltm.html")
+    write_figure_html(figures(entry, LANGUAGES)["cltm"], tmp_path / "again" / "cltm.html")
+    text = (tmp_path / "cltm.html").read_text(encoding="utf-8")
+    assert get_plotlyjs()[:2000] in text
+    assert not re.search(r"<script[^>]+src=", text)
+    assert (tmp_path / "cltm.html").read_bytes() == (tmp_path / "again" / "cltm.html").read_bytes()
+
+
+def test_54_languages_random_matrix(tmp_path):
+    sheet = read_languages(Path(__file__).resolve().parents[1] / "config" / "languages.tsv")
+    langs = [code for code in sheet["locale"] if code != "fi"]
+    assert len(langs) == 54
+    rng = np.random.default_rng(0)
+    rows = []
+    for t in langs:
+        for donor in [None, *langs]:
+            for seed in range(2):
+                rows.append((t, donor, seed, float(rng.uniform(0.5, 0.9))))
+    result = build_matrices(pl.DataFrame(rows, schema=RUNS_SCHEMA, orient="row"), langs, n_boot=10, seed=0)
+    entry = MatrixEntry("gender", "mhubert", "macro_f1", result)
+    extra = MatrixEntry("asr", "mhubert", "1-wer", result)
+    path = tmp_path / "big.html"
+    render_report([entry, extra], sheet, pl.DataFrame(), {}, path)
+    text = path.read_text(encoding="utf-8")
+    assert 'href="#gender-mhubert"' in text and 'href="#asr-mhubert"' in text  # table of contents
+    for name in sheet.filter(pl.col("locale") != "fi")["name"]:
+        assert name in text
+    fig = figures(entry, sheet)["cltm"]
+    assert fig.layout.width <= 1400  # fits a laptop window
+    assert len(fig.layout.yaxis.ticktext) == 54

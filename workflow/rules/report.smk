@@ -1,0 +1,31 @@
+# The self-contained HTML report, and one page per heatmap for `snakemake --report`.
+localrules:
+    report,
+
+
+rule report:
+    input:
+        summaries=[f"{RESULTS}/matrices/{task}/{arch}/summary.json" for task, arch in matrices()],
+        sheet=CFG.raw["languages_sheet"],
+    output:
+        html=f"{RESULTS}/report/index.html",
+        figures=[
+            report(
+                f"{RESULTS}/report/figures/{task}_{arch}_{kind}.html",
+                category="{task} / {arch}".format(task=task, arch=arch),
+                caption="../report/heatmap.rst",
+                labels={"task": task, "architecture": arch, "figure": kind},
+            )
+            for task, arch in matrices()
+            for kind in ("cltm", "m")
+        ],
+    params:
+        config=json.dumps(CFG.raw, sort_keys=True),
+        matrices=lambda w, input: " ".join(str(Path(p).parent) for p in input.summaries),
+    log:
+        f"{RESULTS}/logs/report.log",
+    conda:
+        "../envs/cpu.yaml"
+    shell:
+        "cltm report --config-json {params.config:q} --languages-sheet {input.sheet} --matrices {params.matrices}"
+        " --out {output.html} --figures $(dirname {output.html})/figures > {log} 2>&1"
