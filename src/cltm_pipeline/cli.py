@@ -223,10 +223,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--figures", help="also write one self-contained page per heatmap into this directory")
     s.set_defaults(func=cmd_report)
 
+    from .batch import add_train_cells_parser
     from .train import add_prepare_parser, add_train_parser
 
     add_prepare_parser(sub)
     add_train_parser(sub)
+    add_train_cells_parser(sub)
     return p
 
 

@@ -33,7 +33,9 @@ def check_release_capacity(cfg: Config) -> str:
 
 #: Where one run's metrics and log live; the Snakefile and `cltm status`/`report` share these patterns.
 RUN_PATTERN = "{results}/runs/{task}/{arch}/{target}/{donor}/seed{seed}/metrics.json"
-RUN_LOG_PATTERN = "{results}/logs/runs/{task}/{arch}/{target}/{donor}/seed{seed}.log"
+FAILED_PATTERN = "{results}/runs/{task}/{arch}/{target}/{donor}/seed{seed}/failed.json"
+#: One worker job (and log) per (task, arch, target, seed) trains all of that target's cells.
+RUN_LOG_PATTERN = "{results}/logs/runs/{task}/{arch}/{target}/seed{seed}.log"
 SINGLE = "-"  # the donor path component of a single cell
 
 
@@ -52,14 +54,14 @@ def grid(cfg: Config) -> pl.DataFrame:
 
 
 def inventory(cfg: Config) -> pl.DataFrame:
-    """The grid with each run's status from the files on disk: done, failed (a log but no metrics) or missing."""
+    """The grid with each run's status from the files on disk: done, failed (the worker recorded an error) or missing."""
     g = grid(cfg)
     results = cfg.raw["results"]
     paths, status, logs = [], [], []
     for task, arch, target, donor, seed in g.select("task", "arch", "target", "donor", "seed").iter_rows():
         kw = dict(results=results, task=task, arch=arch, target=target, donor=donor, seed=seed)
-        p, log = Path(RUN_PATTERN.format(**kw)), Path(RUN_LOG_PATTERN.format(**kw))
+        p, failed = Path(RUN_PATTERN.format(**kw)), Path(FAILED_PATTERN.format(**kw))
         paths.append(str(p))
-        logs.append(str(log))
-        status.append("done" if p.is_file() else "failed" if log.is_file() else "missing")
+        logs.append(RUN_LOG_PATTERN.format(**kw))
+        status.append("done" if p.is_file() else "failed" if failed.is_file() else "missing")
     return g.with_columns(pl.Series("status", status), pl.Series("path", paths), pl.Series("log", logs))

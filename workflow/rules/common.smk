@@ -10,7 +10,7 @@ shell.prefix(f'export PATH="{Path(sys.executable).parent}:$PATH"; ')
 from cltm_pipeline.config import ConfigError, load_config
 from cltm_pipeline.subsets import SubsetError
 from cltm_pipeline.config import config_hash
-from cltm_pipeline.workflow import RUN_PATTERN, SINGLE, check_release_capacity
+from cltm_pipeline.workflow import SINGLE, check_release_capacity
 
 try:
     CFG = load_config(config, source="config", root=Path(workflow.basedir))
@@ -34,7 +34,6 @@ wildcard_constraints:
     target=r"[a-z]{2,3}(-[A-Za-z0-9]+)*",
     task=r"[a-z][a-z0-9_]*",
     seed=r"\d+",
-    donor=r"-|[a-z]{2,3}(-[A-Za-z0-9]+)*",
     arch=r"[A-Za-z0-9_]+",
     model=r"[A-Za-z0-9][A-Za-z0-9_.-]*",
 
@@ -92,25 +91,18 @@ def tiny_arg(model):
     return "" if tiny is None else f"--tiny {shlex.quote(json.dumps(tiny, sort_keys=True))}"
 
 
-def cell_audio(wildcards):
-    """The audio caches a cell reads: its target's and, for a dual cell, its donor's."""
-    locales = {wildcards.target} | ({wildcards.donor} if wildcards.donor != SINGLE else set())
-    return [f"{RESULTS}/ingest/{loc}/audio.npy" for loc in sorted(locales)]
-
-
-def run_paths(task, arch):
-    """metrics.json of every (target, donor, seed) of one matrix."""
-    langs = CFG.raw["tasks"][task]["languages"]
-    return [
-        RUN_PATTERN.format(results=RESULTS, task=task, arch=arch, target=t, donor=d, seed=s)
-        for s in CFG.seeds(task)
-        for t in langs
-        for d in [SINGLE, *langs]
-    ]
+def cell_donors(task):
+    """Donor components of a target's cells: single ("-"), then every language (self for the target)."""
+    return [SINGLE, *CFG.raw["tasks"][task]["languages"]]
 
 
 def matrix_runs(wildcards):
-    return run_paths(wildcards.task, wildcards.arch)
+    """The worker flags of every (target, seed) of one matrix."""
+    return [
+        f"{RESULTS}/runs/{wildcards.task}/{wildcards.arch}/{t}/seed{s}.done"
+        for s in CFG.seeds(wildcards.task)
+        for t in CFG.raw["tasks"][wildcards.task]["languages"]
+    ]
 
 
 def matrices():

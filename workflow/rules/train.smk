@@ -1,31 +1,35 @@
-# One job per (task, arch, target, donor, seed): fine-tune, select on dev, score on the target's test set.
+# One job per (task, arch, target, seed) trains the single, self and every dual cell of that target in one
+# process (start-up and data loading are paid once); each cell writes its own metrics.json and finished
+# cells are skipped on a rerun, so a failure or kill costs only the cells not yet written.
 rule train:
     input:
-        # ancient: adding a donor or seed rewrites a seed table without changing the parts a finished
-        # cell used (draws are keyed by seed and locale), so finished cells are not rerun for it
+        # ancient: adding a donor rewrites a seed table without changing the parts a finished cell used
+        # (draws are keyed by seed and locale); the worker's data-hash check catches any real change
         seed_table=ancient(f"{RESULTS}/subsets/{{task}}/{{target}}/seed{{seed}}.tsv"),
         test=f"{RESULTS}/subsets/{{task}}/{{target}}/test.tsv",
         dev=f"{RESULTS}/subsets/{{task}}/{{target}}/dev.tsv",
         model=model_flag,
-        audio=cell_audio,
+        audio=lambda w: [f"{RESULTS}/ingest/{loc}/audio.npy" for loc in CFG.raw["tasks"][w.task]["languages"]],
     output:
-        f"{RESULTS}/runs/{{task}}/{{arch}}/{{target}}/{{donor}}/seed{{seed}}/metrics.json",
+        f"{RESULTS}/runs/{{task}}/{{arch}}/{{target}}/seed{{seed}}.done",
     params:
+        runs_dir=lambda w: f"{RESULTS}/runs/{w.task}/{w.arch}",
         ingest_root=f"{RESULTS}/ingest",
+        donors=lambda w: " ".join(cell_donors(w.task)),
         hparams=lambda w: arch_hparams_json(w.task, w.arch),
         config_hash=lambda w: cell_config_hash(w.task, w.arch),
     threads: lambda w: arch_resources(w.task, w.arch)["threads"]
     resources:
         mem_mb=lambda w, attempt: arch_resources(w.task, w.arch)["mem_mb"] * attempt,
-        runtime=lambda w, attempt: arch_resources(w.task, w.arch)["runtime"] * attempt,
+        runtime=lambda w, attempt: arch_resources(w.task, w.arch)["runtime"] * len(cell_donors(w.task)) * attempt,
         gpu=lambda w: arch_resources(w.task, w.arch)["gpu"],
     log:
-        f"{RESULTS}/logs/runs/{{task}}/{{arch}}/{{target}}/{{donor}}/seed{{seed}}.log",
+        f"{RESULTS}/logs/runs/{{task}}/{{arch}}/{{target}}/seed{{seed}}.log",
     conda:
         "../envs/gpu.yaml"
     shell:
-        "cltm train --task {wildcards.task} --arch {wildcards.arch} --model-dir $(dirname {input.model})"
+        "cltm train-cells --task {wildcards.task} --arch {wildcards.arch} --model-dir $(dirname {input.model})"
         " --seed-table {input.seed_table} --test {input.test} --dev {input.dev} --ingest-root {params.ingest_root}"
-        " --target {wildcards.target} --donor {wildcards.donor} --seed {wildcards.seed}"
+        " --target {wildcards.target} --donors {params.donors} --seed {wildcards.seed}"
         " --hparams {params.hparams:q} --config-hash {params.config_hash} --threads {threads}"
-        " --out {output} > {log} 2>&1"
+        " --runs-dir {params.runs_dir} --flag {output} > {log} 2>&1"
