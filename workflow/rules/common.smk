@@ -23,6 +23,19 @@ if "demo" not in CFG.raw and not Path(CFG.raw["release"]).is_dir():
         f"release {CFG.raw['release']} not found: fine for a dry-run; ingestion needs a local Common Voice release"
     )
 
+def _grid_summary():
+    """One line for the log: cells per matrix and the worker jobs that train them."""
+    parts, cells, jobs = [], 0, 0
+    for task, t in CFG.raw["tasks"].items():
+        L, S = len(t["languages"]), len(CFG.seeds(task))
+        for arch in t["architectures"]:
+            parts.append(f"{task}/{arch} {L * (L + 1) * S:,}")
+            cells, jobs = cells + L * (L + 1) * S, jobs + L * S
+    return f"grid: {cells:,} training cells ({', '.join(parts)}) in {jobs:,} worker jobs"
+
+
+logger.info(_grid_summary())
+
 RESULTS = CFG.raw["results"]
 RELEASE = CFG.raw["release"]
 LOCALES = CFG.locales
