@@ -213,8 +213,8 @@ def test_audio_is_speech_like(corpus: Path) -> None:
             assert 0.8 <= len(audio) / sr <= 6.0
             assert np.sqrt(np.mean(audio**2)) > 0.005  # not silent
             energy = frame_energies(audio, sr)
-            # Speech at ~10 dB SNR: loud frames far above the noise-only padding frames.
-            assert np.percentile(energy, 95) > 10 * np.percentile(energy, 5), clip.name
+            # Speech at 2-6 dB SNR: loud frames well above the noise-only padding (white noise gives ~1.2).
+            assert np.percentile(energy, 95) > 4 * np.percentile(energy, 5), clip.name
             f0, voiced = median_f0(audio, sr)
             assert 60 <= f0 <= 400 and voiced > 0.3, (clip.name, f0, voiced)
 
@@ -222,11 +222,11 @@ def test_audio_is_speech_like(corpus: Path) -> None:
 def test_white_noise_is_not_mistaken_for_speech() -> None:
     audio = np.random.default_rng(0).normal(0, 0.1, 22050 * 2)
     energy = frame_energies(audio, 22050)
-    assert np.percentile(energy, 95) < 10 * np.percentile(energy, 5)
+    assert np.percentile(energy, 95) < 4 * np.percentile(energy, 5)
     assert median_f0(audio, 22050)[1] < 0.3
 
 
-def test_gender_pitch_differs_on_average_but_overlaps(corpus: Path) -> None:
+def test_gender_pitch_differs_consistently_per_speaker(corpus: Path) -> None:
     per_speaker: dict[str, list[float]] = {"female": [], "male": []}
     for lang in LANGUAGES:
         base = corpus / lang.locale
@@ -243,8 +243,10 @@ def test_gender_pitch_differs_on_average_but_overlaps(corpus: Path) -> None:
             ]
             per_speaker[group].append(float(np.nanmedian(f0s)))
     female, male = np.array(per_speaker["female"]), np.array(per_speaker["male"])
-    assert female.mean() > male.mean() + 20
-    assert male.max() > female.min()  # overlapping ranges: F0 alone does not solve the task
+    # A consistent speaker-level gap: with overlapping ranges, test speakers on the "wrong" side made more
+    # training data hurt some demo targets. The task is kept hard by 2-6 dB noise instead.
+    assert female.mean() > male.mean() + 40
+    assert np.percentile(female, 10) > np.percentile(male, 90)
 
 
 def test_rejects_bad_arguments(tmp_path: Path) -> None:

@@ -52,11 +52,11 @@ wildcard_constraints:
 
 
 def subset_spec_json(task, with_languages=True):
-    """The task's subset spec as JSON; eval sets get it without languages/seeds so adding either reruns nothing."""
+    """The task's subset spec as JSON, without what a job does not depend on (the seed list is a wildcard;
+    evaluation sets ignore the donors), so adding seeds or languages reruns no finished subset job."""
     spec = CFG.subset_spec(task)
-    if not with_languages:
-        spec = type(spec)(**{**spec.__dict__, "languages": (), "seeds": ()})
-    return spec.to_json()
+    drop = {"seeds": ()} if with_languages else {"seeds": (), "languages": ()}
+    return type(spec)(**{**spec.__dict__, **drop}).to_json()
 
 
 def ingest_table(locale):

@@ -37,11 +37,13 @@ def register(task: Task) -> Task:
 
 
 def get_task(name: str) -> Task:
-    """The registered task ``name``, or a one-line error listing those that exist."""
+    """The registered task ``name``, or a one-line ConfigError listing those that exist."""
+    from ..config import ConfigError
+
     try:
         return TASKS[name]
     except KeyError:
-        raise KeyError(f"unknown task {name!r} (registered: {', '.join(sorted(TASKS)) or 'none'})") from None
+        raise ConfigError(f"unknown task {name!r} (registered: {', '.join(sorted(TASKS)) or 'none'})") from None
 
 
 from . import gender  # noqa: E402,F401  (registers itself)
