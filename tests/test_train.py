@@ -197,6 +197,10 @@ def test_eval_every_and_bad_hparams(corpus):
         check_hparams({**HP, "learning_rate": 1})
     with pytest.raises(ConfigError, match="batch_size"):
         check_hparams({**HP, "batch_size": 0})
+    assert check_hparams(HP)["checkpoint_every"] is None and check_hparams({"checkpoint_every": 50})["checkpoint_every"] == 50
+    for bad in (0, -1, 2.5, True, "10"):
+        with pytest.raises(ConfigError, match="checkpoint_every"):
+            check_hparams({**HP, "checkpoint_every": bad})
 
 
 def test_train_cli_runs_a_cell(corpus):
@@ -214,3 +218,116 @@ def test_train_cli_runs_a_cell(corpus):
     assert res["donor"] is None and res["cell"] == "single" and res["config_hash"] == "abc"
     assert res["metrics"] == _run(corpus, None, out="cli-lib.json")["metrics"]
 
+
+
+# ------------------------------------------------------------------------------ resume
+
+
+class _Killed(Exception):
+    """Stands in for a time limit, preemption or node failure in the middle of training."""
+
+
+@pytest.fixture(scope="module")
+def noisy_model(corpus) -> Path:
+    """The test model with dropout, LayerDrop and SpecAugment on: training draws from torch's and numpy's
+    global RNGs (besides the crops from the numpy Generator), so a resume that misses one shows."""
+    return get_architecture("mhubert").prepare("tiny", corpus["root"] / "noisy-model", tiny={
+        **TINY, "hidden_dropout": 0.1, "attention_dropout": 0.1, "activation_dropout": 0.1, "layerdrop": 0.2,
+        "apply_spec_augment": True, "mask_time_prob": 0.2, "mask_time_length": 2})
+
+
+def _run_noisy(corpus, model, name, checkpoint_every, config_hash="cfg123"):
+    out = corpus["root"] / "resume" / name / "metrics.json"
+    hp = {**HP, "eval_every": 3, "checkpoint_every": checkpoint_every}  # dual cell: 16 rows, 4 steps/epoch, 8 steps
+    return run_cell("gender", "mhubert", model, corpus["seed0"], corpus["test"], corpus["dev"], corpus["ingest"], "aa", "bb",
+                    0, hp, out, device="cpu", config_hash=config_hash, predictions_out=out.with_name("pred.tsv"))
+
+
+def _kill_at(monkeypatch, step: int) -> list[int]:
+    """Make the next run raise after optimiser step ``step``; returns the steps it went through."""
+    from cltm_pipeline import train
+
+    seen: list[int] = []
+
+    def hook(s: int) -> None:
+        seen.append(s)
+        if s == step:
+            raise _Killed(s)
+
+    monkeypatch.setattr(train, "_STEP_HOOK", hook)
+    return seen
+
+
+def test_a_killed_cell_resumes_from_its_checkpoint_with_identical_results(corpus, noisy_model, monkeypatch, capsys):
+    import torch
+
+    from cltm_pipeline import train
+
+    base = _run_noisy(corpus, noisy_model, "base", None)
+    assert base["resumed_from_step"] is None and base["training"]["steps"] == 8
+    assert [s for s, _ in base["training"]["dev_curve"]] == [3, 6, 8]
+    cell = corpus["root"] / "resume" / "cut"
+    assert not (corpus["root"] / "resume" / "base" / "checkpoint.pt").exists()
+    # killed after step 3 (checkpoint 2: mid-epoch, no best yet), then 5 (resumes at 2; checkpoint 4: an
+    # epoch's end, best from step 3 stored beside the model), then 7 (resumes at 4; checkpoint 6: the best
+    # is the model itself, stored once); then runs to the end
+    kept = []
+    for kill, start in ((3, 0), (5, 2), (7, 4)):
+        seen = _kill_at(monkeypatch, kill)
+        with pytest.raises(_Killed):
+            _run_noisy(corpus, noisy_model, "cut", 2)
+        assert seen == list(range(start + 1, kill + 1))
+        assert not (cell / "metrics.json").exists() and not list(cell.glob(".*.tmp"))
+        ck = torch.load(cell / "checkpoint.pt", map_location="cpu", weights_only=True)
+        assert ck["training"]["step"] == kill - 1 and ck["identity"]["data_hash"] == base["data_hash"]
+        t = ck["training"]
+        kept.append((t["epoch"], t["pos"], t["order"] is None, t["best_step"], t["best_state"] is None, t["best_is_current"]))
+    assert base["training"]["best_step"] == 6  # (and step 8 ties it: the earlier state is kept)
+    assert kept == [(0, 8, False, 0, True, False), (1, 0, True, 3, False, False), (1, 8, False, 6, True, True)]
+    err = capsys.readouterr().err
+    assert "at step 2 of 8" in err and "at step 4 of 8" in err
+    monkeypatch.setattr(train, "_STEP_HOOK", None)
+    res = _run_noisy(corpus, noisy_model, "cut", 2)
+    assert res["resumed_from_step"] == 6 and "at step 6 of 8" in capsys.readouterr().err
+    for key in ("metrics", "training", "data_hash", "n_train_by_locale"):
+        assert res[key] == base[key], key
+    assert (cell / "pred.tsv").read_bytes() == (cell.parent / "base" / "pred.tsv").read_bytes()
+    assert json.loads((cell / "metrics.json").read_text())["resumed_from_step"] == 6
+    assert not (cell / "checkpoint.pt").exists() and not list(cell.glob(".*.tmp"))
+
+    # the comparison is sharp: a resume that restores all but the global RNG states ends elsewhere
+    _kill_at(monkeypatch, 5)
+    with pytest.raises(_Killed):
+        _run_noisy(corpus, noisy_model, "no-rng", 2)
+    monkeypatch.setattr(train, "_STEP_HOOK", None)
+    monkeypatch.setattr(train, "_set_rng_states", lambda states: None)
+    off = _run_noisy(corpus, noisy_model, "no-rng", 2)
+    assert off["resumed_from_step"] == 4 and off["training"]["train_loss"] != base["training"]["train_loss"]
+
+
+def test_a_checkpoint_from_other_inputs_is_discarded_and_changing_checkpoint_every_keeps_it(corpus, noisy_model, monkeypatch, capsys):
+    from cltm_pipeline import train
+
+    base = _run_noisy(corpus, noisy_model, "base2", None)
+    cell = corpus["root"] / "resume" / "other"
+    _kill_at(monkeypatch, 5)
+    with pytest.raises(_Killed):
+        _run_noisy(corpus, noisy_model, "other", 2)
+    monkeypatch.setattr(train, "_STEP_HOOK", None)
+    capsys.readouterr()
+    res = _run_noisy(corpus, noisy_model, "other", 2, config_hash="edited")
+    err = capsys.readouterr().err
+    assert res["resumed_from_step"] is None and "written for other inputs (config_hash differ); discarded" in err
+    assert res["metrics"] == base["metrics"] and res["training"] == base["training"]
+
+    (cell / "checkpoint.pt").write_bytes(b"PK\x03\x04 half a file")  # what a failing disk might leave
+    res = _run_noisy(corpus, noisy_model, "other", None)
+    assert res["resumed_from_step"] is None and "unreadable" in capsys.readouterr().err
+    assert res["training"] == base["training"] and not (cell / "checkpoint.pt").exists()
+
+    _kill_at(monkeypatch, 6)
+    with pytest.raises(_Killed):
+        _run_noisy(corpus, noisy_model, "other", 3)
+    monkeypatch.setattr(train, "_STEP_HOOK", None)
+    res = _run_noisy(corpus, noisy_model, "other", 4)  # checkpoint_every does not change the results
+    assert res["resumed_from_step"] == 6 and res["training"] == base["training"] and res["metrics"] == base["metrics"]

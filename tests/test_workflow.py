@@ -105,3 +105,23 @@ def test_bad_config_key_is_named_before_any_job(tmp_path):
     proc = snakemake(work, "-n", check=False)
     assert proc.returncode != 0
     assert "invalid configuration: config: tasks.gender.seeds: 0 is not valid" in proc.stdout + proc.stderr
+
+
+def test_status_reports_done_missing_and_failed_cells(small_run):
+    runs = small_run / "results" / "runs" / "gender" / "mhubert"
+    gone = runs / "de" / "es" / "seed1" / "metrics.json"
+    failed = runs / "fi" / "-" / "seed0"
+    saved = {p: p.read_bytes() for p in (gone, failed / "metrics.json")}
+    try:
+        gone.unlink()
+        (failed / "metrics.json").unlink()
+        (failed / "failed.json").write_text('{"error": "RuntimeError: boom"}')
+        proc = subprocess.run([sys.executable, "-m", "cltm_pipeline.cli", "status", "config/config.yaml"],
+                              cwd=small_run, capture_output=True, text=True, check=True)
+        row = next(line.split() for line in proc.stdout.splitlines() if line.startswith("gender"))
+        assert row == ["gender", "mhubert", "22", "1", "1", "24"], proc.stdout
+        assert "failed gender/mhubert/fi/-/seed0" in proc.stdout and "results/logs/runs/gender/mhubert/fi/seed0.log" in proc.stdout
+    finally:
+        (failed / "failed.json").unlink(missing_ok=True)
+        for p, blob in saved.items():
+            p.write_bytes(blob)

@@ -156,6 +156,34 @@ def cmd_report(args: argparse.Namespace) -> None:
     print(f"report {out}: {len(entries)} matrix(es), {done}/{inv.height} runs done")
 
 
+def cmd_status(args: argparse.Namespace) -> None:
+    """Cells done / missing / failed per task and architecture, from the files on disk."""
+    from .workflow import inventory
+
+    cfg = load_config(Path(args.config))
+    t0 = time.perf_counter()
+    inv = inventory(cfg)
+    table = (
+        inv.group_by("task", "arch", "status").len()
+        .pivot(on="status", index=["task", "arch"], values="len")
+        .fill_null(0)
+    )
+    for col in ("done", "missing", "failed"):
+        if col not in table.columns:
+            table = table.with_columns(pl.lit(0, dtype=pl.UInt32).alias(col))
+    print(f"{'task':<10} {'arch':<12} {'done':>8} {'missing':>8} {'failed':>8} {'total':>8}")
+    for r in table.sort("task", "arch").iter_rows(named=True):
+        total = r["done"] + r["missing"] + r["failed"]
+        print(f"{r['task']:<10} {r['arch']:<12} {r['done']:>8} {r['missing']:>8} {r['failed']:>8} {total:>8}")
+    failed = inv.filter(pl.col("status") == "failed")
+    for r in failed.head(args.show).iter_rows(named=True):
+        print(f"failed {r['task']}/{r['arch']}/{r['target']}/{r['donor']}/seed{r['seed']}: "
+              f"{Path(r['path']).with_name('failed.json')} (job log {r['log']})")
+    if failed.height > args.show:
+        print(f"... and {failed.height - args.show} more failed cells")
+    print(f"({inv.height:,} cells checked in {time.perf_counter() - t0:.2f} s)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``cltm``."""
     p = argparse.ArgumentParser(prog="cltm", description="Cross-Lingual Transfer Matrix pipeline stages.")
@@ -164,6 +192,11 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("validate-config", help=cmd_validate_config.__doc__)
     s.add_argument("config", nargs="?", default="config/config.yaml", help="workflow config (default: %(default)s)")
     s.set_defaults(func=cmd_validate_config)
+
+    s = sub.add_parser("status", help=cmd_status.__doc__)
+    s.add_argument("config", nargs="?", default="config/config.yaml", help="workflow config (default: %(default)s)")
+    s.add_argument("--show", type=int, default=20, help="failed cells to list (default: %(default)s)")
+    s.set_defaults(func=cmd_status)
 
     s = sub.add_parser("demo-corpus", help=cmd_demo_corpus.__doc__)
     s.add_argument("--out", required=True, help="release directory to write")

@@ -8,6 +8,11 @@ directory and the hyper-parameters differ. Everything random is a function of th
 Paired seeds: the cells of one target at one seed start from the same head initialisation and the same
 generator states, so their differences (the CLTM's numerator and denominator) are not inflated by
 initialisation noise that has nothing to do with the training data.
+
+Resume: with ``checkpoint_every`` set, a cell writes ``checkpoint.pt`` beside its metrics.json every so
+many steps (model, optimiser, scheduler, position in the epoch's permutation, best-so-far state, curves
+and every RNG state). A rerun of a killed cell continues from it and ends with the metrics an
+uninterrupted run would have had; a checkpoint written for other inputs is discarded.
 """
 
 from __future__ import annotations
@@ -37,7 +42,10 @@ __all__ = ["HPARAM_DEFAULTS", "check_hparams", "cell_name", "run_cell", "add_tra
 #: best checkpoint by dev macro-F1). ``eval_every``: evaluate dev every so many optimiser steps (None:
 #: after each epoch; the last step is always evaluated). ``threads``: torch intra-op threads (1 lets two
 #: cells share two cores). ``lr_schedule``: "linear" decay to 0 after ``warmup_ratio`` of the steps
-#: (Hugging Face Trainer's default), or "constant".
+#: (Hugging Face Trainer's default), or "constant". ``checkpoint_every``: write ``checkpoint.pt`` beside
+#: metrics.json every so many optimiser steps (atomically), so a cell killed mid-training (time limit,
+#: preemption, node failure) resumes there with the same final metrics as an uninterrupted run; None: no
+#: checkpoints. It does not change the results; the checkpoint is deleted once metrics.json is written.
 HPARAM_DEFAULTS: dict[str, Any] = {
     "epochs": 1,
     "lr": 1e-5,
@@ -51,6 +59,7 @@ HPARAM_DEFAULTS: dict[str, Any] = {
     "lr_schedule": "linear",
     "warmup_ratio": 0.0,
     "eval_batch_size": 32,
+    "checkpoint_every": None,
 }
 
 
@@ -71,6 +80,9 @@ def check_hparams(hparams: Mapping[str, Any] | None) -> dict[str, Any]:
         hp[key] = int(hp[key])
     if hp["eval_every"] is not None and (not isinstance(hp["eval_every"], int) or hp["eval_every"] <= 0):
         raise ConfigError(f"hparams.eval_every: must be a positive integer or null, got {hp['eval_every']!r}")
+    ce = hp["checkpoint_every"]
+    if ce is not None and (not isinstance(ce, int) or isinstance(ce, bool) or ce <= 0):
+        raise ConfigError(f"hparams.checkpoint_every: must be a positive integer or null, got {ce!r}")
     if hp["lr_schedule"] not in ("linear", "constant"):
         raise ConfigError(f"hparams.lr_schedule: must be 'linear' or 'constant', got {hp['lr_schedule']!r}")
     if not 0 <= hp["warmup_ratio"] < 1:
@@ -157,6 +169,81 @@ def _resolve_device(device: str) -> str:
     return device
 
 
+# ------------------------------------------------------------------------------ checkpoints
+#
+# A checkpoint holds only tensors and plain Python values (no numpy objects), so it loads with
+# ``torch.load(weights_only=True)``: no pickled code runs when a file left by a killed job is read.
+
+#: Name of a cell's checkpoint, in the directory of its metrics.json (one cell per directory).
+CHECKPOINT_NAME = "checkpoint.pt"
+_CHECKPOINT_FORMAT = 1
+
+#: Test hook: called with the step number after each optimiser step (and its evaluation and checkpoint).
+_STEP_HOOK = None
+
+
+def _rng_states(cuda: bool) -> dict[str, Any]:
+    """Every random state training draws from: torch (CPU, CUDA), numpy's global state, python's ``random``."""
+    import torch
+
+    np_state = np.random.get_state(legacy=False)
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if cuda else None,
+        "numpy": {**np_state, "state": {"key": np_state["state"]["key"].tolist(), "pos": int(np_state["state"]["pos"])}},
+        "python": random.getstate(),
+    }
+
+
+def _set_rng_states(states: Mapping[str, Any]) -> None:
+    import torch
+
+    torch.set_rng_state(states["torch"])
+    if states["cuda"] is not None:
+        torch.cuda.set_rng_state_all(states["cuda"])
+    np_state = dict(states["numpy"])
+    np_state["state"] = {"key": np.array(np_state["state"]["key"], dtype=np.uint32), "pos": np_state["state"]["pos"]}
+    np.random.set_state(np_state)
+    random.setstate(states["python"])
+
+
+def _save_checkpoint(path: Path, checkpoint: Mapping[str, Any]) -> None:
+    """Write atomically and durably: a kill or node failure leaves the previous checkpoint or this one."""
+    import torch
+
+    from .io import atomic_path
+
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as fh:
+            torch.save(checkpoint, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+
+
+def _load_checkpoint(path: Path, identity: Mapping[str, Any], where: str) -> dict[str, Any] | None:
+    """The checkpoint at ``path`` if it exists and was written for ``identity``; else None (a stale or
+    unreadable one is deleted, with a line on stderr)."""
+    import torch
+
+    if not path.is_file():
+        return None
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+        if not isinstance(checkpoint, dict) or checkpoint.get("format") != _CHECKPOINT_FORMAT:
+            raise ValueError(f"not a format-{_CHECKPOINT_FORMAT} cell checkpoint")
+    except Exception as exc:  # truncated by a failing disk, another torch version, not a checkpoint at all
+        why = f"unreadable ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})"
+    else:
+        theirs = checkpoint.get("identity") or {}
+        differ = sorted(k for k in set(identity) | set(theirs) if identity.get(k) != theirs.get(k))
+        if not differ:
+            return checkpoint
+        why = f"written for other inputs ({', '.join(differ)} differ)"
+    print(f"{where}: {path}: {why}; discarded, training from the start", file=sys.stderr, flush=True)
+    path.unlink(missing_ok=True)
+    return None
+
+
 def run_cell(
     task: str,
     arch: str,
@@ -180,6 +267,10 @@ def run_cell(
     ``donor`` None is the single cell, ``donor == target`` the self cell, any other locale a dual cell.
     ``threads`` overrides ``hparams["threads"]``. ``predictions_out``, if given, receives the test set's
     per-clip predictions as a TSV (utt_id, client_id, label, prediction) for error analysis.
+
+    If ``checkpoint.pt`` in ``out_path``'s directory was written for the same cell, data, hparams (but
+    ``checkpoint_every``), config hash, model, versions and device, training continues from it
+    (``resumed_from_step`` in the result); it is deleted once metrics.json is written. One cell per directory.
     """
     t_start = time.perf_counter()
     import torch
@@ -223,6 +314,22 @@ def run_cell(
 
     dev_batches, test_batches = eval_tensors(dev_rows), eval_tensors(test_rows)
 
+    # A checkpoint is resumed only if it was written for exactly these inputs; checkpoint_every itself
+    # does not change the results, so changing it keeps the checkpoint.
+    if dev_t.type == "cuda":
+        device_desc = f"{dev_name} ({torch.cuda.get_device_name(dev_t)})"
+    else:
+        device_desc = f"cpu ({hp['threads']} thread{'s' if hp['threads'] > 1 else ''})"
+    identity = {
+        "task": task, "arch": arch, "target": target, "donor": donor, "seed": seed,
+        "data_hash": data_hash(train_rows, Path(test_path), Path(dev_path)), "config_hash": config_hash,
+        "hparams": {k: v for k, v in hp.items() if k != "checkpoint_every"},
+        "model": _model_provenance(Path(model_dir)), "versions": {k: str(v) for k, v in _versions().items()},
+        "device": device_desc if dev_t.type == "cuda" else "cpu",  # CPU threads are in hparams
+    }
+    ckpt_path = Path(out_path).parent / CHECKPOINT_NAME
+    checkpoint = _load_checkpoint(ckpt_path, identity, where)
+
     # Everything random from here on is a function of the seed.
     torch.manual_seed(seed)
     np.random.seed(seed % 2**32)  # Hugging Face's SpecAugment draws from numpy's global state
@@ -258,26 +365,75 @@ def run_cell(
         names = np.array(spec.labels, dtype=object)
         return dict(spec.evaluate(names[y], names[pred]))
 
+    def cpu_state() -> dict[str, Any]:
+        return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+
+    # Training state: step, position (epoch, permutation, next row) and what has been recorded so far.
+    step, epoch, pos, order = 0, 0, 0, None
+    losses: list[float] = []  # of the current epoch
+    epoch_loss: list[float] = []
+    best: dict[str, Any] = {"score": -np.inf, "step": 0, "state": None}
+    curve: list[list[float]] = []
+    resumed_from = None
+    if checkpoint is not None:
+        model.load_state_dict(checkpoint["model"])
+        optimiser.load_state_dict(checkpoint["optimiser"])
+        scheduler.load_state_dict(checkpoint["scheduler"])
+        t = checkpoint["training"]
+        step, epoch, pos = t["step"], t["epoch"], t["pos"]
+        order = None if t["order"] is None else t["order"].numpy()
+        losses, epoch_loss, curve = list(t["losses"]), list(t["epoch_loss"]), [list(c) for c in t["curve"]]
+        best_state = cpu_state() if t["best_is_current"] else t["best_state"]
+        best = {"score": t["best_score"], "step": t["best_step"], "state": best_state}
+        _set_rng_states(checkpoint["rng"])
+        rng.bit_generator.state = checkpoint["rng"]["generator"]
+        resumed_from = step
+        del checkpoint, t
+        print(f"{where}: resuming from {ckpt_path} at step {step} of {total_steps}", file=sys.stderr, flush=True)
+
+    def save_checkpoint() -> None:
+        # best["state"] is a copy of the model when dev was just evaluated: stored once, not twice
+        best_is_current = best["state"] is not None and best["step"] == step
+        _save_checkpoint(ckpt_path, {
+            "format": _CHECKPOINT_FORMAT,
+            "identity": identity,
+            "model": model.state_dict(),
+            "optimiser": optimiser.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "training": {
+                "step": step, "epoch": epoch, "pos": pos,
+                "order": None if order is None else torch.from_numpy(order),
+                "losses": list(losses), "epoch_loss": list(epoch_loss),
+                "curve": [[int(s), float(v)] for s, v in curve],
+                "best_score": float(best["score"]), "best_step": int(best["step"]),
+                "best_state": None if best_is_current else best["state"], "best_is_current": best_is_current,
+            },
+            "rng": {**_rng_states(dev_t.type == "cuda"), "generator": rng.bit_generator.state},
+        })
+
+    def step_done() -> None:
+        """Everything of ``step`` is done (its evaluation, its epoch's end): checkpoint if due."""
+        if step and hp["checkpoint_every"] and step % hp["checkpoint_every"] == 0 and step < total_steps:
+            save_checkpoint()
+        if _STEP_HOOK is not None:
+            _STEP_HOOK(step)
+
     setup_s = time.perf_counter() - t_start
     t_compute = time.perf_counter()
     model.train()
-    best = {"score": -np.inf, "step": 0, "state": None}
-    curve: list[list[float]] = []
 
     def evaluate_dev(step: int) -> None:
         value = score(y_dev, predict(dev_batches))[spec.primary]
         curve.append([step, value])
         if value > best["score"]:  # strict: ties keep the earlier (less trained) state
-            state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
-            best.update(score=value, step=step, state=state)
+            best.update(score=value, step=step, state=cpu_state())
 
-    step = 0
-    epoch_loss: list[float] = []
-    for _epoch in range(hp["epochs"]):
-        order = rng.permutation(len(y_train))
-        losses = []
-        for lo in range(0, len(order), hp["batch_size"]):
-            idx = order[lo : lo + hp["batch_size"]]
+    while epoch < hp["epochs"]:
+        if order is None:
+            order = rng.permutation(len(y_train))
+            losses = []
+        while pos < len(order):
+            idx = order[pos : pos + hp["batch_size"]]
             x, n = train_clips.batch(idx, max_len, rng)
             logits = model(torch.from_numpy(x).to(dev_t), torch.from_numpy(n).to(dev_t))
             loss = loss_fn(logits, torch.from_numpy(y_train[idx]).to(dev_t))
@@ -289,21 +445,22 @@ def run_cell(
             scheduler.step()
             losses.append(float(loss.detach()) * len(idx))
             step += 1
+            pos += hp["batch_size"]
             if hp["eval_every"] and step % hp["eval_every"] == 0 and step != total_steps:
                 evaluate_dev(step)
+            if pos < len(order):
+                step_done()  # (an epoch's last step is done after the epoch's end below)
         epoch_loss.append(sum(losses) / len(order))
         if not hp["eval_every"] or step == total_steps:
             evaluate_dev(step)
+        epoch, pos, order, losses = epoch + 1, 0, None, []
+        step_done()
 
     model.load_state_dict(best["state"])
     test_pred = predict(test_batches)
     test_scores = score(y_test, test_pred)
     compute_s = time.perf_counter() - t_compute
 
-    if dev_name.startswith("cuda"):
-        device_desc = f"{dev_name} ({torch.cuda.get_device_name(dev_t)})"
-    else:
-        device_desc = f"cpu ({hp['threads']} thread{'s' if hp['threads'] > 1 else ''})"
     result = {
         "task": task,
         "arch": arch,
@@ -319,11 +476,12 @@ def run_cell(
         "n_dev": len(y_dev),
         "hparams": hp,
         "training": {"steps": step, "best_step": best["step"], "dev_curve": curve, "train_loss": epoch_loss},
+        "resumed_from_step": resumed_from,  # timing then covers the resumed part only
         "timing": {"setup_s": round(setup_s, 3), "compute_s": round(compute_s, 3)},
         "device": device_desc,
-        "data_hash": data_hash(train_rows, Path(test_path), Path(dev_path)),
-        "model": _model_provenance(Path(model_dir)),
-        "versions": _versions(),
+        "data_hash": identity["data_hash"],
+        "model": identity["model"],
+        "versions": identity["versions"],
         "config_hash": config_hash,
     }
     if predictions_out is not None:
@@ -333,6 +491,7 @@ def run_cell(
         write_tsv(Path(predictions_out), test_rows.select("utt_id", "client_id").with_columns(
             pl.Series("label", names[y_test].tolist()), pl.Series("prediction", names[test_pred].tolist())))
     write_json(Path(out_path), result)
+    ckpt_path.unlink(missing_ok=True)  # only unfinished cells keep one
     return result
 
 

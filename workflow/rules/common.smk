@@ -92,7 +92,9 @@ def cell_config_hash(task, arch):
     t = CFG.raw["tasks"][task]
     model = CFG.raw["models"][arch_block(task, arch)["model"]]
     relevant = {k: v for k, v in t.items() if k not in ("languages", "seeds", "architectures")}
-    return config_hash({"task": relevant, "splits": CFG.raw["splits"], "model": model, "arch": arch_block(task, arch)})
+    # checkpointing and resources change how a cell runs, not what it computes
+    hparams = {k: v for k, v in arch_block(task, arch)["hparams"].items() if k != "checkpoint_every"}
+    return config_hash({"task": relevant, "splits": CFG.raw["splits"], "model": model, "hparams": hparams})
 
 
 def model_flag(wildcards):
