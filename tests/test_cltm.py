@@ -381,3 +381,13 @@ def test_written_result_reads_back_exactly(tmp_path):
         assert f.read_bytes() == (tmp_path / "b" / f.name).read_bytes(), f.name
     assert back.missing == res.missing and back.languages == res.languages
     np.testing.assert_array_equal(back.C, res.C)
+
+
+def test_cli_reports_a_bad_study_csv_in_one_line(tmp_path, capsys):
+    from cltm_pipeline.cli import main
+
+    bad = tmp_path / "s.csv"
+    bad.write_text("model_id,type,lang_src,lang_tgt,seed,f1\nm,single,es,,0,0.5\nm,bogus,es,it,0,0.6\n")
+    assert main(["matrix", "--study-csv", str(bad), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == f"cltm matrix: error: {bad}: row 2 (line 3): unknown type 'bogus' (expected single or dual)"

@@ -108,7 +108,10 @@ def cmd_matrix(args: argparse.Namespace) -> None:
     from .cltm import build_matrices, read_run_metrics, read_study_csv
 
     if args.study_csv:
-        runs, metric = read_study_csv(Path(args.study_csv), metric=args.metric, target_column=args.target_column)
+        try:  # the reader's errors name file, row and problem in one line: show them as such
+            runs, metric = read_study_csv(Path(args.study_csv), metric=args.metric, target_column=args.target_column)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
     else:
         if not args.runs_dir or not args.metric:
             raise ConfigError("cltm matrix: give --runs-dir and --metric, or --study-csv")
@@ -120,7 +123,10 @@ def cmd_matrix(args: argparse.Namespace) -> None:
             if (not langs or (p.parts[-4] in langs and p.parts[-3] in langs | {"-"}))
             and (not seeds or int(p.parts[-2].removeprefix("seed")) in seeds)
         ]
-        runs, metric = read_run_metrics(paths, args.metric), args.metric
+        try:
+            runs, metric = read_run_metrics(paths, args.metric), args.metric
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
     res = build_matrices(runs, languages=args.languages, policy=args.policy, n_boot=args.n_boot,
                          seed=args.boot_seed, ci=args.ci, metric=metric)
     res.write(Path(args.out))
