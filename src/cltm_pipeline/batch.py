@@ -21,15 +21,13 @@ from .config import ConfigError
 from .io import read_manifest, write_json
 from .subsets import cell_manifest
 from .train import data_hash, run_cell
+from .workflow import CELL_DIR, SINGLE
 
 __all__ = ["cell_paths", "cell_is_current", "run_cells", "add_train_cells_parser"]
 
-SINGLE = "-"
-
-
 def cell_paths(runs_dir: Path, target: str, donor: str | None, seed: int) -> tuple[Path, Path]:
     """(metrics.json, failed.json) of one cell under ``runs_dir`` (donor "-" is the single cell)."""
-    d = Path(runs_dir) / target / (donor or SINGLE) / f"seed{seed}"
+    d = Path(runs_dir) / CELL_DIR.format(target=target, donor=donor or SINGLE, seed=seed)
     return d / "metrics.json", d / "failed.json"
 
 

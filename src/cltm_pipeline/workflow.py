@@ -32,8 +32,9 @@ def check_release_capacity(cfg: Config) -> str:
 
 
 #: Where one run's metrics and log live; the Snakefile and `cltm status`/`report` share these patterns.
-RUN_PATTERN = "{results}/runs/{task}/{arch}/{target}/{donor}/seed{seed}/metrics.json"
-FAILED_PATTERN = "{results}/runs/{task}/{arch}/{target}/{donor}/seed{seed}/failed.json"
+CELL_DIR = "{target}/{donor}/seed{seed}"  # under results/runs/<task>/<arch>/
+RUN_PATTERN = "{results}/runs/{task}/{arch}/" + CELL_DIR + "/metrics.json"
+FAILED_PATTERN = "{results}/runs/{task}/{arch}/" + CELL_DIR + "/failed.json"
 #: One worker job (and log) per (task, arch, target, seed) trains all of that target's cells.
 RUN_LOG_PATTERN = "{results}/logs/runs/{task}/{arch}/{target}/seed{seed}.log"
 SINGLE = "-"  # the donor path component of a single cell
