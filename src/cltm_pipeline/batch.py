@@ -19,9 +19,9 @@ from typing import Any, Mapping, Sequence
 
 from .config import ConfigError
 from .io import read_manifest, write_json
-from .subsets import cell_manifest
+from .subsets import SINGLE, cell_manifest
 from .train import data_hash, run_cell
-from .workflow import CELL_DIR, SINGLE
+from .workflow import CELL_DIR
 
 __all__ = ["cell_paths", "cell_is_current", "run_cells", "add_train_cells_parser"]
 

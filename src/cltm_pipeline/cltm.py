@@ -20,6 +20,7 @@ import numpy as np
 import polars as pl
 
 from cltm_pipeline.io import stable_hash, write_json, write_text
+from cltm_pipeline.subsets import SINGLE, cell_kind
 
 __all__ = [
     "POLICIES",
@@ -83,7 +84,7 @@ def read_run_metrics(paths: Iterable[Path], metric: str) -> pl.DataFrame:
             raise ValueError(f"{path}: 'target' must be a non-empty string, got {target!r}")
         donor = record.get("donor")
         # "-" is the donor wildcard of single runs in the results/ paths; accept it as null.
-        if donor == "-":
+        if donor == SINGLE:
             donor = None
         if donor is not None and (not isinstance(donor, str) or not donor):
             raise ValueError(f"{path}: 'donor' must be null or a non-empty string, got {donor!r}")
@@ -361,7 +362,7 @@ class CLTMResult:
             "target", "policy", "b", "c", "n_single", "n_self", "self_gain", "self_gain_se", "ill_conditioned"
         ]
         write_text(out_dir / "self_gain.tsv", _tsv(gain_header, gain_rows))
-        missing_rows = ([t, "-" if d is None else d, _kind(t, d), self.policy] for t, d in self.missing)
+        missing_rows = ([t, SINGLE if d is None else d, cell_kind(t, d), self.policy] for t, d in self.missing)
         write_text(out_dir / "missing.tsv", _tsv(["target", "donor", "kind", "policy"], missing_rows))
         write_json(out_dir / "summary.json", self.summary())
 
@@ -386,13 +387,6 @@ _LONG_SCHEMA: dict[str, Any] = {
     "self_gain_se": pl.Float64,
     "ill_conditioned": pl.Boolean,
 }
-
-
-def _kind(target: str, donor: str | None) -> str:
-    """Cell kind of (target, donor): single, self or dual."""
-    if donor is None:
-        return "single"
-    return "self" if donor == target else "dual"
 
 
 def _cell_rng(seed: int, target: str, donor: str) -> np.random.Generator:
@@ -629,7 +623,7 @@ def read_result(out_dir: Path) -> CLTMResult:
         i = idx[r["target"]]
         baseline[i], gain[i], gain_se[i] = _parse(r["b"]), _parse(r["self_gain"]), _parse(r["self_gain_se"])
         ill[i], n_single[i] = r["ill_conditioned"] == "true", int(r["n_single"])
-    missing = [(r["target"], None if r["donor"] == "-" else r["donor"]) for r in _read_tsv_text(out_dir / "missing.tsv")]
+    missing = [(r["target"], None if r["donor"] == SINGLE else r["donor"]) for r in _read_tsv_text(out_dir / "missing.tsv")]
     return CLTMResult(
         languages=langs, policy=summ["policy"], metric=summ["metric"], mu=mats["mu"], baseline=baseline,
         M=mats["M"], C=mats["C"], se=mats["se"], ci_low=mats["ci_low"], ci_high=mats["ci_high"],

@@ -33,6 +33,7 @@ from plotly.offline import get_plotlyjs
 
 from cltm_pipeline.cltm import CLTMResult
 from cltm_pipeline.io import write_text
+from cltm_pipeline.subsets import cell_kind
 
 __all__ = ["MatrixEntry", "figures", "render_report", "write_figure_html", "C_CLIP"]
 
@@ -843,7 +844,7 @@ def _inventory_section(inventory: pl.DataFrame | None) -> str:
         )
         rows = []
         for task, arch, status, target, donor, seeds in grouped.head(_MAX_LISTED).iter_rows():
-            kind = "single" if donor == "-" else ("self" if donor == target else "dual")
+            kind = cell_kind(target, donor)
             seed_text = ", ".join("?" if s is None else str(s) for s in seeds)
             rows.append(f"<tr><td>{_esc(task)}</td><td>{_esc(arch)}</td><td class=code>{_esc(target)}</td>"
                         f"<td class=code>{_esc(donor)}</td><td>{kind}</td><td><span class=flag>{_esc(status)}"

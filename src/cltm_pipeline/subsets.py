@@ -17,6 +17,8 @@ import polars as pl
 from .io import stable_hash
 
 __all__ = [
+    "SINGLE",
+    "cell_kind",
     "SubsetError",
     "SubsetSpec",
     "MANIFEST_COLUMNS",
@@ -33,6 +35,15 @@ MANIFEST_COLUMNS = (
     "part", "locale", "utt_id", "client_id", "gender", "duration_s", "offset", "num_samples", "sentence",
 )
 BINARY = ("female", "male")
+#: How a single cell (no donor) is spelt where a donor name is expected: paths, CLI, TSVs.
+SINGLE = "-"
+
+
+def cell_kind(target: str, donor: str | None) -> str:
+    """single (no donor, or SINGLE), self (donor is the target) or dual."""
+    if donor is None or donor == SINGLE:
+        return "single"
+    return "self" if donor == target else "dual"
 
 
 class SubsetError(ValueError):

@@ -34,9 +34,9 @@ import polars as pl
 from .audio import SAMPLE_RATE, AudioCache
 from .config import ConfigError
 from .io import read_manifest, write_json
-from .subsets import cell_manifest
+from .subsets import SINGLE, cell_kind, cell_manifest
 
-__all__ = ["HPARAM_DEFAULTS", "check_hparams", "cell_name", "run_cell", "add_train_parser", "add_prepare_parser"]
+__all__ = ["HPARAM_DEFAULTS", "check_hparams", "run_cell", "add_train_parser", "add_prepare_parser"]
 
 #: Hyper-parameters a config may set, and their defaults (the study's where it had one: 1 epoch, lr 1e-5,
 #: best checkpoint by dev macro-F1). ``eval_every``: evaluate dev every so many optimiser steps (None:
@@ -88,11 +88,6 @@ def check_hparams(hparams: Mapping[str, Any] | None) -> dict[str, Any]:
     if not 0 <= hp["warmup_ratio"] < 1:
         raise ConfigError(f"hparams.warmup_ratio: must be in [0, 1), got {hp['warmup_ratio']!r}")
     return hp
-
-
-def cell_name(target: str, donor: str | None) -> str:
-    """single (no donor), self (donor is the target) or dual."""
-    return "single" if donor is None else "self" if donor == target else "dual"
 
 
 def _tsv_bytes(df: pl.DataFrame) -> bytes:
@@ -466,7 +461,7 @@ def run_cell(
         "arch": arch,
         "target": target,
         "donor": donor,
-        "cell": cell_name(target, donor),
+        "cell": cell_kind(target, donor),
         "seed": seed,
         "metrics": {**test_scores, f"dev_{spec.primary}": float(best["score"])},
         "primary_metric": spec.primary,
@@ -529,7 +524,7 @@ def cmd_train(args: argparse.Namespace) -> None:
     hparams = _json_arg(args.hparams, "--hparams")
     if not isinstance(hparams, dict):
         raise ConfigError("--hparams: must be a JSON object")
-    donor = None if args.donor in ("-", "") else args.donor
+    donor = None if args.donor in (SINGLE, "") else args.donor
     try:
         res = run_cell(
             task=args.task, arch=args.arch, model_dir=Path(args.model_dir), seed_table_path=Path(args.seed_table),

@@ -8,7 +8,7 @@ import polars as pl
 
 from .commonvoice import read_locale
 from .config import Config
-from .subsets import check_capacity
+from .subsets import SINGLE, cell_kind, check_capacity
 
 __all__ = ["check_release_capacity"]
 
@@ -37,7 +37,6 @@ RUN_PATTERN = "{results}/runs/{task}/{arch}/" + CELL_DIR + "/metrics.json"
 FAILED_PATTERN = "{results}/runs/{task}/{arch}/" + CELL_DIR + "/failed.json"
 #: One worker job (and log) per (task, arch, target, seed) trains all of that target's cells.
 RUN_LOG_PATTERN = "{results}/logs/runs/{task}/{arch}/{target}/seed{seed}.log"
-SINGLE = "-"  # the donor path component of a single cell
 
 
 def grid(cfg: Config) -> pl.DataFrame:
@@ -49,8 +48,7 @@ def grid(cfg: Config) -> pl.DataFrame:
             for seed in cfg.seeds(task):
                 for target in langs:
                     for donor in [SINGLE, *langs]:
-                        kind = "single" if donor == SINGLE else "self" if donor == target else "dual"
-                        rows.append((task, arch, target, donor, seed, kind))
+                        rows.append((task, arch, target, donor, seed, cell_kind(target, donor)))
     return pl.DataFrame(rows, schema=["task", "arch", "target", "donor", "seed", "cell"], orient="row")
 
 

@@ -10,7 +10,8 @@ shell.prefix(f'export PATH="{Path(sys.executable).parent}:$PATH"; ')
 from cltm_pipeline.config import ConfigError, load_config
 from cltm_pipeline.subsets import SubsetError
 from cltm_pipeline.config import config_hash
-from cltm_pipeline.workflow import SINGLE, check_release_capacity
+from cltm_pipeline.subsets import SINGLE
+from cltm_pipeline.workflow import check_release_capacity
 
 try:
     CFG = load_config(config, source="config", root=Path(workflow.basedir))
