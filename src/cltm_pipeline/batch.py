@@ -25,6 +25,17 @@ from .workflow import CELL_DIR
 
 __all__ = ["cell_paths", "cell_is_current", "run_cells", "add_train_cells_parser"]
 
+def parse_artifacts(items: Sequence[str]) -> dict[str, Path]:
+    """``NAME=PATH`` arguments as a mapping; a malformed one is a one-line ConfigError."""
+    out = {}
+    for item in items:
+        name, sep, path = item.partition("=")
+        if not sep or not name or not path:
+            raise ConfigError(f"--artifact: expected NAME=PATH, got {item!r}")
+        out[name] = Path(path)
+    return out
+
+
 def cell_paths(runs_dir: Path, target: str, donor: str | None, seed: int) -> tuple[Path, Path]:
     """(metrics.json, failed.json) of one cell under ``runs_dir`` (donor "-" is the single cell)."""
     d = Path(runs_dir) / CELL_DIR.format(target=target, donor=donor or SINGLE, seed=seed)
@@ -57,6 +68,8 @@ def run_cells(
     config_hash: str = "",
     device: str = "auto",
     threads: int | None = None,
+    artifacts: Mapping[str, Path] | None = None,
+    probe_path: Path | None = None,
     log=sys.stderr,
 ) -> dict[str, list[str]]:
     """Run every listed cell that is not already current; return the cells done, skipped and failed.
@@ -69,7 +82,7 @@ def run_cells(
     for donor in donors:
         name = f"{target}/{donor or SINGLE}/seed{seed}"
         metrics_path, failed_path = cell_paths(runs_dir, target, donor, seed)
-        expected = data_hash(cell_manifest(seed_table, target, donor), Path(test_path), Path(dev_path))
+        expected = data_hash(cell_manifest(seed_table, target, donor), Path(test_path), Path(dev_path), artifacts)
         if cell_is_current(metrics_path, config_hash, expected):
             outcome["skipped"].append(name)
             continue
@@ -79,7 +92,7 @@ def run_cells(
                 task=task, arch=arch, model_dir=Path(model_dir), seed_table_path=Path(seed_table_path),
                 test_path=Path(test_path), dev_path=Path(dev_path), ingest_root=Path(ingest_root),
                 target=target, donor=donor, seed=seed, hparams=hparams, out_path=metrics_path,
-                device=device, config_hash=config_hash, threads=threads,
+                device=device, config_hash=config_hash, threads=threads, artifacts=artifacts, probe_path=probe_path,
             )
         except (KeyboardInterrupt, SystemExit):
             raise
@@ -105,12 +118,14 @@ def cmd_train_cells(args: argparse.Namespace) -> None:
     except json.JSONDecodeError as exc:
         raise ConfigError(f"--hparams: not valid JSON ({exc})") from None
     donors = [None if d == SINGLE else d for d in args.donors]
+    artifacts = parse_artifacts(args.artifact)
     t0 = time.perf_counter()
     outcome = run_cells(
         task=args.task, arch=args.arch, model_dir=Path(args.model_dir), seed_table_path=Path(args.seed_table),
         test_path=Path(args.test), dev_path=Path(args.dev), ingest_root=Path(args.ingest_root),
         target=args.target, donors=donors, seed=args.seed, hparams=hparams, runs_dir=Path(args.runs_dir),
-        config_hash=args.config_hash, device=args.device, threads=args.threads, log=sys.stdout,
+        config_hash=args.config_hash, device=args.device, threads=args.threads, artifacts=artifacts,
+        probe_path=Path(args.probe) if args.probe else None, log=sys.stdout,
     )
     summary = {k: len(v) for k, v in outcome.items()}
     print(f"train-cells {args.task}/{args.arch}/{args.target}/seed{args.seed}: {summary} in {time.perf_counter() - t0:.1f} s")
@@ -140,6 +155,8 @@ def add_train_cells_parser(subparsers: Any) -> argparse.ArgumentParser:
     s.add_argument("--device", default="auto")
     s.add_argument("--threads", type=int)
     s.add_argument("--runs-dir", required=True, help="results/runs/<task>/<arch>")
+    s.add_argument("--artifact", action="append", default=[], metavar="NAME=PATH", help="a task artifact (repeatable)")
+    s.add_argument("--probe", help="the task's probe set (used when hparams.probe_clips > 0)")
     s.add_argument("--flag", required=True, help="file written when every cell is done")
     s.set_defaults(func=cmd_train_cells)
     return s

@@ -103,6 +103,39 @@ def cmd_subsets(args: argparse.Namespace) -> None:
     print(f"{spec.task}/{args.target} seed {args.seed}: {table.height} training clips in {table['part'].n_unique()} parts")
 
 
+def cmd_task_artifact(args: argparse.Namespace) -> None:
+    """Build one artifact a task declares: per target (from its test and dev sets) or per task (from tables)."""
+    from .io import write_bytes
+    from .subsets import SubsetSpec
+    from .tasks import get_task
+
+    spec = SubsetSpec.from_json(args.spec)
+    task = get_task(args.task)
+    if args.tables:
+        build = task.task_artifacts.get(args.name)
+        data = build(spec, _tables(args.tables)) if build else None
+    else:
+        build = task.target_artifacts.get(args.name)
+        data = build(spec, read_manifest(Path(args.test)), read_manifest(Path(args.dev))) if build else None
+    if build is None:
+        kind = "task" if args.tables else "target"
+        known = task.task_artifacts if args.tables else task.target_artifacts
+        raise ConfigError(f"task {args.task}: no {kind} artifact {args.name!r} (declared: {', '.join(known) or 'none'})")
+    write_bytes(Path(args.out), data)
+    print(f"{args.task}: {args.name} -> {args.out} ({len(data):,} bytes)")
+
+
+def cmd_probe_set(args: argparse.Namespace) -> None:
+    """Write a task's probe set: dev-speaker clips of every language, for the latent language-ID probes."""
+    from .probe import build_probe_set
+    from .subsets import SubsetSpec
+
+    spec = SubsetSpec.from_json(args.spec)
+    probe = build_probe_set(spec, _tables(args.tables))
+    write_tsv(Path(args.out), probe)
+    print(f"{spec.task}: probe set of {probe.height} clips over {probe['locale'].n_unique()} languages")
+
+
 def cmd_matrix(args: argparse.Namespace) -> None:
     """Assemble M, CLTM, SE, bootstrap CI and self gain from run metrics (or a study CSV); write them."""
     from .cltm import build_matrices, read_run_metrics, read_study_csv
@@ -238,6 +271,22 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--dev", required=True)
     s.add_argument("--out", required=True)
     s.set_defaults(func=cmd_subsets)
+
+    s = sub.add_parser("task-artifact", help=cmd_task_artifact.__doc__)
+    s.add_argument("--task", required=True)
+    s.add_argument("--name", required=True, help="artifact file name the task declares")
+    s.add_argument("--spec", required=True, help="the task's SubsetSpec as JSON")
+    s.add_argument("--test", help="target artifact: the target's test manifest")
+    s.add_argument("--dev", help="target artifact: the target's dev manifest")
+    s.add_argument("--tables", nargs="+", help="task artifact: utterances.parquet of every language of the task")
+    s.add_argument("--out", required=True)
+    s.set_defaults(func=cmd_task_artifact)
+
+    s = sub.add_parser("probe-set", help=cmd_probe_set.__doc__)
+    s.add_argument("--spec", required=True, help="the task's SubsetSpec as JSON")
+    s.add_argument("--tables", nargs="+", required=True, help="utterances.parquet of every language of the task")
+    s.add_argument("--out", required=True)
+    s.set_defaults(func=cmd_probe_set)
 
     s = sub.add_parser("matrix", help=cmd_matrix.__doc__)
     s.add_argument("--runs-dir", help="results/runs/<task>/<arch> holding <target>/<donor>/seed<s>/metrics.json")

@@ -140,7 +140,7 @@ def _check_models_and_tasks(cfg: dict[str, Any], source: str) -> None:
     """Cross-references the schema cannot express: registered tasks and architectures, model keys, hparams."""
     from .models import ARCHITECTURES
     from .tasks import TASKS
-    from .train import check_hparams
+    from .train import check_hparams, hparam_extras
 
     for name, m in cfg["models"].items():
         if m["arch"] not in ARCHITECTURES:
@@ -152,6 +152,9 @@ def _check_models_and_tasks(cfg: dict[str, Any], source: str) -> None:
         if task not in TASKS:
             raise ConfigError(f"{source}: tasks.{task}: not a registered task (registered: {', '.join(sorted(TASKS))})")
         t.setdefault("metric", TASKS[task].primary)
+        allowed = (TASKS[task].primary, *TASKS[task].metrics)
+        if t["metric"] not in allowed:
+            raise ConfigError(f"{source}: tasks.{task}.metric: {t['metric']!r} is not a metric of {task} ({', '.join(allowed)})")
         for arch, a in t["architectures"].items():
             where = f"{source}: tasks.{task}.architectures.{arch}"
             if a["model"] not in cfg["models"]:
@@ -159,7 +162,7 @@ def _check_models_and_tasks(cfg: dict[str, Any], source: str) -> None:
             if cfg["models"][a["model"]]["arch"] != arch:
                 raise ConfigError(f"{where}.model: model {a['model']!r} is a {cfg['models'][a['model']]['arch']!r}, not {arch!r}")
             try:
-                a["hparams"] = check_hparams(a.get("hparams"))
+                a["hparams"] = check_hparams(a.get("hparams"), hparam_extras(task, arch))
             except ConfigError as exc:
                 raise ConfigError(f"{where}.{exc}") from None
             a.setdefault("resources", {})

@@ -16,6 +16,7 @@ import polars as pl
 __all__ = [
     "atomic_path",
     "write_text",
+    "write_bytes",
     "write_json",
     "write_tsv",
     "write_parquet",
@@ -50,6 +51,12 @@ def write_text(path: Path, text: str) -> None:
     """Write UTF-8 text atomically."""
     with atomic_path(path) as tmp:
         tmp.write_text(text, encoding="utf-8")
+
+
+def write_bytes(path: Path, data: bytes) -> None:
+    """Write bytes atomically."""
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
 
 
 def write_json(path: Path, obj: Any) -> None:

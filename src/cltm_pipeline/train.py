@@ -36,7 +36,7 @@ from .config import ConfigError
 from .io import read_manifest, write_json
 from .subsets import SINGLE, cell_kind, cell_manifest
 
-__all__ = ["HPARAM_DEFAULTS", "check_hparams", "run_cell", "add_train_parser", "add_prepare_parser"]
+__all__ = ["HPARAM_DEFAULTS", "check_hparams", "hparam_extras", "run_cell", "add_train_parser", "add_prepare_parser"]
 
 #: Hyper-parameters a config may set, and their defaults (the study's where it had one: 1 epoch, lr 1e-5,
 #: best checkpoint by dev macro-F1). ``eval_every``: evaluate dev every so many optimiser steps (None:
@@ -46,6 +46,8 @@ __all__ = ["HPARAM_DEFAULTS", "check_hparams", "run_cell", "add_train_parser", "
 #: metrics.json every so many optimiser steps (atomically), so a cell killed mid-training (time limit,
 #: preemption, node failure) resumes there with the same final metrics as an uninterrupted run; None: no
 #: checkpoints. It does not change the results; the checkpoint is deleted once metrics.json is written.
+#: ``probe_clips``: clips per language of the held-out probe set (``cltm_pipeline.probe``) on which the
+#: trained model's pooled embeddings are probed for language identity; 0: no probe.
 HPARAM_DEFAULTS: dict[str, Any] = {
     "epochs": 1,
     "lr": 1e-5,
@@ -60,16 +62,20 @@ HPARAM_DEFAULTS: dict[str, Any] = {
     "warmup_ratio": 0.0,
     "eval_batch_size": 32,
     "checkpoint_every": None,
+    "probe_clips": 0,
 }
 
 
-def check_hparams(hparams: Mapping[str, Any] | None) -> dict[str, Any]:
-    """Defaults filled in; a misspelt or out-of-range key is a one-line ConfigError, not a silent default."""
+def check_hparams(hparams: Mapping[str, Any] | None, extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Defaults filled in; a misspelt or out-of-range key is a one-line ConfigError, not a silent default.
+
+    ``extra``: the keys (with defaults) a task or architecture adds to :data:`HPARAM_DEFAULTS`."""
     hp = dict(hparams or {})
-    unknown = sorted(set(hp) - set(HPARAM_DEFAULTS))
+    defaults = {**HPARAM_DEFAULTS, **(extra or {})}
+    unknown = sorted(set(hp) - set(defaults))
     if unknown:
-        raise ConfigError(f"hparams: unknown key(s) {', '.join(unknown)} (known: {', '.join(sorted(HPARAM_DEFAULTS))})")
-    hp = {**HPARAM_DEFAULTS, **hp}
+        raise ConfigError(f"hparams: unknown key(s) {', '.join(unknown)} (known: {', '.join(sorted(defaults))})")
+    hp = {**defaults, **hp}
     positive = ("epochs", "lr", "batch_size", "max_seconds", "threads", "eval_batch_size")
     for key in positive:
         if not isinstance(hp[key], (int, float)) or isinstance(hp[key], bool) or hp[key] <= 0:
@@ -85,19 +91,32 @@ def check_hparams(hparams: Mapping[str, Any] | None) -> dict[str, Any]:
         raise ConfigError(f"hparams.checkpoint_every: must be a positive integer or null, got {ce!r}")
     if hp["lr_schedule"] not in ("linear", "constant"):
         raise ConfigError(f"hparams.lr_schedule: must be 'linear' or 'constant', got {hp['lr_schedule']!r}")
+    if not isinstance(hp["probe_clips"], int) or isinstance(hp["probe_clips"], bool) or hp["probe_clips"] < 0:
+        raise ConfigError(f"hparams.probe_clips: must be a whole number >= 0, got {hp['probe_clips']!r}")
     if not 0 <= hp["warmup_ratio"] < 1:
         raise ConfigError(f"hparams.warmup_ratio: must be in [0, 1), got {hp['warmup_ratio']!r}")
     return hp
+
+
+def hparam_extras(task: str, arch: str) -> dict[str, Any]:
+    """The hyper-parameters (with defaults) a task and an architecture add to :data:`HPARAM_DEFAULTS`."""
+    from .models import get_architecture
+    from .tasks import get_task
+
+    return {**get_task(task).hparams, **get_architecture(arch).hparams}
 
 
 def _tsv_bytes(df: pl.DataFrame) -> bytes:
     return df.write_csv(separator="\t", quote_style="never", line_terminator="\n").encode("utf-8")
 
 
-def data_hash(train: pl.DataFrame, test_path: Path, dev_path: Path) -> str:
-    """SHA-256 over the cell's training rows and the test and dev manifests (what the metrics depend on)."""
+def data_hash(train: pl.DataFrame, test_path: Path, dev_path: Path, artifacts: Mapping[str, Path] | None = None) -> str:
+    """SHA-256 over the cell's training rows, the test and dev manifests and the task's artifacts (what the
+    metrics depend on)."""
     h = hashlib.sha256()
-    for name, blob in (("train", _tsv_bytes(train)), ("test", Path(test_path).read_bytes()), ("dev", Path(dev_path).read_bytes())):
+    parts = [("train", _tsv_bytes(train)), ("test", Path(test_path).read_bytes()), ("dev", Path(dev_path).read_bytes())]
+    parts += [(f"artifact:{name}", Path(path).read_bytes()) for name, path in sorted((artifacts or {}).items())]
+    for name, blob in parts:
         h.update(f"{name}\x1f{len(blob)}\x1f".encode())
         h.update(blob)
     return h.hexdigest()
@@ -118,7 +137,7 @@ def _versions() -> dict[str, str]:
     }
 
 
-class _Clips:
+class Clips:
     """Audio of a manifest's rows, read through the per-locale caches, cropped or padded to a fixed length."""
 
     def __init__(self, rows: pl.DataFrame, ingest_root: Path):
@@ -256,8 +275,14 @@ def run_cell(
     config_hash: str = "",
     threads: int | None = None,
     predictions_out: Path | None = None,
+    artifacts: Mapping[str, Path] | None = None,
+    probe_path: Path | None = None,
 ) -> dict[str, Any]:
     """Train and evaluate one cell; write ``metrics.json`` atomically at ``out_path`` and return its content.
+
+    A task with its own runner (``Task.run``) gets every argument and does the same; ``artifacts`` are the
+    task's declared artifacts by name (part of the data hash). ``probe_path``: the task's probe set, on
+    which the trained model is probed for language identity when ``hparams.probe_clips`` > 0.
 
     ``donor`` None is the single cell, ``donor == target`` the self cell, any other locale a dual cell.
     ``threads`` overrides ``hparams["threads"]``. ``predictions_out``, if given, receives the test set's
@@ -275,7 +300,14 @@ def run_cell(
 
     spec = get_task(task)
     architecture = get_architecture(arch)
-    hp = check_hparams(hparams)
+    if spec.run is not None:
+        return spec.run(
+            task=task, arch=arch, model_dir=model_dir, seed_table_path=seed_table_path, test_path=test_path,
+            dev_path=dev_path, ingest_root=ingest_root, target=target, donor=donor, seed=seed, hparams=hparams,
+            out_path=out_path, device=device, config_hash=config_hash, threads=threads,
+            predictions_out=predictions_out, artifacts=dict(artifacts or {}), probe_path=probe_path,
+        )
+    hp = check_hparams(hparams, hparam_extras(task, arch))
     if threads is not None:
         hp["threads"] = int(threads)
     where = f"{task}/{arch}/{target}/{donor or '-'}/seed{seed}"
@@ -296,11 +328,11 @@ def run_cell(
     y_train = _labels(train_rows, spec.label_column, spec.labels, f"{where} training rows")
     y_test = _labels(test_rows, spec.label_column, spec.labels, f"{where} test set")
     y_dev = _labels(dev_rows, spec.label_column, spec.labels, f"{where} dev set")
-    train_clips = _Clips(train_rows, ingest_root)
+    train_clips = Clips(train_rows, ingest_root)
     max_len = int(round(hp["max_seconds"] * SAMPLE_RATE))
 
     def eval_tensors(rows: pl.DataFrame) -> list[tuple[Any, Any]]:
-        clips = _Clips(rows, ingest_root)
+        clips = Clips(rows, ingest_root)
         out = []
         for lo in range(0, rows.height, hp["eval_batch_size"]):
             x, n = clips.batch(np.arange(lo, min(lo + hp["eval_batch_size"], rows.height)), max_len, None)
@@ -317,7 +349,7 @@ def run_cell(
         device_desc = f"cpu ({hp['threads']} thread{'s' if hp['threads'] > 1 else ''})"
     identity = {
         "task": task, "arch": arch, "target": target, "donor": donor, "seed": seed,
-        "data_hash": data_hash(train_rows, Path(test_path), Path(dev_path)), "config_hash": config_hash,
+        "data_hash": data_hash(train_rows, Path(test_path), Path(dev_path), artifacts), "config_hash": config_hash,
         "hparams": {k: v for k, v in hp.items() if k != "checkpoint_every"},
         "model": _model_provenance(Path(model_dir)), "versions": {k: str(v) for k, v in _versions().items()},
         "device": device_desc if dev_t.type == "cuda" else "cpu",  # CPU threads are in hparams
@@ -455,6 +487,12 @@ def run_cell(
     test_pred = predict(test_batches)
     test_scores = score(y_test, test_pred)
     compute_s = time.perf_counter() - t_compute
+    probe = None
+    if probe_path is not None and hp["probe_clips"] > 0:
+        from .probe import probe_model
+
+        probe = probe_model(model.embed, read_manifest(Path(probe_path)), ingest_root, hp["probe_clips"], max_len,
+                            hp["eval_batch_size"], dev_t, seed)
 
     result = {
         "task": task,
@@ -479,6 +517,8 @@ def run_cell(
         "versions": identity["versions"],
         "config_hash": config_hash,
     }
+    if probe is not None:
+        result["probe"] = probe
     if predictions_out is not None:
         from .io import write_tsv
 
@@ -521,6 +561,8 @@ def cmd_train(args: argparse.Namespace) -> None:
     """Train and evaluate one CLTM cell; write its metrics.json."""
     from .models import ModelError
 
+    from .batch import parse_artifacts
+
     hparams = _json_arg(args.hparams, "--hparams")
     if not isinstance(hparams, dict):
         raise ConfigError("--hparams: must be a JSON object")
@@ -531,6 +573,7 @@ def cmd_train(args: argparse.Namespace) -> None:
             test_path=Path(args.test), dev_path=Path(args.dev), ingest_root=Path(args.ingest_root),
             target=args.target, donor=donor, seed=args.seed, hparams=hparams, out_path=Path(args.out),
             device=args.device, config_hash=args.config_hash, threads=args.threads,
+            artifacts=parse_artifacts(args.artifact), probe_path=Path(args.probe) if args.probe else None,
         )
     except ModelError as exc:
         _model_error_exit("train", exc)
@@ -575,6 +618,8 @@ def add_train_parser(subparsers: Any) -> argparse.ArgumentParser:
     s.add_argument("--config-hash", default="", help="hash of the config, recorded in metrics.json")
     s.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ... (default: %(default)s)")
     s.add_argument("--threads", type=int, help="torch threads (overrides hparams.threads)")
+    s.add_argument("--artifact", action="append", default=[], metavar="NAME=PATH", help="a task artifact (repeatable)")
+    s.add_argument("--probe", help="the task's probe set (used when hparams.probe_clips > 0)")
     s.add_argument("--out", required=True, help="metrics.json to write")
     s.set_defaults(func=cmd_train)
     return s

@@ -1,5 +1,6 @@
 # Config validation (before any job is submitted), wildcard constraints and input functions.
 import json
+import re
 import shlex
 import sys
 from pathlib import Path
@@ -12,6 +13,7 @@ from cltm_pipeline.subsets import SubsetError
 from cltm_pipeline.config import config_hash
 from cltm_pipeline.subsets import SINGLE
 from cltm_pipeline.workflow import check_release_capacity
+from cltm_pipeline.tasks import TASKS as TASK_REGISTRY, artifact_names
 
 try:
     CFG = load_config(config, source="config", root=Path(workflow.basedir))
@@ -128,3 +130,22 @@ def matrices():
 def all_outputs():
     """The default target: every matrix (and so every run), and the report."""
     return [*(f"{RESULTS}/matrices/{task}/{arch}/cltm.tsv" for task, arch in matrices()), f"{RESULTS}/report/index.html"]
+
+
+def artifact_pattern(kind):
+    """Wildcard constraint matching exactly the registered artifact names of ``kind`` (target or task)."""
+    names = artifact_names(kind)
+    return "|".join(re.escape(n) for n in names) if names else "(?!)"
+
+
+def cell_artifacts(task, target):
+    """NAME -> path of every artifact a task declares, as the cells of ``target`` receive them."""
+    spec = TASK_REGISTRY[task]
+    out = {n: f"{RESULTS}/subsets/{task}/{target}/{n}" for n in spec.target_artifacts}
+    out.update({n: f"{RESULTS}/subsets/{task}/{n}" for n in spec.task_artifacts})
+    return out
+
+
+def probe_input(task, arch):
+    """The task's probe set if the architecture's hparams ask for probes, else nothing to build."""
+    return [f"{RESULTS}/subsets/{task}/probe.tsv"] if arch_block(task, arch)["hparams"]["probe_clips"] else []

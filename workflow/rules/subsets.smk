@@ -2,6 +2,9 @@
 localrules:
     eval_sets,
     subsets,
+    target_artifact,
+    task_artifact,
+    probe_set,
 
 
 rule eval_sets:
@@ -37,3 +40,57 @@ rule subsets:
     shell:
         "cltm subsets --spec {params.spec:q} --target {wildcards.target} --seed {wildcards.seed}"
         " --tables {input.tables} --test {input.test} --dev {input.dev} --out {output} > {log} 2>&1"
+
+
+# Artifacts a task declares (cltm_pipeline.tasks): per target from its evaluation sets (e.g. SV trials),
+# per task from the ingested tables of its languages (e.g. the ASR vocabulary); and every task's probe set.
+rule target_artifact:
+    input:
+        test=f"{RESULTS}/subsets/{{task}}/{{target}}/test.tsv",
+        dev=f"{RESULTS}/subsets/{{task}}/{{target}}/dev.tsv",
+    output:
+        f"{RESULTS}/subsets/{{task}}/{{target}}/{{artifact}}",
+    wildcard_constraints:
+        artifact=artifact_pattern("target"),
+    params:
+        spec=lambda w: subset_spec_json(w.task),
+    log:
+        f"{RESULTS}/logs/subsets/{{task}}/{{target}}/{{artifact}}.log",
+    conda:
+        "../envs/cpu.yaml"
+    shell:
+        "cltm task-artifact --task {wildcards.task} --name {wildcards.artifact} --spec {params.spec:q}"
+        " --test {input.test} --dev {input.dev} --out {output} > {log} 2>&1"
+
+
+rule task_artifact:
+    input:
+        tables=subset_tables,
+    output:
+        f"{RESULTS}/subsets/{{task}}/{{artifact}}",
+    wildcard_constraints:
+        artifact=artifact_pattern("task"),
+    params:
+        spec=lambda w: subset_spec_json(w.task),
+    log:
+        f"{RESULTS}/logs/subsets/{{task}}/{{artifact}}.log",
+    conda:
+        "../envs/cpu.yaml"
+    shell:
+        "cltm task-artifact --task {wildcards.task} --name {wildcards.artifact} --spec {params.spec:q}"
+        " --tables {input.tables} --out {output} > {log} 2>&1"
+
+
+rule probe_set:
+    input:
+        tables=subset_tables,
+    output:
+        f"{RESULTS}/subsets/{{task}}/probe.tsv",
+    params:
+        spec=lambda w: subset_spec_json(w.task),
+    log:
+        f"{RESULTS}/logs/subsets/{{task}}/probe.log",
+    conda:
+        "../envs/cpu.yaml"
+    shell:
+        "cltm probe-set --spec {params.spec:q} --tables {input.tables} --out {output} > {log} 2>&1"

@@ -9,6 +9,9 @@ rule train:
         test=f"{RESULTS}/subsets/{{task}}/{{target}}/test.tsv",
         dev=f"{RESULTS}/subsets/{{task}}/{{target}}/dev.tsv",
         model=model_flag,
+        # ancient too: the data hash covers the artifacts' content (a probe set is not part of the results)
+        artifacts=lambda w: [ancient(p) for p in cell_artifacts(w.task, w.target).values()],
+        probe=lambda w: [ancient(p) for p in probe_input(w.task, w.arch)],
         audio=lambda w: [f"{RESULTS}/ingest/{loc}/audio.npy" for loc in CFG.raw["tasks"][w.task]["languages"]],
     output:
         f"{RESULTS}/runs/{{task}}/{{arch}}/{{target}}/seed{{seed}}.done",
@@ -18,6 +21,8 @@ rule train:
         donors=lambda w: " ".join(cell_donors(w.task)),
         hparams=lambda w: arch_hparams_json(w.task, w.arch),
         config_hash=lambda w: cell_config_hash(w.task, w.arch),
+        artifacts=lambda w: " ".join(f"--artifact {n}={p}" for n, p in cell_artifacts(w.task, w.target).items()),
+        probe=lambda w, input: f"--probe {input.probe}" if input.probe else "",
     threads: lambda w: arch_resources(w.task, w.arch)["threads"]
     resources:
         mem_mb=lambda w, attempt: arch_resources(w.task, w.arch)["mem_mb"] * attempt,
@@ -32,4 +37,4 @@ rule train:
         " --seed-table {input.seed_table} --test {input.test} --dev {input.dev} --ingest-root {params.ingest_root}"
         " --target {wildcards.target} --donors {params.donors} --seed {wildcards.seed}"
         " --hparams {params.hparams:q} --config-hash {params.config_hash} --threads {threads}"
-        " --runs-dir {params.runs_dir} --flag {output} > {log} 2>&1"
+        " {params.artifacts} {params.probe} --runs-dir {params.runs_dir} --flag {output} > {log} 2>&1"

@@ -30,6 +30,8 @@ class Architecture:
     """Base class of registered architectures (classmethods only; nothing is instantiated)."""
 
     name: str = ""
+    #: hyper-parameters this architecture adds to cltm_pipeline.train.HPARAM_DEFAULTS, with their defaults
+    hparams: dict[str, Any] = {}
 
     @classmethod
     def prepare(cls, source: str, out_dir: Path, tiny: dict[str, Any] | None = None) -> Path:

@@ -153,6 +153,10 @@ class HubertClassifier(nn.Module):
         self.pass_mask = encoder.config.feat_extract_norm == "layer"
 
     def forward(self, waves: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        return self.head(self.embed(waves, lengths))
+
+    def embed(self, waves: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        """Utterance embeddings ``[B, H]``: the last hidden state mean-pooled over valid frames."""
         batch, total = waves.shape
         if lengths is None:
             lengths = torch.full((batch,), total, dtype=torch.long, device=waves.device)
@@ -166,8 +170,7 @@ class HubertClassifier(nn.Module):
         hidden = self.encoder(waves, attention_mask=mask).last_hidden_state  # [B, F, H]
         frames = self.encoder._get_feat_extract_output_lengths(lengths).clamp(min=1, max=hidden.shape[1])
         fmask = (torch.arange(hidden.shape[1], device=waves.device)[None, :] < frames[:, None]).to(hidden.dtype)
-        pooled = (hidden * fmask[..., None]).sum(1) / fmask.sum(1, keepdim=True)
-        return self.head(pooled)
+        return (hidden * fmask[..., None]).sum(1) / fmask.sum(1, keepdim=True)
 
 
 @register("mhubert")

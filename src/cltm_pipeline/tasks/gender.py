@@ -15,4 +15,5 @@ def evaluate(y_true: Sequence, y_pred: Sequence) -> dict[str, float]:
     return {"macro_f1": macro_f1(y_true, y_pred, labels=LABELS), "accuracy": accuracy(y_true, y_pred)}
 
 
-GENDER = register(Task(name="gender", labels=LABELS, label_column="gender", primary="macro_f1", evaluate=evaluate))
+GENDER = register(Task(name="gender", labels=LABELS, label_column="gender", primary="macro_f1", evaluate=evaluate,
+                       metrics=("accuracy",)))
