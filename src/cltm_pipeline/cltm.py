@@ -37,7 +37,7 @@ __all__ = [
 POLICIES: tuple[str, ...] = ("mean",)
 
 # Lower-is-better metrics accepted by name; they are turned into P = 1 - x so that higher is better.
-_LOWER_IS_BETTER = frozenset({"eer", "wer", "cer"})
+_LOWER_IS_BETTER = frozenset({"eer", "wer", "cer", "asr_error", "mean_utt_wer"})
 # The metric columns the reference study's per-seed CSVs carry.
 _STUDY_METRICS = ("f1", "auc", "eer", "wer")
 _STUDY_KEYS = ("model_id", "type", "lang_src", "lang_tgt", "seed")
