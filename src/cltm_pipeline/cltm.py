@@ -19,6 +19,7 @@ from typing import Any, Literal
 import numpy as np
 import polars as pl
 
+from cltm_pipeline.analysis import bh
 from cltm_pipeline.io import stable_hash, write_json, write_text
 from cltm_pipeline.subsets import SINGLE, cell_kind
 
@@ -287,6 +288,18 @@ class CLTMResult:
     ci: float = 0.95
     seed: int = 0
     ill_z: float = 2.0
+    # Two-sided paired-bootstrap p-values of C = 0 and C = 1 per cell, and their BH q-values across the
+    # matrix's off-diagonal cells; NaN where there is no bootstrap (and in results written before them).
+    p_zero: np.ndarray | None = None
+    p_one: np.ndarray | None = None
+    q_zero: np.ndarray | None = None
+    q_one: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        shape = np.shape(self.C)
+        for name in ("p_zero", "p_one", "q_zero", "q_one"):
+            if getattr(self, name) is None:
+                object.__setattr__(self, name, np.full(shape, np.nan))
 
     def to_long(self) -> pl.DataFrame:
         """One row per (target, donor) with every per-cell and per-target value."""
@@ -312,6 +325,10 @@ class CLTMResult:
                     "self_gain": float(self.self_gain[i]),
                     "self_gain_se": float(self.self_gain_se[i]),
                     "ill_conditioned": bool(self.ill_conditioned[i]),
+                    "p_zero": float(self.p_zero[i, j]),
+                    "p_one": float(self.p_one[i, j]),
+                    "q_zero": float(self.q_zero[i, j]),
+                    "q_one": float(self.q_one[i, j]),
                 }
                 for name, value in values.items():
                     records[name].append(value)
@@ -386,6 +403,11 @@ _LONG_SCHEMA: dict[str, Any] = {
     "self_gain": pl.Float64,
     "self_gain_se": pl.Float64,
     "ill_conditioned": pl.Boolean,
+    # appended after the first release of cells.tsv: readers must accept files without them
+    "p_zero": pl.Float64,
+    "p_one": pl.Float64,
+    "q_zero": pl.Float64,
+    "q_one": pl.Float64,
 }
 
 
@@ -394,17 +416,26 @@ def _cell_rng(seed: int, target: str, donor: str) -> np.random.Generator:
     return np.random.default_rng([seed, stable_hash(target), stable_hash(donor)])
 
 
+def _boot_p(draws: np.ndarray, null: float) -> float:
+    """Two-sided bootstrap p-value of C = ``null``: twice the smaller tail share, +1 on both counts."""
+    k = draws.size
+    below = int(np.count_nonzero(draws <= null))
+    above = int(np.count_nonzero(draws >= null))
+    return min(1.0, 2.0 * (min(below, above) + 1) / (k + 1))
+
+
 def _bootstrap_ci(
     a: np.ndarray, b: np.ndarray, c: np.ndarray, rng: np.random.Generator, n_boot: int, ci: float
-) -> tuple[float, float, int]:
+) -> tuple[float, float, int, float, float]:
     """Paired-seed percentile CI of C from per-seed values aligned on the same seeds.
 
     Each draw resamples seed positions once and applies them to a, b and c alike, which keeps the
     covariance of cells that share a seed's target subset. A draw whose resampled c - b is exactly 0
     gives C = +inf or -inf by the sign of a - b (the interval is then unbounded on that side, which is
     the honest answer); a draw with a - b = c - b = 0 is undefined and left out. The bounds are order
-    statistics rounded outward (no interpolation, so infinities cannot turn into NaN). Returns
-    (low, high, number of zero-denominator draws).
+    statistics rounded outward (no interpolation, so infinities cannot turn into NaN). The p-values of
+    C = 0 and C = 1 come from the same draws (:func:`_boot_p`). Returns (low, high, number of
+    zero-denominator draws, p of C = 0, p of C = 1).
     """
     idx = rng.integers(0, a.size, size=(n_boot, a.size))
     a_s, b_s, c_s = a[idx].mean(axis=1), b[idx].mean(axis=1), c[idx].mean(axis=1)
@@ -414,11 +445,11 @@ def _bootstrap_ci(
         draws = num / den
     draws = draws[~np.isnan(draws)]
     if draws.size == 0:
-        return math.nan, math.nan, zero
+        return math.nan, math.nan, zero, math.nan, math.nan
     alpha = (1.0 - ci) / 2.0
     low = float(np.quantile(draws, alpha, method="lower"))
     high = float(np.quantile(draws, 1.0 - alpha, method="higher"))
-    return low, high, zero
+    return low, high, zero, _boot_p(draws, 0.0), _boot_p(draws, 1.0)
 
 
 def build_matrices(
@@ -507,6 +538,8 @@ def build_matrices(
     ci_high = np.full((n_lang, n_lang), nan)
     n_paired = np.zeros((n_lang, n_lang), dtype=np.int64)
     boot_zero_den = np.zeros((n_lang, n_lang), dtype=np.int64)
+    p_zero = np.full((n_lang, n_lang), nan)
+    p_one = np.full((n_lang, n_lang), nan)
     for i, t in enumerate(langs):
         single, self_ = per_seed.get((t, None)), per_seed.get((t, t))
         if single is None or self_ is None:
@@ -522,9 +555,11 @@ def build_matrices(
             a_v = np.array([cell[s] for s in seeds])
             b_v = np.array([single[s] for s in seeds])
             c_v = np.array([self_[s] for s in seeds])
-            ci_low[i, j], ci_high[i, j], boot_zero_den[i, j] = _bootstrap_ci(
+            ci_low[i, j], ci_high[i, j], boot_zero_den[i, j], p_zero[i, j], p_one[i, j] = _bootstrap_ci(
                 a_v, b_v, c_v, _cell_rng(seed, t, d), n_boot, ci
             )
+    # Self cells are 1 by construction: not tests. BH runs over the off-diagonal cells of this matrix.
+    p_zero[diag, diag] = p_one[diag, diag] = nan
 
     gain = np.diag(mu) - baseline
     gain_se = np.sqrt(np.diag(v_cell) + v_base)
@@ -555,6 +590,10 @@ def build_matrices(
         ci=ci,
         seed=seed,
         ill_z=ill_z,
+        p_zero=p_zero,
+        p_one=p_one,
+        q_zero=bh(p_zero),
+        q_one=bh(p_one),
     )
 
 
@@ -610,8 +649,12 @@ def read_result(out_dir: Path) -> CLTMResult:
     n = len(langs)
     mats = {k: np.full((n, n), np.nan) for k in ("mu", "M", "C", "se", "ci_low", "ci_high")}
     ints = {k: np.zeros((n, n), dtype=int) for k in ("n_seeds", "n_paired", "boot_zero_den")}
+    tests = {k: np.full((n, n), np.nan) for k in ("p_zero", "p_one", "q_zero", "q_one")}
     for r in _read_tsv_text(out_dir / "cells.tsv"):
         i, j = idx[r["target"]], idx[r["donor"]]
+        for k in tests:  # absent from cells.tsv written before the significance columns
+            if k in r:
+                tests[k][i, j] = _parse(r[k])
         mats["mu"][i, j] = _parse(r["a"])
         for k in ("M", "C", "se", "ci_low", "ci_high"):
             mats[k][i, j] = _parse(r[k])
@@ -629,5 +672,5 @@ def read_result(out_dir: Path) -> CLTMResult:
         M=mats["M"], C=mats["C"], se=mats["se"], ci_low=mats["ci_low"], ci_high=mats["ci_high"],
         n_seeds=ints["n_seeds"], n_paired=ints["n_paired"], boot_zero_den=ints["boot_zero_den"],
         self_gain=gain, self_gain_se=gain_se, ill_conditioned=ill, n_single=n_single, missing=missing,
-        n_boot=summ["n_boot"], ci=summ["ci"], seed=summ["bootstrap_seed"], ill_z=summ["ill_z"],
+        n_boot=summ["n_boot"], ci=summ["ci"], seed=summ["bootstrap_seed"], ill_z=summ["ill_z"], **tests,
     )

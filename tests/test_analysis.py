@@ -1,0 +1,218 @@
+"""Each analysis statistic on a constructed matrix whose answer is known (issue 7)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import polars as pl
+import pytest
+
+from cltm_pipeline import analysis as A
+from cltm_pipeline.cltm import RUNS_SCHEMA, build_matrices, read_result
+
+FAMILIES = ["Romance", "Romance", "Germanic", "Germanic", "Uralic", "Uralic"]
+
+
+def block_diagonal() -> np.ndarray:
+    """Transfer only inside family blocks (0.7), none across them (0), 1 on the diagonal."""
+    fam = np.array(FAMILIES)
+    C = np.where(fam[:, None] == fam[None, :], 0.7, 0.0)
+    np.fill_diagonal(C, 1.0)
+    return C
+
+
+def test_block_diagonal_family_blocks_give_intra_family_share_one():
+    share, uniform = A.intra_family_share(block_diagonal(), FAMILIES)
+    assert share == 1.0
+    assert uniform == pytest.approx(6 / 30)  # 6 intra-family off-diagonal cells of 30
+
+
+def test_intra_family_share_on_mixed_mass_and_nan():
+    C = block_diagonal()
+    C[0, 2] = 0.7  # one cross-family cell with as much mass as an intra-family one
+    C[1, 0] = np.nan  # an intra-family cell missing: its mass is simply not there
+    share, _ = A.intra_family_share(C, FAMILIES)
+    assert share == pytest.approx(0.7 * 5 / (0.7 * 6))
+
+
+def test_symmetric_matrix_has_asymmetry_zero_and_antisymmetric_part_counts():
+    rng = np.random.default_rng(1)
+    X = rng.normal(size=(5, 5))
+    S = (X + X.T) / 2
+    np.fill_diagonal(S, 1.0)
+    value, n = A.asymmetry(S)
+    assert value == 0.0 and n == 25
+    C = np.array([[1.0, 1.0], [0.0, 1.0]])
+    value, n = A.asymmetry(C)  # ||[[0,1],[-1,0]]|| / ||C|| = sqrt(2) / sqrt(3)
+    assert value == pytest.approx(math.sqrt(2 / 3))
+    C[1, 0] = np.nan  # the mirror of (0, 1) missing: that pair is left out
+    assert A.asymmetry(C) == (0.0, 2)
+
+
+def test_strengths_sum_positive_off_diagonal_cells_only():
+    C = np.array([[1.0, 0.5, -0.3], [0.2, 1.0, np.nan], [1.5, 0.0, 1.0]])
+    donor, n_donor = A.donor_strength(C)
+    receiver, n_receiver = A.receiver_strength(C)
+    np.testing.assert_allclose(donor, [1.7, 0.5, 0.0])
+    np.testing.assert_allclose(receiver, [0.5, 0.2, 1.5])
+    assert n_donor.tolist() == [2, 2, 1] and n_receiver.tolist() == [2, 1, 2]
+
+
+def test_shares_of_positive_negative_and_above_one_cells():
+    C = np.array([[1.0, 0.5, -0.3], [1.2, 1.0, np.nan], [0.0, 2.0, 1.0]])
+    s = A.shares(C)
+    assert s == {"positive": 0.6, "negative": 0.2, "above_one": 0.4, "n": 5}
+    assert A.shares(np.full((3, 3), np.nan))["n"] == 0
+
+
+def test_bh_against_a_hand_computed_example():
+    p = np.array([0.01, 0.04, 0.03, 0.005, np.nan, 0.5])
+    # sorted: 0.005, 0.01, 0.03, 0.04, 0.5 (m = 5): p*m/k = 0.025, 0.025, 0.05, 0.05, 0.5; running min
+    # from the top keeps them monotone
+    expected = [0.025, 0.05, 0.05, 0.025, np.nan, 0.5]
+    np.testing.assert_allclose(A.bh(p), expected)
+    assert np.isnan(A.bh([np.nan])).all()
+    assert A.bh(np.array([0.9, 0.95])).max() <= 1.0
+
+
+def test_mds_on_exactly_planar_points_has_zero_stress_and_recovers_distances():
+    rng = np.random.default_rng(0)
+    pts = rng.normal(size=(7, 2))
+    D = np.sqrt(((pts[:, None] - pts[None]) ** 2).sum(axis=2))
+    out = A.mds(D)
+    assert out["stress"] == pytest.approx(0.0, abs=1e-9)
+    xy = np.column_stack([out["x"], out["y"]])
+    np.testing.assert_allclose(np.sqrt(((xy[:, None] - xy[None]) ** 2).sum(axis=2)), D, atol=1e-9)
+    assert A.mds(D) == out  # deterministic, signs fixed
+
+
+def test_mds_and_clusters_drop_languages_with_undefined_distances():
+    C = block_diagonal()
+    C[5, :] = np.nan
+    C[:, 5] = np.nan
+    D, used = A.profile_distance(C)
+    assert np.isnan(D[5, 0]) or used[5, 0] == 0
+    out = A.mds(D)
+    assert 5 not in out["used"] and len(out["x"]) == len(out["used"])
+
+
+def test_clusters_recover_family_blocks():
+    D, _ = A.profile_distance(block_diagonal())
+    out = A.clusters(D)
+    assert out["k"] == 3 and out["labels"] == [1, 1, 2, 2, 3, 3]
+    assert out["silhouette"] > 0.5
+
+
+def test_mantel_on_a_matrix_built_from_the_distance_itself_is_significant():
+    rng = np.random.default_rng(3)
+    pts = rng.normal(size=(8, 2))
+    dist = np.sqrt(((pts[:, None] - pts[None]) ** 2).sum(axis=2))
+    C = 1.0 - dist / dist.max()  # transfer falls with distance
+    out = A.mantel(A.symmetrised(C), dist, permutations=999, seed=0)
+    assert out["r"] == pytest.approx(-1.0)
+    assert out["p"] < 0.01 and out["n_pairs"] == 28 and not out["exact"]
+    # six languages: 720 permutations, enumerated exactly; only the identity and its mirrors hit
+    exact = A.mantel(A.symmetrised(C[:6, :6]), dist[:6, :6], permutations=999)
+    assert exact["exact"] and exact["p"] < 0.01
+
+
+def test_mantel_on_an_unrelated_matrix_is_not_significant():
+    rng = np.random.default_rng(4)
+    pts = rng.normal(size=(9, 2))
+    dist = np.sqrt(((pts[:, None] - pts[None]) ** 2).sum(axis=2))
+    noise = rng.normal(size=(9, 9))
+    out = A.mantel(A.symmetrised(noise), dist, permutations=999, seed=0)
+    assert out["p"] > 0.05
+
+
+def test_mantel_skips_undefined_distances_and_counts_pairs():
+    rng = np.random.default_rng(5)
+    dist = rng.uniform(size=(6, 6))
+    dist = (dist + dist.T) / 2
+    dist[0, 1] = dist[1, 0] = np.nan  # e.g. URIEL has no shared features for this pair
+    out = A.mantel(-dist, dist, permutations=999)
+    assert out["n_pairs"] == 14 and out["r"] == pytest.approx(-1.0)
+
+
+def test_symmetrised_uses_the_finite_mirror():
+    C = np.array([[1.0, 0.2], [np.nan, 1.0]])
+    np.testing.assert_allclose(A.symmetrised(C), [[1.0, 0.2], [0.2, 1.0]])
+
+
+def _record(target, donor, seed, curve, probe=None):
+    rec = {"target": target, "donor": donor, "seed": seed, "cell": "single" if donor is None else
+           ("self" if donor == target else "dual"), "training": {"dev_curve": curve}}
+    if probe is not None:
+        rec["probe"] = probe
+    return rec
+
+
+def test_steps_to_reach_and_probe_summary_on_constructed_runs():
+    single = [[10, 0.5], [20, 0.7], [30, 0.8], [40, 0.8]]
+    fast = [[10, 0.6], [20, 0.85], [30, 0.9]]
+    never = [[10, 0.1], [20, 0.2]]
+    recs = [
+        _record("es", None, 0, single, {"accuracy": 0.9, "chance": 0.5}),
+        _record("es", "es", 0, fast, {"accuracy": 0.8, "chance": 0.5}),
+        _record("es", "de", 0, never),
+    ]
+    rows = {r["donor"]: r for r in A.steps_to_reach(recs)}
+    assert rows["es"]["single_steps"] == 30 and rows["es"]["steps"] == 20
+    assert rows["es"]["ratio"] == pytest.approx(2 / 3)
+    assert math.isnan(rows["de"]["ratio"])
+    probes = A.probe_summary(recs)
+    assert probes["runs_without_probe"] == 1
+    assert probes["by_kind"]["single"]["accuracy"] == 0.9 and probes["by_kind"]["self"]["n_runs"] == 1
+
+
+def _runs(C_true: np.ndarray, seeds: int, noise: float, rng) -> pl.DataFrame:
+    """Per-seed runs whose CLTM is exactly C_true in every seed: a = b + C (c - b), c = b + 0.2 + noise.
+
+    Since every seed gives the same C, every bootstrap draw does too: a cell at 0 can never be told from
+    0, nor a cell at 1 from 1, and any other value is told from both."""
+    langs = [f"l{k}" for k in range(C_true.shape[0])]
+    rows = []
+    for i, t in enumerate(langs):
+        for s in range(seeds):
+            b = 0.5 + rng.normal(0, noise)
+            gain = 0.2 + rng.normal(0, noise)
+            rows.append((t, None, s, b))
+            for j, d in enumerate(langs):
+                rows.append((t, d, s, b + C_true[i, j] * gain))
+    return pl.DataFrame(rows, schema=RUNS_SCHEMA, orient="row")
+
+
+def test_significance_marks_zero_and_one_cells_and_round_trips(tmp_path):
+    C_true = np.array([[1.0, 0.0, 1.0], [0.0, 1.0, 0.5], [1.0, 0.0, 1.0]])
+    runs = _runs(C_true, seeds=8, noise=0.01, rng=np.random.default_rng(0))
+    res = build_matrices(runs, n_boot=500)
+    off = ~np.eye(3, dtype=bool)
+    # cells at 0 are not different from 0; cells at 1 not from 1; the 0.5 cell differs from both
+    assert (res.q_zero[(C_true == 0) & off] > 0.05).all() and (res.q_one[(C_true == 0) & off] < 0.05).all()
+    assert (res.q_one[(C_true == 1) & off] > 0.05).all() and (res.q_zero[(C_true == 1) & off] < 0.05).all()
+    assert res.q_zero[1, 2] < 0.05 and res.q_one[1, 2] < 0.05
+    assert np.isnan(np.diag(res.p_zero)).all()
+    res.write(tmp_path / "m")
+    back = read_result(tmp_path / "m")
+    for k in ("p_zero", "p_one", "q_zero", "q_one", "ci_low", "ci_high"):
+        np.testing.assert_array_equal(getattr(back, k), getattr(res, k))
+    # a cells.tsv written before the significance columns still reads, with NaN p-values
+    cells = (tmp_path / "m" / "cells.tsv").read_text().splitlines()
+    (tmp_path / "m" / "cells.tsv").write_text("\n".join("\t".join(l.split("\t")[:18]) for l in cells) + "\n")
+    old = read_result(tmp_path / "m")
+    assert np.isnan(old.p_zero).all()
+    np.testing.assert_array_equal(old.ci_low, res.ci_low)
+
+
+def test_transfer_summary_mean_and_ci():
+    rng = np.random.default_rng(2)
+    L, S = 4, 10
+    b = 0.5 + rng.normal(0, 0.01, (L, S))
+    c = b + 0.2
+    a = b[:, None, :] + 0.2 * 0.5 + rng.normal(0, 0.01, (L, L, S))
+    out = A.transfer_summary(a, b, c, n_boot=300)
+    assert out["mean"] == pytest.approx(0.5, abs=0.05) and out["n"] == 12
+    assert out["ci_low"] < out["mean"] < out["ci_high"]
+    a[0, 1, :] = np.nan  # a missing cell leaves the mean over the others
+    assert A.transfer_summary(a, b, c, n_boot=50)["n"] == 11
