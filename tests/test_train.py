@@ -62,7 +62,8 @@ def corpus(tmp_path_factory) -> dict[str, Path]:
         write_npy(root / "ingest" / loc / "audio.npy", np.concatenate(audio))
     spec = SubsetSpec(task="gender", languages=LOCALES, n=8, seeds=(0, 1))
     test, dev = eval_sets(spec, "aa", tables["aa"])
-    paths = {"root": root, "ingest": root / "ingest", "test": root / "aa" / "test.tsv", "dev": root / "aa" / "dev.tsv"}
+    paths = {"root": root, "ingest": root / "ingest", "test": root / "aa" / "test.tsv", "dev": root / "aa" / "dev.tsv",
+             "tables": tables}
     write_tsv(paths["test"], test)
     write_tsv(paths["dev"], dev)
     for s in (0, 1):
@@ -331,3 +332,18 @@ def test_a_checkpoint_from_other_inputs_is_discarded_and_changing_checkpoint_eve
     monkeypatch.setattr(train, "_STEP_HOOK", None)
     res = _run_noisy(corpus, noisy_model, "other", 4)  # checkpoint_every does not change the results
     assert res["resumed_from_step"] == 6 and res["training"] == base["training"] and res["metrics"] == base["metrics"]
+
+
+def test_task_artifacts_enter_the_data_hash_and_extras_extend_the_hparams(corpus, tmp_path):
+    from cltm_pipeline.train import data_hash
+
+    train = cell_manifest(read_manifest(corpus["seed0"]), "aa", None)
+    art = tmp_path / "vocab.json"
+    art.write_text("a")
+    h1 = data_hash(train, corpus["test"], corpus["dev"], {"vocab.json": art})
+    art.write_text("b")
+    assert data_hash(train, corpus["test"], corpus["dev"], {"vocab.json": art}) != h1
+    assert data_hash(train, corpus["test"], corpus["dev"]) != h1
+    assert check_hparams({"margin": 0.3}, {"margin": 0.2})["margin"] == 0.3
+    with pytest.raises(ConfigError, match="unknown key.*margin"):
+        check_hparams({"margin": 0.3})
