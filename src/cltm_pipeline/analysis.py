@@ -429,3 +429,148 @@ def transfer_summary(
                    ci_high=float(np.quantile(draws, 1.0 - alpha, method="higher")))
     return out
 
+
+
+# --------------------------------------------------------------------------------------------------
+# Everything for one matrix: the content of analysis.json
+# --------------------------------------------------------------------------------------------------
+
+
+def _finite(x: float) -> float | None:
+    """JSON-safe float: None for NaN and infinities."""
+    x = float(x)
+    return x if math.isfinite(x) else None
+
+
+def _per_seed_arrays(
+    runs: Iterable[tuple[str, str | None, int, float]], languages: Sequence[str]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(values[i, j, s], single[i, s], self[i, s]) from run tuples, NaN where a run is missing."""
+    runs = list(runs)
+    seeds = sorted({s for _, _, s, _ in runs})
+    pos = {t: k for k, t in enumerate(languages)}
+    spos = {s: k for k, s in enumerate(seeds)}
+    L, S = len(languages), len(seeds)
+    a, b = np.full((L, L, S), np.nan), np.full((L, S), np.nan)
+    for t, d, s, v in runs:
+        if t not in pos or (d is not None and d not in pos):
+            continue
+        if d is None:
+            b[pos[t], spos[s]] = v
+        else:
+            a[pos[t], pos[d], spos[s]] = v
+    return a, b, a[np.arange(L), np.arange(L), :].copy()
+
+
+def significance_counts(C: np.ndarray, q_zero: np.ndarray, q_one: np.ndarray, alpha: float = ALPHA) -> dict[str, int]:
+    """Off-diagonal cells significantly above / below 0 and above / below 1 at BH level ``alpha``."""
+    off = _off_diagonal(C.shape[0]) & np.isfinite(C)
+    with np.errstate(invalid="ignore"):
+        z, o = off & (q_zero < alpha), off & (q_one < alpha)
+        return {
+            "tested": int((off & np.isfinite(q_zero)).sum()),
+            "above_zero": int((z & (C > 0)).sum()), "below_zero": int((z & (C < 0)).sum()),
+            "above_one": int((o & (C > 1)).sum()), "below_one": int((o & (C < 1)).sum()),
+        }
+
+
+def analyse(
+    result: Any,
+    families: Sequence[str],
+    runs: Iterable[tuple[str, str | None, int, float]],
+    records: Sequence[Mapping[str, Any]],
+    distances: Mapping[str, np.ndarray],
+    *,
+    permutations: int = 9999,
+    seed: int = 0,
+    n_boot: int = 2000,
+    alpha: float = ALPHA,
+) -> dict[str, Any]:
+    """All analyses of one CLTMResult: properties, map, clusters, Mantel tests, significance, probes, timing.
+
+    ``families`` follow ``result.languages``; ``runs`` are (target, donor, seed, P) tuples of the matrix's
+    runs (for the matrix-level bootstrap); ``records`` the runs' metrics.json contents (probes, dev
+    curves); ``distances`` typological distance matrices in the same language order (NaN where unknown).
+    """
+    langs = list(result.languages)
+    C = np.asarray(result.C, dtype=float)
+    donor, donor_n = donor_strength(C)
+    receiver, receiver_n = receiver_strength(C)
+    asym, asym_n = asymmetry(C)
+    fam_share, fam_uniform = intra_family_share(C, families)
+    top = [top_family(f) for f in families]
+    top_share, top_uniform = intra_family_share(C, top)
+    a, b, c = _per_seed_arrays(runs, langs)
+    mean_c = transfer_summary(a, b, c, n_boot=n_boot, seed=seed, ci=result.ci)
+    D, D_used = profile_distance(C)
+    layout = mds(D)
+    groups = clusters(D)
+    sym = symmetrised(C)
+    mantel_rows = {}
+    for kind, dist in distances.items():
+        m = mantel(sym, np.asarray(dist, dtype=float), permutations=permutations, seed=seed)
+        mantel_rows[kind] = {**m, "used": [langs[k] for k in m["used"]]}
+    kinds = ("self", "dual")
+    timing = steps_to_reach(records)
+    by_donor: dict[str, list[float]] = {}
+    for row in timing:
+        if math.isfinite(row["ratio"]):
+            by_donor.setdefault(row["donor"], []).append(row["ratio"])
+    never: dict[str, int] = {}
+    for row in timing:
+        if not math.isfinite(row["steps"]):
+            never[row["donor"]] = never.get(row["donor"], 0) + 1
+    timing_kind = {}
+    for kind in kinds:
+        ratios = [r["ratio"] for r in timing if ((r["donor"] == r["target"]) == (kind == "self"))]
+        fin = [x for x in ratios if math.isfinite(x)]
+        timing_kind[kind] = {"mean_ratio": float(np.mean(fin)) if fin else math.nan, "reached": len(fin),
+                             "cells": len(ratios)}
+    return {
+        "languages": langs,
+        "families": list(families),
+        "ill_conditioned": [t for t, bad in zip(langs, result.ill_conditioned) if bad],
+        "properties": {
+            "mean_offdiag_C": mean_c,
+            "donor_strength": {t: {"value": float(v), "n": int(k)} for t, v, k in zip(langs, donor, donor_n)},
+            "receiver_strength": {t: {"value": float(v), "n": int(k)} for t, v, k in zip(langs, receiver, receiver_n)},
+            "asymmetry": {"value": asym, "n": asym_n},
+            "shares": shares(C),
+            "intra_family_share": {"value": fam_share, "uniform": fam_uniform},
+            "intra_top_family_share": {"value": top_share, "uniform": top_uniform},
+        },
+        "significance": {"alpha": alpha, **significance_counts(C, result.q_zero, result.q_one, alpha)},
+        "map": {
+            "distance": "RMS difference of transfer profiles (row and column of C, own cells left out)",
+            "languages": [langs[k] for k in layout["used"]], "x": layout["x"], "y": layout["y"],
+            "stress": layout["stress"],
+            "clusters": [int(x) for x in groups["labels"]], "cluster_languages": [langs[k] for k in groups["used"]],
+            "k": groups["k"], "silhouette": groups["silhouette"],
+            "min_shared_coordinates": int(D_used[_off_diagonal(len(langs))].min()) if len(langs) > 1 else 0,
+        },
+        "mantel": mantel_rows,
+        "probes": {**probe_summary(records), "projections": _projections(records)},
+        "training_time": {
+            "rows": timing,
+            "by_donor": {d: {"mean_ratio": float(np.mean(v)), "n": len(v), "never": never.get(d, 0)}
+                         for d, v in sorted(by_donor.items())},
+            "by_kind": timing_kind,
+        },
+    }
+
+
+def _projections(records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """Per target, the 2-D probe projection of its lowest-seed self cell (else its single), if any."""
+    best: dict[str, tuple[tuple[int, int], Mapping[str, Any]]] = {}
+    for rec in records:
+        probe = rec.get("probe")
+        proj = probe.get("projection") if isinstance(probe, Mapping) else None
+        if not isinstance(proj, Mapping) or rec.get("cell") not in ("self", "single"):
+            continue
+        key = (0 if rec["cell"] == "self" else 1, int(rec.get("seed", 0)))
+        t = str(rec.get("target"))
+        if t not in best or key < best[t][0]:
+            best[t] = (key, {"cell": rec["cell"], "seed": int(rec.get("seed", 0)), "accuracy": probe.get("accuracy"),
+                             "chance": probe.get("chance"), "x": list(proj.get("x", [])),
+                             "y": list(proj.get("y", [])), "locale": list(proj.get("locale", []))})
+    return {t: v for t, (_, v) in sorted(best.items())}

@@ -136,6 +136,16 @@ def cmd_probe_set(args: argparse.Namespace) -> None:
     print(f"{spec.task}: probe set of {probe.height} clips over {probe['locale'].n_unique()} languages")
 
 
+def _run_paths(root: Path, languages: list[str] | None, seeds: list[int] | None) -> list[Path]:
+    """metrics.json files under a runs/<task>/<arch> directory, restricted to languages and seeds if given."""
+    langs, keep = set(languages or []), set(seeds or [])
+    return [
+        p for p in sorted(root.glob("*/*/seed*/metrics.json"))
+        if (not langs or (p.parts[-4] in langs and p.parts[-3] in langs | {"-"}))
+        and (not keep or int(p.parts[-2].removeprefix("seed")) in keep)
+    ]
+
+
 def cmd_matrix(args: argparse.Namespace) -> None:
     """Assemble M, CLTM, SE, bootstrap CI and self gain from run metrics (or a study CSV); write them."""
     from .cltm import build_matrices, read_run_metrics, read_study_csv
@@ -148,14 +158,7 @@ def cmd_matrix(args: argparse.Namespace) -> None:
     else:
         if not args.runs_dir or not args.metric:
             raise ConfigError("cltm matrix: give --runs-dir and --metric, or --study-csv")
-        root = Path(args.runs_dir)
-        langs = set(args.languages or [])
-        seeds = set(args.seeds or [])
-        paths = [
-            p for p in sorted(root.glob("*/*/seed*/metrics.json"))
-            if (not langs or (p.parts[-4] in langs and p.parts[-3] in langs | {"-"}))
-            and (not seeds or int(p.parts[-2].removeprefix("seed")) in seeds)
-        ]
+        paths = _run_paths(Path(args.runs_dir), args.languages, args.seeds)
         try:
             runs, metric = read_run_metrics(paths, args.metric), args.metric
         except ValueError as exc:
@@ -166,6 +169,68 @@ def cmd_matrix(args: argparse.Namespace) -> None:
     summ = res.summary()
     print(f"matrix {args.out}: {summ['cells_finite']}/{summ['cells_all']} finite cells, {summ['cells_missing']} "
           f"missing runs cells, ill-conditioned targets: {', '.join(summ['ill_conditioned_targets']) or 'none'}")
+
+
+def cmd_analyse(args: argparse.Namespace) -> None:
+    """Matrix properties, transfer-profile map and clusters, Mantel tests against URIEL+, significance counts,
+    latent probes and training-time transfer of one matrix; writes analysis.json."""
+    import json
+
+    from .analysis import analyse
+    from .cltm import read_result, read_run_metrics
+    from .config import read_languages
+    from .io import write_json
+
+    t0 = time.perf_counter()
+    res = read_result(Path(args.matrix))
+    sheet = {r["locale"]: r for r in read_languages(Path(args.languages_sheet)).iter_rows(named=True)}
+    langs = list(res.languages)
+    families = [sheet[t]["family"] if t in sheet else "Unknown family" for t in langs]
+    paths = _run_paths(Path(args.runs_dir), langs, args.seeds) if args.runs_dir else []
+    try:
+        runs = read_run_metrics(paths, res.metric).iter_rows() if paths and res.metric else []
+        records = [json.loads(p.read_text(encoding="utf-8")) for p in paths]
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    typology: dict = {"source": None, "unknown_iso": [], "locales_without_iso": []}
+    distances = {}
+    if not args.no_typology:
+        from .typology import uriel_distances, uriel_version
+
+        iso = [(sheet.get(t) or {}).get("iso639_3") or "" for t in langs]
+        distances, unknown = uriel_distances(iso)
+        typology = {"source": f"URIEL+ (urielplus {uriel_version()})", "iso639_3": dict(zip(langs, iso)),
+                    "unknown_iso": unknown, "locales_without_iso": [t for t, c in zip(langs, iso) if not c]}
+    out = analyse(res, families, runs, records, distances, permutations=args.permutations, seed=args.seed,
+                  n_boot=args.n_boot)
+    out["typology"] = typology
+    write_json(Path(args.out), out)
+    mean = out["properties"]["mean_offdiag_C"]
+    mantel = ", ".join(f"{k} r={v['r']:.2f} p={v['p']:.3g} (n={v['n_languages']})" for k, v in out["mantel"].items())
+    print(f"analyse {args.out}: mean off-diagonal C {mean['mean']:.3f} [{mean['ci_low']:.3f}, {mean['ci_high']:.3f}] "
+          f"over {mean['n']} cells; {len(records)} runs; Mantel {mantel or 'skipped'} "
+          f"({time.perf_counter() - t0:.1f} s)")
+
+
+def cmd_learning_curve(args: argparse.Namespace) -> None:
+    """Train single and self cells at a ladder of N on a few targets; write curve.tsv and recommendation.json."""
+    import json
+
+    from .learning_curve import draw_ladder, run_ladder, write_outputs
+    from .subsets import SubsetSpec
+
+    t0 = time.perf_counter()
+    spec = SubsetSpec.from_json(args.spec)
+    out = Path(args.out)
+    tables = {t: pl.read_parquet(Path(args.ingest_root) / t / "utterances.parquet") for t in args.languages}
+    draw_ladder(spec, tables, args.languages, args.ladder, args.seeds, out / "subsets")
+    curve = run_ladder(args.task, args.arch, Path(args.model_dir), Path(args.ingest_root), args.languages, args.ladder,
+                       args.seeds, json.loads(args.hparams), out, args.metric, jobs=args.jobs)
+    meta = {"task": args.task, "arch": args.arch, "metric": args.metric, "languages": args.languages,
+            "ladder": args.ladder, "seeds": args.seeds, "unit": spec.unit}
+    rec = write_outputs(curve, out, meta, z=args.z)
+    print(f"learning curve {out}: {curve.height} runs, recommended N = {rec['recommended_n']} "
+          f"({time.perf_counter() - t0:.0f} s)")
 
 
 def cmd_report(args: argparse.Namespace) -> None:
@@ -302,6 +367,34 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--boot-seed", type=int, default=0)
     s.add_argument("--out", required=True, help="output directory")
     s.set_defaults(func=cmd_matrix)
+
+    s = sub.add_parser("analyse", help=cmd_analyse.__doc__)
+    s.add_argument("--matrix", required=True, help="matrix directory <...>/<task>/<arch> written by cltm matrix")
+    s.add_argument("--runs-dir", help="results/runs/<task>/<arch> (probes, dev curves, matrix-level bootstrap)")
+    s.add_argument("--seeds", nargs="+", type=int, help="seeds to use (default: all found)")
+    s.add_argument("--languages-sheet", required=True)
+    s.add_argument("--permutations", type=int, default=9999, help="Mantel permutations (default: %(default)s)")
+    s.add_argument("--n-boot", type=int, default=2000, help="matrix-level bootstrap draws (default: %(default)s)")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--no-typology", action="store_true", help="skip the URIEL+ Mantel tests")
+    s.add_argument("--out", required=True, help="analysis.json to write")
+    s.set_defaults(func=cmd_analyse)
+
+    s = sub.add_parser("learning-curve", help=cmd_learning_curve.__doc__)
+    s.add_argument("--task", required=True)
+    s.add_argument("--arch", required=True)
+    s.add_argument("--spec", required=True, help="the task's SubsetSpec as JSON (its n is replaced by the ladder)")
+    s.add_argument("--model-dir", required=True)
+    s.add_argument("--ingest-root", required=True)
+    s.add_argument("--languages", nargs="+", required=True, help="targets to train")
+    s.add_argument("--ladder", nargs="+", type=float, required=True, help="values of N (units per cell part)")
+    s.add_argument("--seeds", nargs="+", type=int, required=True)
+    s.add_argument("--hparams", required=True, help="training hyper-parameters as JSON")
+    s.add_argument("--metric", required=True, help="metric key in metrics.json")
+    s.add_argument("--jobs", type=int, default=1, help="cells trained side by side, one thread each")
+    s.add_argument("--z", type=float, default=2.0, help="clearly positive: gain - z SE > 0 (default: %(default)s)")
+    s.add_argument("--out", required=True, help="output directory (curve.tsv, recommendation.json, runs/)")
+    s.set_defaults(func=cmd_learning_curve)
 
     s = sub.add_parser("report", help=cmd_report.__doc__)
     s.add_argument("--config-json", required=True, help="the effective workflow config as JSON")

@@ -1,0 +1,69 @@
+"""Typological distances between languages from URIEL+ (the ``urielplus`` package, which ships its data).
+
+The six URIEL distance types are angular distances between the languages' URIEL+ vectors, computed by
+``URIELPlus.new_distance`` on the features both languages have; URIEL+'s -1 ("no shared features") is
+NaN here. Languages are the languages sheet's ISO 639-3 codes (``iso639_3``); a code URIEL+ does not know
+is reported, and its row and column are NaN, never guessed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+from collections.abc import Sequence
+from functools import lru_cache
+
+import numpy as np
+
+__all__ = ["DISTANCES", "uriel_distances", "uriel_version"]
+
+#: The URIEL distance types the report correlates with the CLTM, in display order.
+DISTANCES = ("genetic", "geographic", "syntactic", "phonological", "inventory", "featural")
+
+
+def uriel_version() -> str:
+    """The installed urielplus version (written next to every distance it gives)."""
+    from importlib import metadata
+
+    return metadata.version("urielplus")
+
+
+@lru_cache(maxsize=1)
+def _uriel():
+    """One URIEL+ database per process (loading takes about a second)."""
+    # URIEL+ logs every query at INFO on the root logger, and prints: keep both out of rule logs.
+    with contextlib.redirect_stdout(io.StringIO()):
+        from urielplus import urielplus
+
+        logging.getLogger().setLevel(max(logging.getLogger().level, logging.WARNING))
+        return urielplus.URIELPlus()
+
+
+def uriel_distances(
+    iso_codes: Sequence[str], kinds: Sequence[str] = DISTANCES
+) -> tuple[dict[str, np.ndarray], list[str]]:
+    """URIEL+ distance matrices (NaN where undefined, 0 on the diagonal) and the codes URIEL+ lacks."""
+    u = _uriel()
+    known = set(u.langs[0].tolist())
+    unknown = sorted({c for c in iso_codes if c not in known})
+    idx = [k for k, c in enumerate(iso_codes) if c in known]
+    n = len(iso_codes)
+    out: dict[str, np.ndarray] = {}
+    for kind in kinds:
+        full = np.full((n, n), np.nan)
+        # URIEL+ refuses duplicate-free lists of fewer than two languages; two locales may share a code
+        # (zh-HK and yue): query each code once and spread the result.
+        codes = list(dict.fromkeys(iso_codes[k] for k in idx))
+        if len(codes) >= 2:
+            with contextlib.redirect_stdout(io.StringIO()):
+                sub = np.asarray(u.new_distance(kind, codes), dtype=float)
+            sub = np.where(sub < 0, np.nan, sub)
+            pos = {c: k for k, c in enumerate(codes)}
+            for a in idx:
+                for b in idx:
+                    full[a, b] = sub[pos[iso_codes[a]], pos[iso_codes[b]]]
+        for k in idx:
+            full[k, k] = 0.0  # URIEL+ rounds a language's distance to itself to 1e-4 at times
+        out[kind] = full
+    return out, unknown
