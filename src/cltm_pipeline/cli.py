@@ -223,7 +223,7 @@ def cmd_learning_curve(args: argparse.Namespace) -> None:
     spec = SubsetSpec.from_json(args.spec)
     out = Path(args.out)
     tables = {t: pl.read_parquet(Path(args.ingest_root) / t / "utterances.parquet") for t in args.languages}
-    draw_ladder(spec, tables, args.languages, args.ladder, args.seeds, out / "subsets")
+    draw_ladder(spec, tables, args.languages, args.ladder, args.seeds, out)
     curve = run_ladder(args.task, args.arch, Path(args.model_dir), Path(args.ingest_root), args.languages, args.ladder,
                        args.seeds, json.loads(args.hparams), out, args.metric, jobs=args.jobs)
     meta = {"task": args.task, "arch": args.arch, "metric": args.metric, "languages": args.languages,
@@ -247,11 +247,18 @@ def cmd_report(args: argparse.Namespace) -> None:
     for mdir in args.matrices:
         task, arch = Path(mdir).parts[-2:]
         res = read_result(Path(mdir))
-        entries.append(MatrixEntry(task=task, arch=arch, metric=res.metric, result=res))
+        analysis = Path(mdir) / "analysis.json"  # cltm analyse writes it next to the matrix
+        entries.append(MatrixEntry(task=task, arch=arch, metric=res.metric, result=res,
+                                   analysis=json.loads(analysis.read_text(encoding="utf-8")) if analysis.is_file() else None))
+    curves = [
+        {"curve": pl.read_csv(Path(d) / "curve.tsv", separator="\t"),
+         "rec": json.loads((Path(d) / "recommendation.json").read_text(encoding="utf-8"))}
+        for d in args.learning_curves or []
+    ]
     languages = read_languages(Path(args.languages_sheet))
     inv = inventory(cfg)
     out = Path(args.out)
-    render_report(entries, languages, inv, cfg.raw, out)
+    render_report(entries, languages, inv, cfg.raw, out, learning_curves=curves)
     if args.figures:
         for e in entries:
             for kind, fig in figures(e, languages).items():
@@ -402,6 +409,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--matrices", nargs="+", required=True, help="matrix directories <...>/<task>/<arch>")
     s.add_argument("--out", required=True, help="index.html to write")
     s.add_argument("--figures", help="also write one self-contained page per heatmap into this directory")
+    s.add_argument("--learning-curves", nargs="*", help="cltm learning-curve output directories to show")
     s.set_defaults(func=cmd_report)
 
     from .batch import add_train_cells_parser
@@ -410,6 +418,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_prepare_parser(sub)
     add_train_parser(sub)
     add_train_cells_parser(sub)
+    from .embeddings import add_embed_parser
+
+    add_embed_parser(sub)
     return p
 
 

@@ -43,7 +43,7 @@ def draw_ladder(
     spec: SubsetSpec, tables: Mapping[str, pl.DataFrame], targets: Sequence[str], ladder: Sequence[float],
     seeds: Sequence[int], work: Path,
 ) -> None:
-    """Write test/dev and per-seed tables of every target at every N under ``work/n<N>/<target>/``.
+    """Write test/dev and per-seed tables of every target at every N under ``work/subsets/n<N>/<target>/``.
 
     The spec's languages are narrowed to the target alone: only single and extra parts are drawn.
     """
@@ -51,7 +51,7 @@ def draw_ladder(
         for t in targets:
             s = SubsetSpec(**{**spec.__dict__, "n": float(n), "languages": (t,), "seeds": tuple(seeds)})
             test, dev = eval_sets(s, t, tables[t])
-            out = Path(work) / _n_name(n) / t
+            out = Path(work) / "subsets" / _n_name(n) / t
             write_tsv(out / "test.tsv", test)
             write_tsv(out / "dev.tsv", dev)
             for seed in seeds:
@@ -83,7 +83,7 @@ def run_ladder(
     todo, rows = [], []
     for n in ladder:
         for t in targets:
-            sub = Path(work) / _n_name(n) / t
+            sub = Path(work) / "subsets" / _n_name(n) / t
             pick = {"single": [None], "self": [t], "dual": [d for d in donors if d != t]}
             for cell in cells:
                 for d in pick[cell]:

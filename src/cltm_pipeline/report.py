@@ -31,6 +31,7 @@ import polars as pl
 import yaml
 from plotly.offline import get_plotlyjs
 
+from cltm_pipeline.analysis import ALPHA
 from cltm_pipeline.cltm import CLTMResult
 from cltm_pipeline.io import write_text
 from cltm_pipeline.subsets import cell_kind
@@ -81,6 +82,7 @@ class MatrixEntry:
     arch: str
     metric: str | None
     result: CLTMResult
+    analysis: Mapping[str, Any] | None = None  # the matrix's analysis.json (cltm analyse), if computed
 
     @property
     def label(self) -> str:
@@ -301,12 +303,17 @@ def _base_figure(
     zmax: float,
     colorbar: dict,
     uid: str,
+    marks: Sequence[tuple[str, str, list[int], list[int]]] = (),
 ) -> go.Figure:
-    """The heatmap with family strips, outlines, flags and legend; ``z`` is already in display order."""
+    """The heatmap with family strips, outlines, flags and legend; ``z`` is already in display order.
+
+    ``marks``: (legend name, corner, display columns, display rows) of cells to mark with a small symbol
+    in a corner of the cell ("tr" top right, "tl" top left): the significance marks of the CLTM.
+    """
     n = len(langs)
     families = sorted({lang.family for lang in langs}, key=_family_key)
     fam_color = {lang.family: lang.color for lang in langs}
-    n_legend = len(families) + 1 + (1 if any(flags) else 0)
+    n_legend = len(families) + 1 + (1 if any(flags) else 0) + len(marks)
     geo = _geometry(langs, n_legend, any(flags))
     idx = list(range(n))
     fig = go.Figure()
@@ -369,6 +376,17 @@ def _base_figure(
         fig.add_trace(go.Scatter(
             x=[None], y=[None], mode="lines", name="⚠ ill-conditioned row", showlegend=True, hoverinfo="skip",
             line={"color": _FLAG_COLOR, "width": 3},
+        ))
+    # Significance marks: a symbol in a corner of the cell, small enough to leave the value readable.
+    off = 0.5 - max(0.17, 5.0 / geo.cell)
+    size = max(5.0, min(9.0, geo.cell * 0.17))
+    for name, corner, xs, ys in marks:
+        dx = off if corner == "tr" else -off
+        symbol = "circle" if corner == "tr" else "diamond-open"
+        fig.add_trace(go.Scatter(
+            x=[x + dx for x in xs] or [None], y=[y - off for y in ys] or [None], mode="markers", name=name,
+            showlegend=True, hoverinfo="skip",
+            marker={"symbol": symbol, "size": size, "color": "#1a1a1a", "line": {"width": 1.4, "color": "#1a1a1a"}},
         ))
 
     shapes: list[dict] = []
@@ -481,6 +499,10 @@ def _cltm_hover(entry: MatrixEntry, perm: Sequence[int], langs: Sequence[_Lang])
                              f"(paired bootstrap, {int(r.n_paired[i, j])} seeds)")
             else:
                 lines.append(f"{ci} CI: n/a ({int(r.n_paired[i, j])} paired seeds)")
+            if i != j and math.isfinite(r.p_zero[i, j]):
+                lines.append(f"vs 0: p = {_f(r.p_zero[i, j], '.3g')}, q = {_f(r.q_zero[i, j], '.3g')}"
+                             f"{' <b>●</b>' if r.q_zero[i, j] < ALPHA else ''} · vs 1: p = {_f(r.p_one[i, j], '.3g')}, "
+                             f"q = {_f(r.q_one[i, j], '.3g')}{' <b>◇</b>' if r.q_one[i, j] < ALPHA else ''}")
             lines.append(f"M = {_f(r.M[i, j] * 100, '+.1f')} %")
             lines.append(f"a = {_f(r.mu[i, j], '.4f')} · b = {_f(r.baseline[i], '.4f')} · "
                          f"c = {_f(r.mu[i, i], '.4f')}")
@@ -491,6 +513,22 @@ def _cltm_hover(entry: MatrixEntry, perm: Sequence[int], langs: Sequence[_Lang])
                              f"{_f(r.self_gain[i], '.4f')} ± {_f(r.self_gain_se[i], '.4f')}</span>")
             row.append("<br>".join(lines))
         out.append(row)
+    return out
+
+
+def _significance_marks(r: CLTMResult, perm: Sequence[int]) -> list[tuple[str, str, list[int], list[int]]]:
+    """Cells whose C differs from 0 (●, top right) and from 1 (◇, top left) at BH q < ALPHA, display order."""
+    if not np.isfinite(r.q_zero).any() and not np.isfinite(r.q_one).any():
+        return []  # a matrix written before the significance columns: no legend entries for nothing
+    out = []
+    for name, corner, q in ((f"● C ≠ 0 (BH q < {ALPHA:g})", "tr", r.q_zero), (f"◇ C ≠ 1 (BH q < {ALPHA:g})", "tl", r.q_one)):
+        xs, ys = [], []
+        for i_d, i in enumerate(perm):
+            for j_d, j in enumerate(perm):
+                if i != j and math.isfinite(q[i, j]) and q[i, j] < ALPHA:
+                    xs.append(j_d)
+                    ys.append(i_d)
+        out.append((name, corner, xs, ys))
     return out
 
 
@@ -558,6 +596,7 @@ def figures(entry: MatrixEntry, languages: pl.DataFrame | None) -> dict[str, go.
         title=f"<b>CLTM</b> · {_esc(entry.label)}",
         subtitle=f"C = (a − b) / (c − b) · P = {metric} · policy {policy} · {finite} / {n * n} cells finite",
         texttemplate="%{z:.2f}", zmax=C_CLIP, colorbar=cbar_c, uid=f"{entry.slug}-cltm",
+        marks=_significance_marks(r, perm),
     )
     m_pct = r.M[ix] * 100.0
     m_max = _m_range(r.M) * 100.0
@@ -645,6 +684,16 @@ details[open] > summary { margin-bottom: .4rem; }
 pre { background:#f3f4f6; padding: .8rem 1rem; border-radius: 6px; overflow-x: auto; font-size: .82rem;
       line-height: 1.45; }
 .scroll { max-height: 28rem; overflow-y: auto; }
+.scroll-x { overflow-x: auto; }
+.top { max-width: 1340px; margin: 0 auto; padding: 0 28px; }
+.top h2 { margin-top: 1rem; }
+.top p { max-width: 120ch; }
+table.summary { font-size: .84rem; }
+table.summary th { white-space: normal; vertical-align: bottom; }
+table.summary td { white-space: nowrap; }
+table.props td:first-child { white-space: nowrap; }
+table.summary th, table.summary td { padding: .28rem .45rem; }
+.cols { display: flex; gap: 2rem; flex-wrap: wrap; align-items: flex-start; }
 footer { color: var(--muted); font-size: .82rem; padding-top: 2rem; padding-bottom: 3rem; }
 """.replace("__FONT__", _FONT)
 
@@ -737,7 +786,20 @@ def _cltm_caption(entry: MatrixEntry, values_printed: bool = True) -> str:
         "Grey “–”: missing runs or undefined C (hover says which). Dashed boxes: language families "
         "(solid: a family split into sub-families); outlined diagonal: self cells, C = 1 by construction. "
         f"Hover a cell for the SE (delta method), the {_pct(r.ci)} % paired bootstrap CI ({r.n_boot} draws), "
-        f"the seed counts and M.</p><p>{flag}</p>"
+        f"the seed counts and M.</p>{_marks_caption(r)}<p>{flag}</p>"
+    )
+
+
+def _marks_caption(r: CLTMResult) -> str:
+    """What the ● and ◇ marks on the CLTM mean, or why there are none."""
+    if not np.isfinite(r.p_zero).any():
+        return ("<p>No per-cell significance marks: this matrix was written without bootstrap p-values "
+                "(older cltm matrix output, or fewer than 2 paired seeds per cell).</p>")
+    return (
+        f"<p><b>●</b> (top right of a cell): C differs from 0 and <b>◇</b> (top left): C differs from 1, each at "
+        f"a Benjamini–Hochberg false-discovery rate of {ALPHA:g} over the off-diagonal cells of this matrix, from "
+        "two-sided p-values of the same paired-seed bootstrap draws as the CI (hover for p and q). No mark: the "
+        "seeds cannot tell the cell from that value.</p>"
     )
 
 
@@ -788,8 +850,365 @@ def _matrix_section(entry: MatrixEntry, slug: str, languages: pl.DataFrame | Non
         f"flagged unless c − b − {entry.result.ill_z:g}·SE &gt; 0.</p>",
         _self_gain_table(entry, langs, perm),
         _missing_list(entry, langs),
+        _analysis_sections(entry, langs, slug),
         "</section>",
     ])
+
+
+# --------------------------------------------------------------------------------------------------
+# Analyses (cltm analyse): cross-task summary, properties, map, typology, probes, training time, N
+# --------------------------------------------------------------------------------------------------
+
+_SMALL_FIG = {"paper_bgcolor": "#ffffff", "plot_bgcolor": "#ffffff", "font": {"family": _FONT, "size": 12}}
+
+
+def _g(d: Mapping | None, *keys: str, default: Any = math.nan) -> Any:
+    """Nested lookup in analysis.json (None and missing keys give ``default``)."""
+    for k in keys:
+        if not isinstance(d, Mapping) or d.get(k) is None:
+            return default
+        d = d[k]
+    return d
+
+
+def _best_mantel(a: Mapping) -> tuple[str, float, float] | None:
+    """The URIEL distance with the smallest Mantel p-value: (kind, r, p)."""
+    rows = [(k, v["r"], v["p"]) for k, v in (a.get("mantel") or {}).items()
+            if v.get("p") is not None and math.isfinite(float(v["p"]))]
+    return min(rows, key=lambda x: (x[2], x[0])) if rows else None
+
+
+def _summary_section(matrices: Sequence[MatrixEntry], slugs: Sequence[str]) -> str:
+    """The cross-task "language dependence" table: one row per task and architecture, first on the page."""
+    rows = []
+    for e, slug in zip(matrices, slugs):
+        a = e.analysis or {}
+        r = e.result
+        mean = _g(a, "properties", "mean_offdiag_C", default={})
+        fam = _g(a, "properties", "intra_family_share", default={})
+        sh = _g(a, "properties", "shares", default={})
+        sig = a.get("significance") or {}
+        best = _best_mantel(a)
+        probe = _g(a, "probes", "by_kind", "self", "accuracy")
+        chance = _g(a, "probes", "by_kind", "self", "chance")
+        n_ill = int(np.sum(r.ill_conditioned))
+        ci = (f"[{_f(_g(mean, 'ci_low'))}, {_f(_g(mean, 'ci_high'))}]"
+              if math.isfinite(_g(mean, "ci_low")) else "")
+        rows.append(
+            f'<tr><td><a href="#{slug}">{_esc(e.task)}</a></td><td>{_esc(e.arch)}</td>'
+            f"<td>{_esc(e.metric_name)}</td><td class=num>{len(r.languages)}</td>"
+            f"<td class=num><b>{_f(_g(mean, 'mean'))}</b> <span class=meta>{ci}</span></td>"
+            f"<td class=num>{_f(_g(sh, 'positive') * 100, '.0f')} / {_f(_g(sh, 'negative') * 100, '.0f')} / "
+            f"{_f(_g(sh, 'above_one') * 100, '.0f')}</td>"
+            f"<td class=num>{_f(_g(fam, 'value') * 100, '.0f')} % <span class=meta>(uniform "
+            f"{_f(_g(fam, 'uniform') * 100, '.0f')} %)</span></td>"
+            f"<td class=num>{_f(_g(a, 'properties', 'asymmetry', 'value'))}</td>"
+            f"<td class=num>{sig.get('above_zero', '–')} / {sig.get('below_zero', '–')} / {sig.get('tested', '–')}</td>"
+            f"<td class=num>{_f(_g(a, 'map', 'stress'))}</td>"
+            + (f"<td>{_esc(best[0])} r = {_f(best[1])}, p = {_f(best[2], '.2g')}</td>" if best else "<td>–</td>")
+            + f"<td class=num>{_f(probe * 100, '.0f')}{'' if not math.isfinite(probe) else ' %'}"
+            f"{'' if not math.isfinite(chance) else f' <span class=meta>(chance {_f(chance * 100, chr(46) + chr(48) + chr(102))} %)</span>'}</td>"
+            f"<td class=num>{'<span class=flag>' + str(n_ill) + '</span>' if n_ill else 0}</td></tr>"
+        )
+    head = (
+        "<tr><th>task</th><th>arch</th><th>P</th><th class=num>langs</th>"
+        "<th class=num>mean off-diag C [CI]</th><th class=num>% C&gt;0 / &lt;0 / &gt;1</th>"
+        "<th class=num>intra-family share of + mass</th><th class=num>asym&shy;metry</th>"
+        f"<th class=num>cells ≠ 0 at q&lt;{ALPHA:g}: &gt;0 / &lt;0 / tested</th><th class=num>map stress</th>"
+        "<th>strongest typology link (Mantel)</th><th class=num>lang-ID probe (self)</th>"
+        "<th class=num>⚠ rows</th></tr>"
+    )
+    note = (
+        "<p class=meta>How language-dependent each task is, side by side. <b>Mean off-diagonal C</b>: what a "
+        "donor's data is worth, on average, relative to the target's own (1 = as much, 0 = nothing); its CI "
+        "is a paired-seed bootstrap over the whole matrix. A linguistic task (ASR) is expected to show a lower "
+        "mean, more negative cells, a higher intra-family share (against the share of intra-family cells, "
+        "“uniform”) and a stronger typology link than paralinguistic ones (gender, SV). Asymmetry: "
+        "‖C − Cᵀ‖<sub>F</sub> / ‖C‖<sub>F</sub>. Significance: BH-controlled per-cell bootstrap tests. "
+        "Probe: cross-validated accuracy of a linear language-ID classifier on the fine-tuned self models' "
+        "embeddings. Each column is explained in the matrix's section.</p>"
+    )
+    if not any(e.analysis for e in matrices):
+        note += "<p class=meta>No analysis.json was given: run <code>cltm analyse</code> (rule analyse).</p>"
+    return (f'<section id="summary"><h2>Language dependence across tasks</h2><div class=scroll-x><table '
+            f'class="summary"><thead>{head}</thead><tbody>{"".join(rows)}</tbody></table></div>{note}</section>')
+
+
+def _strength_figure(entry: MatrixEntry, langs: Sequence[_Lang], slug: str) -> go.Figure:
+    """Donor and receiver strength per language (bars), languages in family order."""
+    a = entry.analysis or {}
+    names = [lang.name for lang in langs]
+    fig = go.Figure()
+    for key, label, color in (("donor_strength", "donor strength (column sum)", "#2a5db0"),
+                              ("receiver_strength", "receiver strength (row sum)", "#d6604d")):
+        vals = [_num(_g(a, "properties", key, lang.code, "value")) for lang in langs]
+        ns = [_g(a, "properties", key, lang.code, "n", default=0) for lang in langs]
+        fig.add_trace(go.Bar(x=names, y=vals, name=label, marker_color=color, customdata=ns,
+                             hovertemplate="%{x}: %{y:.2f} (%{customdata} finite cells)<extra>" + label + "</extra>"))
+    fig.update_layout(**_SMALL_FIG, barmode="group", width=min(1000, 240 + 34 * len(langs)), height=340,
+                      margin={"l": 60, "r": 20, "t": 56, "b": 90}, legend={"orientation": "h", "y": 1.2, "x": 0},
+                      yaxis={"title": "sum of positive off-diagonal C", "gridcolor": "#eee"},
+                      xaxis={"tickangle": -40}, meta={"cltm_figure": f"{slug}-strength"})
+    return fig
+
+
+def _map_figure(entry: MatrixEntry, langs: Sequence[_Lang], slug: str) -> go.Figure | None:
+    """The MDS map of transfer profiles: colour = family, symbol and label = cluster."""
+    m = (entry.analysis or {}).get("map") or {}
+    codes = m.get("languages") or []
+    if len(codes) < 3:
+        return None
+    info = {lang.code: lang for lang in langs}
+    cluster = dict(zip(m.get("cluster_languages") or [], m.get("clusters") or []))
+    symbols = ["circle", "square", "diamond", "triangle-up", "cross", "star", "hexagon", "x", "pentagon"]
+    fig = go.Figure()
+    for fam in sorted({info[c].family for c in codes if c in info}, key=_family_key):
+        ks = [k for k, c in enumerate(codes) if c in info and info[c].family == fam]
+        fig.add_trace(go.Scatter(
+            x=[_num(m["x"][k]) for k in ks], y=[_num(m["y"][k]) for k in ks], mode="markers+text", name=fam,
+            text=[f"{codes[k]}" for k in ks], textposition="top center",
+            marker={"size": 13, "color": info[codes[ks[0]]].color, "line": {"width": 1, "color": "#333"},
+                    "symbol": [symbols[(cluster.get(codes[k], 1) - 1) % len(symbols)] for k in ks]},
+            customdata=[[info[codes[k]].name, cluster.get(codes[k], "–")] for k in ks],
+            hovertemplate="%{customdata[0]} (%{text})<br>cluster %{customdata[1]}<extra>" + _esc(fam) + "</extra>",
+        ))
+    fig.update_layout(**_SMALL_FIG, width=640, height=520, margin={"l": 50, "r": 20, "t": 40, "b": 50},
+                      xaxis={"title": "MDS 1", "zeroline": False, "gridcolor": "#eee"},
+                      yaxis={"title": "MDS 2", "zeroline": False, "gridcolor": "#eee", "scaleanchor": "x"},
+                      title={"text": f"Transfer-profile map · stress {_f(m.get('stress', math.nan))} · "
+                                     f"{m.get('k', '–')} clusters (symbols)", "font": {"size": 13}, "x": 0.02},
+                      meta={"cltm_figure": f"{slug}-map"})
+    return fig
+
+
+def _projection_figure(entry: MatrixEntry, langs: Sequence[_Lang], slug: str) -> go.Figure | None:
+    """2-D PCA of probe-set embeddings of each target's self model (one panel per target, up to 8)."""
+    from plotly.subplots import make_subplots
+
+    proj = _g(entry.analysis, "probes", "projections", default={})
+    targets = [lang.code for lang in langs if lang.code in proj][:8]
+    if not targets:
+        return None
+    color = {lang.code: lang.color for lang in langs}
+    cols = min(4, len(targets))
+    rows = math.ceil(len(targets) / cols)
+    titles = [f"{t} {proj[t]['cell']} s{proj[t]['seed']} · acc {_f(float(proj[t].get('accuracy') or math.nan) * 100, '.0f')} %"
+              for t in targets]
+    fig = make_subplots(rows=rows, cols=cols, subplot_titles=titles, horizontal_spacing=0.05, vertical_spacing=0.12)
+    shown: set[str] = set()
+    for k, t in enumerate(targets):
+        p = proj[t]
+        for loc in sorted(set(p["locale"])):
+            idx = [q for q, x in enumerate(p["locale"]) if x == loc]
+            fig.add_trace(go.Scatter(
+                x=[_num(p["x"][q]) for q in idx], y=[_num(p["y"][q]) for q in idx], mode="markers", name=loc,
+                legendgroup=loc, showlegend=loc not in shown, hovertemplate=f"{_esc(loc)}<extra></extra>",
+                marker={"size": 5, "color": color.get(loc, "#888888"), "opacity": 0.8}), row=k // cols + 1, col=k % cols + 1)
+            shown.add(loc)
+    fig.update_xaxes(showticklabels=False, zeroline=False, gridcolor="#eee")
+    fig.update_yaxes(showticklabels=False, zeroline=False, gridcolor="#eee")
+    fig.update_layout(**_SMALL_FIG, width=260 * cols + 120, height=250 * rows + 60,
+                      margin={"l": 20, "r": 20, "t": 50, "b": 20}, meta={"cltm_figure": f"{slug}-probe"})
+    fig.update_annotations(font_size=11)
+    return fig
+
+
+def _plain_table(head: Sequence[str], rows: Sequence[Sequence[str]], cls: str = "",
+                 num: Sequence[int] | None = None) -> str:
+    """An HTML table of already-escaped cells; columns in ``num`` (default: all but the first) right-aligned."""
+    num = set(range(1, len(head)) if num is None else num)
+    h = "".join(f"<th{' class=num' if k in num else ''}>{x}</th>" for k, x in enumerate(head))
+    body = "".join("<tr>" + "".join(f"<td{' class=num' if k in num else ''}>{x}</td>" for k, x in enumerate(r))
+                   + "</tr>" for r in rows)
+    return f'<table class="{cls}"><thead><tr>{h}</tr></thead><tbody>{body}</tbody></table>'
+
+
+def _analysis_sections(entry: MatrixEntry, langs: Sequence[_Lang], slug: str) -> str:
+    """Properties, map and clusters, typology, probes and training time of one matrix."""
+    a = entry.analysis
+    if not a:
+        return "<p class=meta>No analysis for this matrix (cltm analyse was not run).</p>"
+    p = a.get("properties") or {}
+    mean = p.get("mean_offdiag_C") or {}
+    sh = p.get("shares") or {}
+    fam, top = p.get("intra_family_share") or {}, p.get("intra_top_family_share") or {}
+    sig = a.get("significance") or {}
+    out = [f'<h3 id="{slug}-properties-section">Matrix properties</h3>']
+    rows = [
+        ["mean off-diagonal C", f"{_f(_g(mean, 'mean'))} [{_f(_g(mean, 'ci_low'))}, {_f(_g(mean, 'ci_high'))}]",
+         f"{mean.get('n', 0)} cells; {_pct(mean.get('ci', 0.95))} % paired-seed bootstrap over the whole matrix "
+         f"({mean.get('n_boot', '–')} draws); median {_f(_g(mean, 'median'))}"],
+        ["share of cells C &gt; 0 / C &lt; 0 / C &gt; 1",
+         f"{_f(_g(sh, 'positive') * 100, '.0f')} % / {_f(_g(sh, 'negative') * 100, '.0f')} % / "
+         f"{_f(_g(sh, 'above_one') * 100, '.0f')} %", f"{sh.get('n', 0)} finite off-diagonal cells"],
+        ["intra-family share of positive mass", f"{_f(_g(fam, 'value') * 100, '.0f')} %",
+         f"families as in the languages sheet; {_f(_g(fam, 'uniform') * 100, '.0f')} % if mass were spread "
+         f"evenly over cells; top-level families: {_f(_g(top, 'value') * 100, '.0f')} % "
+         f"(uniform {_f(_g(top, 'uniform') * 100, '.0f')} %)"],
+        ["asymmetry ‖C − Cᵀ‖<sub>F</sub> / ‖C‖<sub>F</sub>", _f(_g(p, "asymmetry", "value")),
+         f"over {_g(p, 'asymmetry', 'n', default=0)} cells whose mirror is finite; 0 = symmetric"],
+        [f"cells different from 0 (BH q &lt; {ALPHA:g})",
+         f"{sig.get('above_zero', '–')} above, {sig.get('below_zero', '–')} below",
+         f"of {sig.get('tested', '–')} tested; different from 1: {sig.get('above_one', '–')} above, "
+         f"{sig.get('below_one', '–')} below (● and ◇ on the heatmap)"],
+    ]
+    out.append(_plain_table(["statistic", "value", "computed on"], rows, "props", num=[1]))
+    fig = _strength_figure(entry, langs, slug)
+    out.append(f'<figure><div class="plot">{_figure_div(fig, f"{slug}-strength")}</div><figcaption>Donor strength '
+               "of j: the sum over targets of its positive off-diagonal C[i, j] (how much it gives); receiver "
+               "strength of i: the sum over donors of positive C[i, j] (how much it takes). Negative cells are "
+               "not subtracted; hover for the number of finite cells behind each bar.</figcaption></figure>")
+
+    m = a.get("map") or {}
+    out.append(f'<h3 id="{slug}-map-section">Map of transfer profiles</h3>')
+    fig = _map_figure(entry, langs, slug)
+    if fig is None:
+        out.append("<p class=meta>Fewer than three languages with comparable profiles: no map.</p>")
+    else:
+        dropped = sorted(set(a.get("languages", [])) - set(m.get("languages") or []))
+        out.append(
+            f'<figure><div class="plot">{_figure_div(fig, f"{slug}-map")}</div><figcaption>Each language is placed '
+            "by classical MDS of the distances between transfer profiles: the RMS difference of two languages' "
+            "rows (what they receive) and columns (what they give) over every third language, their own cells "
+            f"left out. Kruskal stress-1 <b>{_f(m.get('stress', math.nan))}</b> (0 = the 2-D map keeps every "
+            "distance; above ~0.2 read it loosely). Symbols: average-linkage clusters on the same distances, "
+            f"k = {m.get('k', '–')} chosen by silhouette ({_f(m.get('silhouette', math.nan))}). "
+            + (f"Left out for undefined distances: {_esc(', '.join(dropped))}." if dropped else "")
+            + "</figcaption></figure>")
+
+    out.append(f'<h3 id="{slug}-typology-section">Typology: Mantel tests against URIEL+</h3>')
+    typ = a.get("typology") or {}
+    mantel = a.get("mantel") or {}
+    if not mantel:
+        out.append("<p class=meta>No typological distances (cltm analyse --no-typology).</p>")
+    else:
+        langs_all = a.get("languages", [])
+        mrows = []
+        for kind, v in mantel.items():
+            left = [t for t in langs_all if t not in (v.get("used") or [])]
+            mrows.append([_esc(kind), _f(v.get("r", math.nan)), _f(v.get("p", math.nan), ".3g"),
+                          f"{v.get('n_languages', 0)} / {v.get('n_pairs', 0)}",
+                          ("exact, " if v.get("exact") else "") + f"{v.get('permutations', 0)} permutations",
+                          _esc(", ".join(left)) or "–"])
+        out.append(_plain_table(["URIEL+ distance", "r", "p", "languages / pairs", "test", "left out (no data)"],
+                                mrows, "mantel", num=[1, 2, 3]))
+        unknown = typ.get("unknown_iso") or []
+        no_iso = typ.get("locales_without_iso") or []
+        out.append(
+            "<p class=meta>Pearson r between the symmetrised CLTM, (C[i, j] + C[j, i]) / 2, and the URIEL+ "
+            "distance over language pairs; p from permuting languages (two-sided; every permutation when there "
+            "are few languages). Negative r: closer languages transfer more. Distances from "
+            f"{_esc(typ.get('source') or 'URIEL+')} on the languages sheet's ISO 639-3 codes; pairs without "
+            "shared URIEL+ features are left out, never imputed."
+            + (f" Codes URIEL+ does not know: {_esc(', '.join(unknown))}." if unknown else "")
+            + (f" Locales without an ISO 639-3 code: {_esc(', '.join(no_iso))}." if no_iso else "") + "</p>")
+
+    pr = a.get("probes") or {}
+    out.append(f'<h3 id="{slug}-probes-section">Latent probes</h3>')
+    kinds = pr.get("by_kind") or {}
+    if not kinds:
+        out.append(f"<p class=meta>No run of this matrix carries a language-ID probe ({pr.get('runs', 0)} runs read; "
+                   "set hparams.probe_clips &gt; 0 to probe).</p>")
+    else:
+        prow = [[k, f"{_f(v['accuracy'] * 100, '.1f')} %", _f(v.get('sd', math.nan) * 100, '.1f'),
+                 f"{_f(v.get('chance', math.nan) * 100, '.1f')} %", str(v["n_runs"])] for k, v in kinds.items()]
+        out.append(_plain_table(["cell kind", "probe accuracy", "sd (pts)", "chance", "runs"], prow))
+        out.append("<p class=meta>How separable the languages stay after fine-tuning: speaker-grouped "
+                   "cross-validated logistic regression of language identity on pooled final-layer embeddings of a "
+                   "held-out multilingual probe set, averaged over runs. "
+                   f"{pr.get('runs_without_probe', 0)} of {pr.get('runs', 0)} runs carry no probe.</p>")
+        fig = _projection_figure(entry, langs, slug)
+        if fig is not None:
+            out.append(f'<figure><div class="plot">{_figure_div(fig, f"{slug}-probe")}</div><figcaption>2-D PCA of '
+                       "the probe-set embeddings of each target's self model (lowest seed), coloured by the clip's "
+                       "language.</figcaption></figure>")
+
+    tt = a.get("training_time") or {}
+    out.append(f'<h3 id="{slug}-training-time-section">Training-time transfer</h3>')
+    if not tt.get("rows"):
+        out.append("<p class=meta>No dev curves in the runs' metrics.json.</p>")
+    else:
+        by_kind = tt.get("by_kind") or {}
+        krow = [[k, _f(v["mean_ratio"]), f"{v['reached']} / {v['cells']}"] for k, v in by_kind.items()]
+        name = {lang.code: lang.name for lang in langs}
+        drow = [[f"{_esc(name.get(d, d))} <span class=code>{_esc(d)}</span>", _f(v["mean_ratio"]),
+                 str(v["n"]), str(v.get("never", 0))] for d, v in (tt.get("by_donor") or {}).items()]
+        out.append(
+            "<p>For every self and dual run: the first step at which its dev score reaches the best dev score of "
+            "the single run of the same target and seed, divided by the step at which the single run itself "
+            "first got there. Below 1: the added data gets the model there sooner. Steps count batches, and a "
+            "cell with 2N units runs twice the batches per epoch, so read the ratios against each other (dual "
+            "against self) rather than against 1.</p>")
+        out.append('<div class="cols">' + _plain_table(["cell kind", "mean steps ratio", "reached / runs"], krow)
+                   + _plain_table(["donor", "mean steps ratio", "runs", "never reached"], drow) + "</div>")
+    return "\n".join(out)
+
+
+def _curve_figure(lc: Mapping[str, Any], langs: Sequence[_Lang], uid: str) -> go.Figure:
+    """Mean ± sd of P over seeds against training units (log2 axis), per target, with the fitted line."""
+    curve = lc["curve"]
+    color = {lang.code: lang.color for lang in langs}
+    fig = go.Figure()
+    for k, t in enumerate(sorted(set(curve["target"].to_list()))):
+        g = curve.filter(pl.col("target") == t).group_by("units").agg(
+            pl.col("value").mean().alias("m"), pl.col("value").std().alias("sd"), pl.len().alias("n")).sort("units")
+        c = color.get(t, _PALETTE[k % len(_PALETTE)])
+        fig.add_trace(go.Scatter(
+            x=g["units"].to_list(), y=[_num(x) for x in g["m"]], mode="markers+lines", name=t,
+            error_y={"type": "data", "array": [_num(x) for x in g["sd"].fill_null(0)], "visible": True},
+            marker={"color": c, "size": 8}, line={"color": c, "width": 1.5},
+            hovertemplate=f"{_esc(t)}: %{{x}} units, P = %{{y:.3f}}<extra></extra>"))
+        fit = (lc["rec"].get("fit") or {}).get(t)
+        if fit:
+            xs = g["units"].to_list()
+            fig.add_trace(go.Scatter(
+                x=xs, y=[_num(fit["alpha"] + fit["beta"] * math.log2(x)) for x in xs], mode="lines",
+                name=f"{t} fit: {fit['beta']:+.3f} per doubling", line={"color": c, "dash": "dot", "width": 1.2},
+                hoverinfo="skip"))
+    rec_n = lc["rec"].get("recommended_n")
+    shapes = []
+    if rec_n is not None:
+        shapes.append({"type": "line", "xref": "x", "yref": "paper", "x0": rec_n, "x1": rec_n, "y0": 0, "y1": 1,
+                       "line": {"color": "#1a1a1a", "dash": "dash", "width": 1.2}})
+    fig.update_layout(**_SMALL_FIG, width=760, height=420, margin={"l": 60, "r": 20, "t": 50, "b": 50},
+                      xaxis={"type": "log", "title": f"training units ({_esc(lc['rec'].get('unit', 'utterances'))})",
+                             "tickvals": sorted(set(curve["units"].to_list())), "gridcolor": "#eee"},
+                      yaxis={"title": f"test {_esc(lc['rec'].get('metric', 'P'))}", "gridcolor": "#eee"},
+                      shapes=shapes,
+                      title={"text": f"Learning curve · {_esc(lc['rec'].get('task'))} · {_esc(lc['rec'].get('arch'))}"
+                                     + (f" · recommended N = {rec_n:g}" if rec_n is not None else ""),
+                             "font": {"size": 13}, "x": 0.02},
+                      meta={"cltm_figure": uid})
+    return fig
+
+
+def _learning_curve_section(curves: Sequence[Mapping[str, Any]], languages: pl.DataFrame | None) -> str:
+    """Choice of N: the learning curves and the per-N self gains behind the recommendation."""
+    if not curves:
+        return ""
+    out = ['<section id="learning-curve">', "<h2>Choice of N: learning curves</h2>"]
+    for k, lc in enumerate(curves):
+        rec = lc["rec"]
+        langs = _languages(sorted(set(lc["curve"]["target"].to_list())), languages)
+        fig = _curve_figure(lc, langs, f"learning-curve-{k}")
+        rec_n = rec.get("recommended_n")
+        out.append(f'<figure><div class="plot">{_figure_div(fig, f"learning-curve-{k}")}</div><figcaption>'
+                   f"Single (N units) and self (2N units) cells of {_esc(', '.join(rec.get('languages', [])))}, "
+                   f"seeds {_esc(', '.join(map(str, rec.get('seeds', []))))}; points are mean ± sd over seeds, dotted "
+                   "lines the fit P = α + β·log₂(units). <b>Rule</b>: " + _esc(rec.get("rule", "")) + ". "
+                   + (f"<b>Recommended N = {rec_n:g}</b> (dashed line)." if rec_n is not None else
+                      "<span class=flag>No N on the ladder passes: doubling never clearly helps every target; "
+                      "use more seeds, other N or a harder task regime.</span>") + "</figcaption></figure>")
+        rows = []
+        for step in rec.get("steps", []):
+            for t, v in step["targets"].items():
+                rows.append([f"{step['n']:g}", _esc(t), _f(v["b"], ".3f"), _f(v["c"], ".3f"),
+                             f"{_f(v['gain'], '+.3f')} ± {_f(v['se'], '.3f')}",
+                             "yes" if v["clear"] else "<span class=flag>no</span>",
+                             "<b>all</b>" if step["all_clear"] else ""])
+        out.append(_plain_table(["N", "target", "b (N)", "c (2N)", "c − b ± SE", "clearly positive", ""], rows))
+    out.append("</section>")
+    return "\n".join(out)
 
 
 def _inventory_section(inventory: pl.DataFrame | None) -> str:
@@ -906,16 +1325,18 @@ def render_report(
     title: str = "Cross-Lingual Transfer Matrices",
     *,
     generated: str | None = None,
+    learning_curves: Sequence[Mapping[str, Any]] = (),
 ) -> None:
     """Write the report as ONE self-contained HTML file (plotly.js inline once), byte-stable for equal inputs.
 
     ``generated`` is an optional timestamp (or any text) printed under the title; nothing else depends on
-    the clock.
+    the clock. The cross-task summary comes first (it needs each entry's ``analysis``); ``learning_curves``
+    are ``{"curve": curve.tsv as a DataFrame, "rec": recommendation.json}`` (cltm learning-curve).
     """
     slugs: list[str] = []
     for entry in matrices:
         slug, k = entry.slug, 2
-        while slug in slugs or slug in ("inventory", "config"):
+        while slug in slugs or slug in ("inventory", "config", "summary", "learning-curve"):
             slug, k = f"{entry.slug}-{k}", k + 1
         slugs.append(slug)
 
@@ -940,6 +1361,8 @@ def render_report(
         meta.append(f"generated {_esc(generated)}")
     parts.append(f'<p class="meta">{" · ".join(meta)}</p>')
     parts.append("</header>")
+    if matrices:  # first screen: the cross-task summary, before the contents
+        parts.append(f'<div class="top">{_summary_section(matrices, slugs)}</div>')
     if len(matrices) > 1:
         toc = "".join(
             f'<li><a href="#{slug}">{_esc(e.label)}</a> <span class=meta>({len(e.result.languages)} languages'
@@ -947,6 +1370,8 @@ def render_report(
             "</span></li>"
             for e, slug in zip(matrices, slugs)
         )
+        if learning_curves:
+            toc += '<li><a href="#learning-curve">Choice of N: learning curves</a></li>'
         toc += '<li><a href="#inventory">Run inventory</a></li><li><a href="#config">Configuration</a></li>'
         parts.append(f'<nav class="toc"><b>Contents</b><ol>{toc}</ol></nav>')
     parts.append("<main>")
@@ -954,6 +1379,7 @@ def render_report(
         parts.append("<p class=meta>No matrices to show.</p>")
     for entry, slug in zip(matrices, slugs):
         parts.append(_matrix_section(entry, slug, languages))
+    parts.append(_learning_curve_section(learning_curves, languages))
     parts.append(_inventory_section(inventory))
     parts.append(_config_section(config))
     parts.append("</main>")
