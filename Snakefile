@@ -22,7 +22,9 @@ include: "workflow/rules/ingest.smk"
 include: "workflow/rules/subsets.smk"
 include: "workflow/rules/models.smk"
 include: "workflow/rules/train.smk"
+include: "workflow/rules/embed.smk"
 include: "workflow/rules/cltm.smk"
+include: "workflow/rules/analysis.smk"
 include: "workflow/rules/report.smk"
 
 

@@ -31,8 +31,8 @@ __all__ = ["CURVE_SCHEMA", "draw_ladder", "fit_curve", "recommend", "run_ladder"
 
 CURVE_SCHEMA = {
     "target": pl.String, "n": pl.Float64, "cell": pl.String, "units": pl.Float64, "seed": pl.Int64,
-    "value": pl.Float64, "compute_s": pl.Float64,
-}
+    "value": pl.Float64,
+}  # no wall times: equal inputs give equal bytes (each run's metrics.json under runs/ keeps its timing)
 
 
 def _n_name(n: float) -> str:
@@ -110,7 +110,7 @@ def run_ladder(
         cell = "single" if donor in (None, SINGLE) else ("self" if donor == rec["target"] else "dual")
         units = 2 * float(n) if cell != "single" else float(n)
         out_rows.append((rec["target"], float(n), cell, units, int(rec["seed"]),
-                         _performance(metric, float(rec["metrics"][metric])), float(rec["timing"]["compute_s"])))
+                         _performance(metric, float(rec["metrics"][metric]))))
     return pl.DataFrame(out_rows, schema=CURVE_SCHEMA, orient="row").sort(["target", "n", "cell", "seed"])
 
 

@@ -6,6 +6,8 @@ localrules:
 rule report:
     input:
         summaries=[f"{RESULTS}/matrices/{task}/{arch}/summary.json" for task, arch in matrices()],
+        analyses=[f"{RESULTS}/matrices/{task}/{arch}/analysis.json" for task, arch in matrices()],
+        curves=LC_OUTPUTS,
         sheet=CFG.raw["languages_sheet"],
     output:
         html=f"{RESULTS}/report/index.html",
@@ -22,10 +24,12 @@ rule report:
     params:
         config=json.dumps(CFG.raw, sort_keys=True),
         matrices=lambda w, input: " ".join(str(Path(p).parent) for p in input.summaries),
+        curves=lambda w, input: " ".join(str(Path(p).parent) for p in input.curves),
     log:
         f"{RESULTS}/logs/report.log",
     conda:
         "../envs/cpu.yaml"
     shell:
         "cltm report --config-json {params.config:q} --languages-sheet {input.sheet} --matrices {params.matrices}"
-        " --out {output.html} --figures $(dirname {output.html})/figures > {log} 2>&1"
+        " --out {output.html} --figures $(dirname {output.html})/figures --learning-curves {params.curves}"
+        " > {log} 2>&1"

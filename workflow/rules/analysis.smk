@@ -1,0 +1,67 @@
+# Analyses of each matrix (properties, map, typology, significance, probes, training time) and the optional
+# choice-of-N learning curve; both feed the report.
+localrules:
+    analyse,
+
+
+rule analyse:
+    input:
+        summary=f"{RESULTS}/matrices/{{task}}/{{arch}}/summary.json",
+        cells=f"{RESULTS}/matrices/{{task}}/{{arch}}/cells.tsv",
+        sheet=CFG.raw["languages_sheet"],
+    output:
+        f"{RESULTS}/matrices/{{task}}/{{arch}}/analysis.json",
+    params:
+        runs_dir=lambda w: f"{RESULTS}/runs/{w.task}/{w.arch}",
+        seeds=lambda w: " ".join(map(str, CFG.seeds(w.task))),
+        n_boot=CFG.raw["bootstrap"]["n_boot"],
+        seed=CFG.raw["bootstrap"]["seed"],
+    log:
+        f"{RESULTS}/logs/analysis/{{task}}/{{arch}}.log",
+    conda:
+        "../envs/cpu.yaml"
+    shell:
+        "cltm analyse --matrix $(dirname {input.summary}) --runs-dir {params.runs_dir} --seeds {params.seeds}"
+        " --languages-sheet {input.sheet} --n-boot {params.n_boot} --seed {params.seed} --out {output} > {log} 2>&1"
+
+
+LC = CFG.raw.get("learning_curve")
+if LC is not None:
+    if LC["task"] not in CFG.raw["tasks"] or LC["arch"] not in CFG.raw["tasks"][LC["task"]]["architectures"]:
+        raise WorkflowError(f"invalid configuration: learning_curve: no task/arch {LC['task']}/{LC['arch']}")
+    _lc_extra = sorted(set(LC["languages"]) - set(CFG.raw["tasks"][LC["task"]]["languages"]))
+    if _lc_extra:
+        raise WorkflowError(f"invalid configuration: learning_curve.languages: {_lc_extra} not in task {LC['task']}")
+
+
+# The learning curve's recommendation, if the config asks for one (an input of the report).
+LC_OUTPUTS = [] if LC is None else [f"{RESULTS}/learning_curve/{LC['task']}/{LC['arch']}/recommendation.json"]
+LC_SEEDS = [] if LC is None else (list(range(LC["seeds"])) if isinstance(LC["seeds"], int) else sorted(LC["seeds"]))
+
+
+rule learning_curve:
+    input:
+        tables=lambda w: [ingest_table(loc) for loc in LC["languages"]],
+        audio=lambda w: [f"{RESULTS}/ingest/{loc}/audio.npy" for loc in LC["languages"]],
+        model=model_flag,
+    output:
+        curve=f"{RESULTS}/learning_curve/{{task}}/{{arch}}/curve.tsv",
+        rec=f"{RESULTS}/learning_curve/{{task}}/{{arch}}/recommendation.json",
+    params:
+        spec=lambda w: subset_spec_json(w.task),
+        hparams=lambda w: arch_hparams_json(w.task, w.arch),
+        metric=lambda w: CFG.raw["tasks"][w.task]["metric"],
+        languages=lambda w: " ".join(LC["languages"]),
+        ladder=lambda w: " ".join(f"{n:g}" for n in LC["ladder"]),
+        seeds=lambda w: " ".join(map(str, LC_SEEDS)),
+        z=lambda w: LC["z"],
+    threads: lambda w: LC["jobs"]
+    log:
+        f"{RESULTS}/logs/learning_curve/{{task}}/{{arch}}.log",
+    conda:
+        "../envs/gpu.yaml"
+    shell:
+        "cltm learning-curve --task {wildcards.task} --arch {wildcards.arch} --spec {params.spec:q}"
+        " --model-dir $(dirname {input.model}) --ingest-root $(dirname $(dirname {input.tables[0]}))"
+        " --languages {params.languages} --ladder {params.ladder} --seeds {params.seeds} --hparams {params.hparams:q}"
+        " --metric {params.metric} --z {params.z} --jobs {threads} --out $(dirname {output.curve}) > {log} 2>&1"
