@@ -23,6 +23,10 @@ __all__ = ["ConfigError", "Config", "load_config", "read_languages", "SCHEMA_DIR
 
 SCHEMA_DIR = Path(__file__).resolve().parents[2] / "workflow" / "schemas"
 LANGUAGE_COLUMNS = ("locale", "name", "family", "iso639_3")
+#: Optional columns of the languages sheet: allowed values, the first being the default for an absent
+#: column or an empty cell. ``asr_unit``: the unit of the ASR error P is built on, word (corpus WER) or
+#: char (corpus CER, for scripts written without spaces between words).
+OPTIONAL_LANGUAGE_COLUMNS: dict[str, tuple[str, ...]] = {"asr_unit": ("word", "char")}
 
 
 class ConfigError(ValueError):
@@ -73,6 +77,14 @@ def read_languages(path: Path) -> pl.DataFrame:
         for c in LANGUAGE_COLUMNS:
             if not (r[c] or "").strip():
                 raise ConfigError(f"{path}: row {r['row']} ({r['locale']}): empty {c}")
+    for c, allowed in OPTIONAL_LANGUAGE_COLUMNS.items():
+        if c not in df.columns:
+            df = df.with_columns(pl.lit(allowed[0]).alias(c))
+            continue
+        df = df.with_columns(pl.col(c).fill_null("").str.strip_chars().replace("", allowed[0]))
+        for r in df.iter_rows(named=True):
+            if r[c] not in allowed:
+                raise ConfigError(f"{path}: row {r['row']} ({r['locale']}): {c} {r[c]!r} is not one of {', '.join(allowed)}")
     dup = df.group_by("locale").len().filter(pl.col("len") > 1)
     if dup.height:
         raise ConfigError(f"{path}: locale {dup['locale'][0]} listed more than once")

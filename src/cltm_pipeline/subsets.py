@@ -28,6 +28,7 @@ __all__ = [
     "check_invariants",
     "pool_counts",
     "check_capacity",
+    "training_pool",
 ]
 
 #: Columns of every manifest (evaluation sets, seed tables, cell manifests), in this order.
@@ -153,6 +154,12 @@ def _pool(spec: SubsetSpec, locale: str, table: pl.DataFrame, exclude: set[str])
     own = _speaker_split(spec, table)
     banned = list(own["test"] | own["dev"] | exclude)
     return _genders(spec, table).filter(~pl.col("client_id").is_in(banned))
+
+
+def training_pool(spec: SubsetSpec, locale: str, table: pl.DataFrame) -> pl.DataFrame:
+    """Every clip of ``locale`` that some cell of the task may train on (as target or donor): the locale's
+    pool outside its own test/dev speakers. A target's draw further drops its evaluation speakers."""
+    return _pool(spec, locale, table, set())
 
 
 def _take(spec: SubsetSpec, ranked: pl.DataFrame, skip: int | float, what: str) -> tuple[pl.DataFrame, int | float]:

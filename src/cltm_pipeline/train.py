@@ -36,7 +36,11 @@ from .config import ConfigError
 from .io import read_manifest, write_json
 from .subsets import SINGLE, cell_kind, cell_manifest
 
-__all__ = ["HPARAM_DEFAULTS", "check_hparams", "hparam_extras", "run_cell", "add_train_parser", "add_prepare_parser"]
+__all__ = [
+    "HPARAM_DEFAULTS", "check_hparams", "hparam_extras", "run_cell", "add_train_parser", "add_prepare_parser",
+    "Clips", "data_hash", "versions", "resolve_device", "device_description", "model_provenance", "seed_everything",
+    "lr_factor",
+]
 
 #: Hyper-parameters a config may set, and their defaults (the study's where it had one: 1 epoch, lr 1e-5,
 #: best checkpoint by dev macro-F1). ``eval_every``: evaluate dev every so many optimiser steps (None:
@@ -122,7 +126,8 @@ def data_hash(train: pl.DataFrame, test_path: Path, dev_path: Path, artifacts: M
     return h.hexdigest()
 
 
-def _versions() -> dict[str, str]:
+def versions() -> dict[str, str]:
+    """Versions of what a cell's numbers depend on, recorded in every metrics.json."""
     import torch
     import transformers
 
@@ -175,12 +180,46 @@ def _labels(rows: pl.DataFrame, column: str, labels: tuple[str, ...], what: str)
     return np.array([index[v] for v in values], dtype=np.int64)
 
 
-def _resolve_device(device: str) -> str:
+def resolve_device(device: str) -> str:
+    """``auto`` is CUDA when available, else CPU; anything else is taken as given."""
     import torch
 
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     return device
+
+
+def device_description(dev_t: Any, threads: int) -> str:
+    """What metrics.json records as the device: the GPU's name, or the CPU thread count."""
+    import torch
+
+    if dev_t.type == "cuda":
+        return f"{dev_t} ({torch.cuda.get_device_name(dev_t)})"
+    return f"cpu ({threads} thread{'s' if threads > 1 else ''})"
+
+
+def seed_everything(seed: int) -> np.random.Generator:
+    """Seed torch, numpy's global state (Hugging Face's SpecAugment) and ``random``; return the cell's
+    own generator of data order and crops."""
+    import torch
+
+    torch.manual_seed(seed)
+    np.random.seed(seed % 2**32)
+    random.seed(seed)
+    return np.random.default_rng([seed, 0x5EED])
+
+
+def lr_factor(step: int, total_steps: int, warmup: int, schedule: str) -> float:
+    """Multiplier of the learning rate at optimiser step ``step`` (from 0): linear warm-up over ``warmup``
+    steps, then constant or linear decay to 0 at ``total_steps`` (Hugging Face Trainer's default)."""
+    if step < warmup:
+        return (step + 1) / warmup
+    if schedule == "constant":
+        return 1.0
+    return max(0.0, (total_steps - step) / max(1, total_steps - warmup))
+
+
+_versions, _resolve_device = versions, resolve_device  # former private names
 
 
 # ------------------------------------------------------------------------------ checkpoints
@@ -315,7 +354,7 @@ def run_cell(
     torch.set_num_threads(hp["threads"])
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # deterministic cuBLAS, read at CUDA start
     torch.use_deterministic_algorithms(True, warn_only=True)
-    dev_name = _resolve_device(device)
+    dev_name = resolve_device(device)
     dev_t = torch.device(dev_name)
 
     # Data: the cell's training rows and the target's fixed evaluation sets.
@@ -343,25 +382,19 @@ def run_cell(
 
     # A checkpoint is resumed only if it was written for exactly these inputs; checkpoint_every itself
     # does not change the results, so changing it keeps the checkpoint.
-    if dev_t.type == "cuda":
-        device_desc = f"{dev_name} ({torch.cuda.get_device_name(dev_t)})"
-    else:
-        device_desc = f"cpu ({hp['threads']} thread{'s' if hp['threads'] > 1 else ''})"
+    device_desc = device_description(dev_t, hp["threads"])
     identity = {
         "task": task, "arch": arch, "target": target, "donor": donor, "seed": seed,
         "data_hash": data_hash(train_rows, Path(test_path), Path(dev_path), artifacts), "config_hash": config_hash,
         "hparams": {k: v for k, v in hp.items() if k != "checkpoint_every"},
-        "model": _model_provenance(Path(model_dir)), "versions": {k: str(v) for k, v in _versions().items()},
+        "model": model_provenance(Path(model_dir)), "versions": {k: str(v) for k, v in versions().items()},
         "device": device_desc if dev_t.type == "cuda" else "cpu",  # CPU threads are in hparams
     }
     ckpt_path = Path(out_path).parent / CHECKPOINT_NAME
     checkpoint = _load_checkpoint(ckpt_path, identity, where)
 
     # Everything random from here on is a function of the seed.
-    torch.manual_seed(seed)
-    np.random.seed(seed % 2**32)  # Hugging Face's SpecAugment draws from numpy's global state
-    random.seed(seed)
-    rng = np.random.default_rng([seed, 0x5EED])
+    rng = seed_everything(seed)
     model = architecture.load(Path(model_dir), len(spec.labels), freeze_feature_encoder=hp["freeze_feature_encoder"]).to(dev_t)
     params = [p for p in model.parameters() if p.requires_grad]
     optimiser = torch.optim.AdamW(params, lr=hp["lr"], weight_decay=hp["weight_decay"])
@@ -369,14 +402,8 @@ def run_cell(
     total_steps = steps_per_epoch * hp["epochs"]
     warmup = int(hp["warmup_ratio"] * total_steps)
 
-    def lr_factor(step: int) -> float:  # step counts from 0
-        if step < warmup:
-            return (step + 1) / warmup
-        if hp["lr_schedule"] == "constant":
-            return 1.0
-        return max(0.0, (total_steps - step) / max(1, total_steps - warmup))
-
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimiser, lr_factor)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimiser, lambda step: lr_factor(step, total_steps, warmup, hp["lr_schedule"]))
     loss_fn = torch.nn.CrossEntropyLoss()
 
     def predict(batches: list[tuple[Any, Any]]) -> np.ndarray:
@@ -530,7 +557,7 @@ def run_cell(
     return result
 
 
-def _model_provenance(model_dir: Path) -> dict[str, Any]:
+def model_provenance(model_dir: Path) -> dict[str, Any]:
     """Source and weight hashes of the prepared model, as ``prepare`` recorded them."""
     path = model_dir / "cltm_model.json"
     if not path.is_file():

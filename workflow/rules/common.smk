@@ -85,18 +85,28 @@ def arch_resources(task, arch):
     return arch_block(task, arch)["resources"]
 
 
-def arch_hparams_json(task, arch):
-    return json.dumps(arch_block(task, arch)["hparams"], sort_keys=True, separators=(",", ":"))
+def target_hparams(task, arch, target=None):
+    """The architecture's hparams; a null one named like a languages-sheet column (e.g. ``asr_unit``)
+    takes the target's value from the sheet."""
+    hp = dict(arch_block(task, arch)["hparams"])
+    if target is not None:
+        row = CFG.languages.filter(CFG.languages["locale"] == target).row(0, named=True)
+        hp.update({k: row[k] for k, v in hp.items() if v is None and k in row and k != "locale"})
+    return hp
 
 
-def cell_config_hash(task, arch):
+def arch_hparams_json(task, arch, target=None):
+    return json.dumps(target_hparams(task, arch, target), sort_keys=True, separators=(",", ":"))
+
+
+def cell_config_hash(task, arch, target=None):
     """Hash of what a cell's result depends on (regime, splits, model, hparams), not of the whole grid:
     adding languages or seeds does not change it."""
     t = CFG.raw["tasks"][task]
     model = CFG.raw["models"][arch_block(task, arch)["model"]]
     relevant = {k: v for k, v in t.items() if k not in ("languages", "seeds", "architectures")}
     # checkpointing and resources change how a cell runs, not what it computes
-    hparams = {k: v for k, v in arch_block(task, arch)["hparams"].items() if k != "checkpoint_every"}
+    hparams = {k: v for k, v in target_hparams(task, arch, target).items() if k != "checkpoint_every"}
     return config_hash({"task": relevant, "splits": CFG.raw["splits"], "model": model, "hparams": hparams})
 
 

@@ -19,8 +19,8 @@ rule train:
         runs_dir=lambda w: f"{RESULTS}/runs/{w.task}/{w.arch}",
         ingest_root=f"{RESULTS}/ingest",
         donors=lambda w: " ".join(cell_donors(w.task)),
-        hparams=lambda w: arch_hparams_json(w.task, w.arch),
-        config_hash=lambda w: cell_config_hash(w.task, w.arch),
+        hparams=lambda w: arch_hparams_json(w.task, w.arch, w.target),
+        config_hash=lambda w: cell_config_hash(w.task, w.arch, w.target),
         artifacts=lambda w: " ".join(f"--artifact {n}={p}" for n, p in cell_artifacts(w.task, w.target).items()),
         probe=lambda w, input: f"--probe {input.probe}" if input.probe else "",
     threads: lambda w: arch_resources(w.task, w.arch)["threads"]

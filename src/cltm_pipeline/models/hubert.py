@@ -24,7 +24,7 @@ from torch import nn
 from ..io import sha256_file, write_json
 from . import Architecture, ModelError, register
 
-__all__ = ["TINY_CONFIG", "HubertClassifier", "MHubert"]
+__all__ = ["TINY_CONFIG", "HubertClassifier", "MHubert", "HubertCTC", "load_ctc", "standardise_waves"]
 
 #: The demo's tiny HuBERT: 4 conv layers with HuBERT's 320x downsampling (50 frames/s), 2 transformer
 #: layers of width 64. Any HubertConfig key can be overridden; ``seed`` fixes the random init.
@@ -221,3 +221,72 @@ class MHubert(Architecture):
         if freeze_feature_encoder:
             encoder.feature_extractor._freeze_parameters()
         return HubertClassifier(encoder, num_labels, do_normalize)
+
+
+# ------------------------------------------------------------------------------------------ ASR
+
+
+def standardise_waves(waves: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """Wav2Vec2FeatureExtractor's zero-mean unit-variance per clip over its valid samples; padding stays 0."""
+    valid = torch.arange(waves.shape[1], device=waves.device)[None, :] < lengths[:, None]
+    n = lengths.clamp(min=1)[:, None].to(waves.dtype)
+    mean = (waves * valid).sum(1, keepdim=True) / n
+    var = (((waves - mean) * valid) ** 2).sum(1, keepdim=True) / n
+    return (waves - mean) / torch.sqrt(var + 1e-7) * valid
+
+
+class HubertCTC(nn.Module):
+    """Encoder + dropout + linear layer per frame over a character vocabulary, for CTC (the study's ASR model,
+    as Hugging Face's HubertForCTC: ``final_dropout`` then ``lm_head``)."""
+
+    def __init__(self, encoder: nn.Module, vocab_size: int, do_normalize: bool):
+        super().__init__()
+        self.encoder = encoder
+        self.do_normalize = do_normalize
+        self.dropout = nn.Dropout(getattr(encoder.config, "final_dropout", 0.0))
+        self.lm_head = nn.Linear(encoder.config.hidden_size, vocab_size)
+        self.pass_mask = encoder.config.feat_extract_norm == "layer"  # as HubertClassifier
+
+    def hidden(self, waves: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Last hidden states ``[B, F, H]`` and the valid frame counts ``[B]``."""
+        if self.do_normalize:
+            waves = standardise_waves(waves, lengths)
+        mask = None
+        if self.pass_mask:
+            mask = (torch.arange(waves.shape[1], device=waves.device)[None, :] < lengths[:, None]).long()
+        hidden = self.encoder(waves, attention_mask=mask).last_hidden_state
+        frames = self.encoder._get_feat_extract_output_lengths(lengths).clamp(min=1, max=hidden.shape[1])
+        return hidden, frames
+
+    def forward(self, waves: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-frame logits ``[B, F, V]`` and the valid frame counts ``[B]``."""
+        hidden, frames = self.hidden(waves, lengths)
+        return self.lm_head(self.dropout(hidden)), frames
+
+    def embed(self, waves: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        """Utterance embeddings ``[B, H]`` (mean over valid frames), for the latent language probe."""
+        if lengths is None:
+            lengths = torch.full((waves.shape[0],), waves.shape[1], dtype=torch.long, device=waves.device)
+        hidden, frames = self.hidden(waves, lengths)
+        fmask = (torch.arange(hidden.shape[1], device=waves.device)[None, :] < frames[:, None]).to(hidden.dtype)
+        return (hidden * fmask[..., None]).sum(1) / fmask.sum(1, keepdim=True)
+
+
+def load_ctc(model_dir: Path, vocab_size: int, *, freeze_feature_encoder: bool = True) -> HubertCTC:
+    """The prepared encoder plus a freshly initialised CTC head of ``vocab_size`` outputs (uses the torch
+    RNG: seed before calling); the CNN feature encoder frozen unless told otherwise."""
+    model_dir = Path(model_dir)
+    if not (model_dir / "config.json").is_file():
+        raise ModelError(f"{model_dir}: not a prepared model directory (run `cltm prepare-model` first)")
+    _quiet_transformers()
+    from transformers import HubertModel
+
+    encoder = HubertModel.from_pretrained(model_dir, local_files_only=True)
+    pre = model_dir / "preprocessor_config.json"
+    do_normalize = json.loads(pre.read_text())["do_normalize"] if pre.is_file() else True
+    if freeze_feature_encoder:
+        encoder.feature_extractor._freeze_parameters()
+    return HubertCTC(encoder, vocab_size, do_normalize)
+
+
+MHubert.load_ctc = classmethod(lambda cls, model_dir, vocab_size, **kw: load_ctc(model_dir, vocab_size, **kw))

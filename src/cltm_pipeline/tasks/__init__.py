@@ -69,3 +69,4 @@ def artifact_names(kind: str) -> list[str]:
 
 
 from . import gender  # noqa: E402,F401  (registers itself)
+from . import asr  # noqa: E402,F401  (registers itself)
