@@ -156,6 +156,24 @@ def cell_artifacts(task, target):
     return out
 
 
+def embedding_artifacts(task, arch):
+    """NAME -> cache manifest of every language of the task, for an architecture with a frozen encoder
+    whose embeddings are cached (rule embed); empty for any other architecture."""
+    from cltm_pipeline.models import get_architecture
+
+    if not get_architecture(arch).embedding_cache:
+        return {}
+    return {f"emb:{loc}": f"{RESULTS}/embeddings/{task}/{arch}/{loc}.json" for loc in CFG.raw["tasks"][task]["languages"]}
+
+
+def embed_manifests(wildcards):
+    """What the embed job of a locale reads: the locale's evaluation sets and every seed table of the task
+    (each holds the locale's rows it trains on, as target or donor)."""
+    task, langs = wildcards.task, CFG.raw["tasks"][wildcards.task]["languages"]
+    evals = [f"{RESULTS}/subsets/{task}/{wildcards.locale}/{name}.tsv" for name in ("test", "dev")]
+    return evals + [f"{RESULTS}/subsets/{task}/{t}/seed{s}.tsv" for t in langs for s in CFG.seeds(task)]
+
+
 def probe_input(task, arch):
     """The task's probe set if the architecture's hparams ask for probes, else nothing to build."""
     return [f"{RESULTS}/subsets/{task}/probe.tsv"] if arch_block(task, arch)["hparams"]["probe_clips"] else []

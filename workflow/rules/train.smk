@@ -11,6 +11,8 @@ rule train:
         model=model_flag,
         # ancient too: the data hash covers the artifacts' content (a probe set is not part of the results)
         artifacts=lambda w: [ancient(p) for p in cell_artifacts(w.task, w.target).values()],
+        # a frozen encoder's embedding caches (rule embed); ancient: a growing store keeps its manifest
+        embeddings=lambda w: [ancient(p) for p in embedding_artifacts(w.task, w.arch).values()],
         probe=lambda w: [ancient(p) for p in probe_input(w.task, w.arch)],
         audio=lambda w: [f"{RESULTS}/ingest/{loc}/audio.npy" for loc in CFG.raw["tasks"][w.task]["languages"]],
     output:
@@ -21,7 +23,10 @@ rule train:
         donors=lambda w: " ".join(cell_donors(w.task)),
         hparams=lambda w: arch_hparams_json(w.task, w.arch, w.target),
         config_hash=lambda w: cell_config_hash(w.task, w.arch, w.target),
-        artifacts=lambda w: " ".join(f"--artifact {n}={p}" for n, p in cell_artifacts(w.task, w.target).items()),
+        artifacts=lambda w: " ".join(
+            f"--artifact {n}={p}"
+            for n, p in {**cell_artifacts(w.task, w.target), **embedding_artifacts(w.task, w.arch)}.items()
+        ),
         probe=lambda w, input: f"--probe {input.probe}" if input.probe else "",
     threads: lambda w: arch_resources(w.task, w.arch)["threads"]
     resources:

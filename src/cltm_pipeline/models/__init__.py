@@ -32,6 +32,9 @@ class Architecture:
     name: str = ""
     #: hyper-parameters this architecture adds to cltm_pipeline.train.HPARAM_DEFAULTS, with their defaults
     hparams: dict[str, Any] = {}
+    #: a frozen encoder whose per-utterance embeddings the workflow computes once and caches
+    #: (``cltm embed``, rule ``embed``); such an architecture implements ``embedder``
+    embedding_cache: bool = False
 
     @classmethod
     def prepare(cls, source: str, out_dir: Path, tiny: dict[str, Any] | None = None) -> Path:
@@ -40,6 +43,11 @@ class Architecture:
     @classmethod
     def load(cls, model_dir: Path, num_labels: int, *, freeze_feature_encoder: bool = True) -> Any:
         raise NotImplementedError
+
+    @classmethod
+    def load_sv(cls, model_dir: Path, num_speakers: int, hparams: dict[str, Any]) -> Any:
+        """A speaker-verification model (see :mod:`cltm_pipeline.tasks.sv`); uses the torch RNG."""
+        raise ModelError(f"architecture {cls.name!r} has no speaker-verification model")
 
 
 ARCHITECTURES: dict[str, type[Architecture]] = {}
@@ -69,3 +77,4 @@ def get_architecture(name: str) -> type[Architecture]:
 
 
 from . import hubert  # noqa: E402,F401  (registers "mhubert")
+from . import ecapa, siamese, speechllm  # noqa: E402,F401  (speaker verification)

@@ -143,10 +143,12 @@ def _prepare_pretrained(source: str, out_dir: Path) -> dict[str, Any]:
 class HubertClassifier(nn.Module):
     """Encoder + mean pooling over valid frames of the last hidden state + linear layer."""
 
-    def __init__(self, encoder: nn.Module, num_labels: int, do_normalize: bool):
+    def __init__(self, encoder: nn.Module, num_labels: int, do_normalize: bool, pool_layers: int | None = None):
         super().__init__()
         self.encoder = encoder
         self.do_normalize = do_normalize
+        # None: the last hidden state (gender); k: the mean of the last k hidden states (speaker verification)
+        self.pool_layers = pool_layers
         self.head = nn.Linear(encoder.config.hidden_size, num_labels)
         # Group-norm feature encoders (HuBERT base, mHuBERT-147) are trained without attention masks on
         # zero-padded input; layer-norm ones (large models) take the mask.
@@ -167,7 +169,11 @@ class HubertClassifier(nn.Module):
             var = (((waves - mean) * valid) ** 2).sum(1, keepdim=True) / n
             waves = (waves - mean) / torch.sqrt(var + 1e-7) * valid
         mask = valid.long() if self.pass_mask else None
-        hidden = self.encoder(waves, attention_mask=mask).last_hidden_state  # [B, F, H]
+        if self.pool_layers is None:
+            hidden = self.encoder(waves, attention_mask=mask).last_hidden_state  # [B, F, H]
+        else:  # hidden_states: the CNN projection then every transformer layer; at most all of them
+            states = self.encoder(waves, attention_mask=mask, output_hidden_states=True).hidden_states
+            hidden = torch.stack(states[-self.pool_layers :]).mean(0)
         frames = self.encoder._get_feat_extract_output_lengths(lengths).clamp(min=1, max=hidden.shape[1])
         fmask = (torch.arange(hidden.shape[1], device=waves.device)[None, :] < frames[:, None]).to(hidden.dtype)
         return (hidden * fmask[..., None]).sum(1) / fmask.sum(1, keepdim=True)
@@ -207,8 +213,10 @@ class MHubert(Architecture):
         return out_dir
 
     @classmethod
-    def load(cls, model_dir: Path, num_labels: int, *, freeze_feature_encoder: bool = True) -> HubertClassifier:
-        """The prepared encoder plus a freshly initialised head (uses the torch RNG: seed before calling)."""
+    def load(cls, model_dir: Path, num_labels: int, *, freeze_feature_encoder: bool = True,
+             pool_layers: int | None = None) -> HubertClassifier:
+        """The prepared encoder plus a freshly initialised head (uses the torch RNG: seed before calling);
+        ``pool_layers``: embeddings pool the mean of the last so many hidden states (None: the last one)."""
         model_dir = Path(model_dir)
         if not (model_dir / "config.json").is_file():
             raise ModelError(f"{model_dir}: not a prepared model directory (run `cltm prepare-model` first)")
@@ -220,7 +228,17 @@ class MHubert(Architecture):
         do_normalize = json.loads(pre.read_text())["do_normalize"] if pre.is_file() else True
         if freeze_feature_encoder:
             encoder.feature_extractor._freeze_parameters()
-        return HubertClassifier(encoder, num_labels, do_normalize)
+        return HubertClassifier(encoder, num_labels, do_normalize, pool_layers)
+
+    @classmethod
+    def load_sv(cls, model_dir: Path, num_speakers: int, hparams: dict[str, Any]) -> nn.Module:
+        """Speaker verification: the encoder fine-tuned as speaker identification over the cell's training
+        speakers (cross-entropy); embeddings: the last ``pool_layers`` hidden states' mean, time-pooled."""
+        from .speaker import SpeakerIdModel
+
+        clf = cls.load(model_dir, num_speakers, freeze_feature_encoder=hparams["freeze_feature_encoder"],
+                       pool_layers=hparams["pool_layers"])
+        return SpeakerIdModel(clf, clf.head)
 
 
 # ------------------------------------------------------------------------------------------ ASR

@@ -70,3 +70,4 @@ def artifact_names(kind: str) -> list[str]:
 
 from . import gender  # noqa: E402,F401  (registers itself)
 from . import asr  # noqa: E402,F401  (registers itself)
+from . import sv  # noqa: E402,F401  (registers itself)

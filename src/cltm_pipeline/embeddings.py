@@ -1,0 +1,172 @@
+"""Per-utterance embedding cache of frozen encoders (architectures with ``embedding_cache = True``).
+
+A frozen encoder's embedding of a clip depends on the clip, the prepared model and the crop length only,
+never on the cell or seed, so the workflow computes it once per utterance (rule ``embed``, one job per
+(task, arch, locale)) and every cell of every seed reads it back.
+
+On disk, beside the manifest ``<locale>.json`` that the rule declares as its output, the store
+``<locale>.store/`` holds append-only shards ``shard-NNNN.npz`` (``utt_id`` and ``emb`` arrays) and
+``stats.json`` (utterances held, encoder forward passes per run). A rerun (a new seed, a new language
+adding rows) embeds only the utterances no shard holds yet; a shard written for another model, crop or
+ingest is ignored. The manifest holds only what the embeddings depend on (model provenance, crop,
+pooling, the locale's ingest summary), so it stays byte-identical as the store grows: cells hash the
+manifest into their data hash (a few hundred bytes), not gigabytes of vectors, and adding seeds does not
+make finished cells stale.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+import polars as pl
+
+from .io import atomic_path, read_manifest, write_json
+
+__all__ = ["cache_spec", "embed_rows", "update_cache", "load_cache", "store_dir", "add_embed_parser"]
+
+_FORMAT = 1
+
+
+def store_dir(manifest: Path) -> Path:
+    """The shard directory of a cache manifest."""
+    return Path(manifest).with_suffix(".store")
+
+
+def cache_spec(arch: str, model_dir: Path, locale: str, max_seconds: float, ingest_root: Path) -> dict[str, Any]:
+    """What a locale's cached embeddings depend on (written as the manifest, hashed by every cell)."""
+    from .train import model_provenance
+
+    summary = Path(ingest_root) / locale / "ingest.json"
+    ingest = hashlib.sha256(summary.read_bytes()).hexdigest() if summary.is_file() else None
+    return {"format": _FORMAT, "arch": arch, "model": model_provenance(Path(model_dir)), "locale": locale,
+            "max_seconds": float(max_seconds), "pooling": "mean of the last hidden state over valid frames",
+            "ingest": ingest}
+
+
+def embed_rows(embed: Callable[..., Any], rows: pl.DataFrame, ingest_root: Path, max_seconds: float,
+               batch_size: int, device: Any) -> np.ndarray:
+    """Embeddings ``[rows, D]`` (float32) of ``rows`` by the frozen ``embed(waves, lengths)``; clips longer
+    than ``max_seconds`` are centre-cropped (the evaluation crop of training)."""
+    import torch
+
+    from .audio import SAMPLE_RATE
+    from .train import Clips
+
+    if rows.height == 0:
+        return np.zeros((0, 0), dtype=np.float32)
+    clips = Clips(rows, ingest_root)
+    max_len = int(max_seconds * SAMPLE_RATE)
+    out = []
+    for lo in range(0, rows.height, batch_size):
+        x, n = clips.batch(np.arange(lo, min(lo + batch_size, rows.height)), max_len, None)
+        out.append(embed(torch.from_numpy(x).to(device), torch.from_numpy(n).to(device)).float().cpu().numpy())
+    return np.concatenate(out).astype(np.float32)
+
+
+def _shards(manifest: Path, spec_hash: str) -> list[Path]:
+    d = store_dir(manifest)
+    out = []
+    for p in sorted(d.glob("shard-*.npz")):
+        with np.load(p, allow_pickle=False) as z:
+            if str(z["spec"]) == spec_hash:
+                out.append(p)
+    return out
+
+
+def _spec_hash(spec: Mapping[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()
+
+
+def update_cache(manifest: Path, spec: Mapping[str, Any], rows: pl.DataFrame, embed: Callable[..., Any],
+                 ingest_root: Path, batch_size: int, device: Any) -> dict[str, int]:
+    """Embed the rows of ``rows`` (one locale) that the store does not hold yet; write the manifest.
+    Returns counts: requested, already cached, embedded now."""
+    manifest = Path(manifest)
+    sh = _spec_hash(spec)
+    have: set[str] = set()
+    shards = _shards(manifest, sh)
+    for p in shards:
+        with np.load(p, allow_pickle=False) as z:
+            have.update(z["utt_id"].tolist())
+    rows = rows.unique("utt_id", keep="first").sort("utt_id")
+    todo = rows.filter(~pl.col("utt_id").is_in(list(have)))
+    if todo.height:
+        emb = embed_rows(embed, todo, ingest_root, spec["max_seconds"], batch_size, device)
+        d = store_dir(manifest)
+        d.mkdir(parents=True, exist_ok=True)
+        k = 1 + max((int(p.stem.split("-")[1]) for p in d.glob("shard-*.npz")), default=-1)
+        with atomic_path(d / f"shard-{k:04d}.npz") as tmp:
+            with open(tmp, "wb") as fh:
+                np.savez(fh, utt_id=np.array(todo["utt_id"].to_list()), emb=emb, spec=np.array(sh))
+    counts = {"requested": rows.height, "cached": rows.height - todo.height, "embedded": todo.height,
+              "held": len(have) + todo.height}
+    stats_path = store_dir(manifest) / "stats.json"
+    stats = json.loads(stats_path.read_text()) if stats_path.is_file() else {"runs": []}
+    stats["runs"].append(counts)
+    stats_path.parent.mkdir(parents=True, exist_ok=True)
+    write_json(stats_path, stats)
+    write_json(manifest, dict(spec))
+    return counts
+
+
+def load_cache(manifests: Sequence[Path], utt_ids: Sequence[str]) -> np.ndarray:
+    """Embeddings of ``utt_ids`` (in that order) from the caches of ``manifests`` (any locales)."""
+    want = set(utt_ids)
+    found: dict[str, np.ndarray] = {}
+    for m in manifests:
+        spec = json.loads(Path(m).read_text(encoding="utf-8"))
+        for p in _shards(Path(m), _spec_hash(spec)):
+            with np.load(p, allow_pickle=False) as z:
+                ids = z["utt_id"].tolist()
+                keep = [i for i, u in enumerate(ids) if u in want]
+                if keep:
+                    emb = z["emb"][keep]
+                    found.update(zip((ids[i] for i in keep), emb))
+    missing = [u for u in utt_ids if u not in found]
+    if missing:
+        raise KeyError(f"{len(missing)} utterance(s) not in the embedding cache, e.g. {missing[0]} "
+                       f"(caches: {', '.join(str(m) for m in manifests)})")
+    return np.stack([found[u] for u in utt_ids]).astype(np.float32)
+
+
+def cmd_embed(args: argparse.Namespace) -> None:
+    """Cache a frozen encoder's embeddings of one locale's utterances that the task uses (once per clip)."""
+    import torch
+
+    from .models import get_architecture
+    from .train import check_hparams, hparam_extras, resolve_device
+
+    hp = check_hparams(json.loads(args.hparams), hparam_extras(args.task, args.arch))
+    torch.set_num_threads(args.threads or hp["threads"])
+    architecture = get_architecture(args.arch)
+    rows = pl.concat([read_manifest(Path(p)) for p in args.manifests]).filter(pl.col("locale") == args.locale)
+    device = torch.device(resolve_device(args.device))
+    spec = cache_spec(args.arch, Path(args.model_dir), args.locale, hp["max_seconds"], Path(args.ingest_root))
+    t0 = time.perf_counter()
+    embed = architecture.embedder(Path(args.model_dir), device)
+    counts = update_cache(Path(args.out), spec, rows, embed, Path(args.ingest_root), hp["eval_batch_size"], device)
+    print(f"embed {args.task}/{args.arch}/{args.locale}: {counts} in {time.perf_counter() - t0:.1f} s")
+
+
+def add_embed_parser(subparsers: Any) -> argparse.ArgumentParser:
+    """Add ``cltm embed`` to the ``cltm`` subparsers."""
+    s = subparsers.add_parser("embed", help=cmd_embed.__doc__)
+    s.add_argument("--task", required=True)
+    s.add_argument("--arch", required=True, help="an architecture with embedding_cache (e.g. speechllm)")
+    s.add_argument("--model-dir", required=True)
+    s.add_argument("--locale", required=True)
+    s.add_argument("--manifests", nargs="+", required=True, help="evaluation sets and seed tables; rows of --locale are embedded")
+    s.add_argument("--ingest-root", required=True)
+    s.add_argument("--hparams", required=True, help="the architecture's hyper-parameters as JSON (max_seconds, eval_batch_size)")
+    s.add_argument("--device", default="auto")
+    s.add_argument("--threads", type=int)
+    s.add_argument("--out", required=True, help="the cache manifest <locale>.json (shards go to <locale>.store/)")
+    s.set_defaults(func=cmd_embed)
+    return s

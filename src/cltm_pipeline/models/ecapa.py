@@ -1,0 +1,63 @@
+"""ECAPA-TDNN (speechbrain's implementation) on log-mel features, trained from scratch as speaker
+identification with AAM-softmax (s = 30, m = 0.2 by default); cosine scoring of the embeddings.
+
+Sources: ``scratch`` (the standard size of Desplanques et al. 2020 / speechbrain's VoxCeleb recipe:
+channels 1024, 192-dim embeddings, 80 mels) and ``tiny`` (a few thousand parameters, for the demo and
+tests); ``models.<name>.tiny`` overrides any key of either.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from . import Architecture, register
+from .speaker import AAMHead, LogMel, SpeakerIdModel, load_scratch, prepare_scratch
+
+__all__ = ["SIZES", "EcapaEmbedder", "Ecapa"]
+
+SIZES: dict[str, dict[str, Any]] = {
+    "scratch": {"seed": 0, "n_mels": 80, "channels": [1024, 1024, 1024, 1024, 3072], "lin_neurons": 192,
+                "attention_channels": 128, "se_channels": 128, "res2net_scale": 8},
+    "tiny": {"seed": 0, "n_mels": 24, "channels": [32, 32, 32, 32, 96], "lin_neurons": 32,
+             "attention_channels": 16, "se_channels": 16, "res2net_scale": 4},
+}
+
+
+class EcapaEmbedder(nn.Module):
+    """Log-mel front end + ECAPA-TDNN: ``embed(waves, lengths)`` -> ``[B, lin_neurons]``."""
+
+    def __init__(self, config: dict[str, Any]):
+        super().__init__()
+        from speechbrain.lobes.models.ECAPA_TDNN import ECAPA_TDNN
+
+        self.features = LogMel(config["n_mels"])
+        self.ecapa = ECAPA_TDNN(
+            config["n_mels"], lin_neurons=config["lin_neurons"], channels=list(config["channels"]),
+            attention_channels=config["attention_channels"], se_channels=config["se_channels"],
+            res2net_scale=config["res2net_scale"],
+        )
+        self.dim = config["lin_neurons"]
+
+    def embed(self, waves: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        feats, rel = self.features(waves, lengths)
+        return self.ecapa(feats, rel).squeeze(1)
+
+
+@register("ecapa")
+class Ecapa(Architecture):
+    """ECAPA-TDNN with AAM-softmax; ``aam_scale`` / ``aam_margin`` are its hyper-parameters."""
+
+    hparams = {"aam_scale": 30.0, "aam_margin": 0.2}
+
+    @classmethod
+    def prepare(cls, source: str, out_dir: Path, tiny: dict[str, Any] | None = None) -> Path:
+        return prepare_scratch(cls.name, source, out_dir, SIZES, tiny, EcapaEmbedder)
+
+    @classmethod
+    def load_sv(cls, model_dir: Path, num_speakers: int, hparams: dict[str, Any]) -> SpeakerIdModel:
+        body, _ = load_scratch(model_dir, EcapaEmbedder)
+        return SpeakerIdModel(body, AAMHead(body.dim, num_speakers, hparams["aam_scale"], hparams["aam_margin"]))

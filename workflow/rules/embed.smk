@@ -1,0 +1,32 @@
+# Frozen-encoder embeddings, once per utterance: one job per (task, arch, locale) for an architecture with
+# `embedding_cache` (speechllm). Every cell and seed reads them back (train rule, artifacts emb:<locale>).
+#
+# What is embedded: the union of the locale's clips the task uses, i.e. its test and dev sets and its rows
+# in every seed table (as target and as donor), not every ingested clip. On the paper grid that is about
+# test + dev + 10 seeds x (2,000 own + 1,000 as donor, largely the same clips: draws are keyed by seed and
+# locale) = a few 10^4 clips per locale, ~10^6 in all, where every ingested clip would be ~10^7 (CV's
+# large locales) and re-embedding per cell ~4 x 10^7 (19,800 cells x ~2,000 clips).
+# A rerun (new seeds or languages) embeds only clips its store does not hold yet (cltm_pipeline.embeddings).
+rule embed:
+    input:
+        manifests=embed_manifests,
+        model=model_flag,
+        audio=f"{RESULTS}/ingest/{{locale}}/audio.npy",
+    output:
+        f"{RESULTS}/embeddings/{{task}}/{{arch}}/{{locale}}.json",
+    params:
+        ingest_root=f"{RESULTS}/ingest",
+        hparams=lambda w: arch_hparams_json(w.task, w.arch),
+    threads: lambda w: arch_resources(w.task, w.arch)["threads"]
+    resources:
+        mem_mb=lambda w, attempt: arch_resources(w.task, w.arch)["mem_mb"] * attempt,
+        runtime=lambda w, attempt: 60 * attempt,
+        gpu=lambda w: arch_resources(w.task, w.arch)["gpu"],
+    log:
+        f"{RESULTS}/logs/embeddings/{{task}}/{{arch}}/{{locale}}.log",
+    conda:
+        "../envs/gpu.yaml"
+    shell:
+        "cltm embed --task {wildcards.task} --arch {wildcards.arch} --model-dir $(dirname {input.model})"
+        " --locale {wildcards.locale} --manifests {input.manifests} --ingest-root {params.ingest_root}"
+        " --hparams {params.hparams:q} --threads {threads} --out {output} > {log} 2>&1"
