@@ -34,6 +34,9 @@ def test_intra_family_share_on_mixed_mass_and_nan():
     C[1, 0] = np.nan  # an intra-family cell missing: its mass is simply not there
     share, _ = A.intra_family_share(C, FAMILIES)
     assert share == pytest.approx(0.7 * 5 / (0.7 * 6))
+    # every language its own family: no intra-family cell, so no share (not 0)
+    share, uniform = A.intra_family_share(block_diagonal(), ["a", "b", "c", "d", "e", "f"])
+    assert math.isnan(share) and uniform == 0.0
 
 
 def test_symmetric_matrix_has_asymmetry_zero_and_antisymmetric_part_counts():
@@ -216,3 +219,43 @@ def test_transfer_summary_mean_and_ci():
     assert out["ci_low"] < out["mean"] < out["ci_high"]
     a[0, 1, :] = np.nan  # a missing cell leaves the mean over the others
     assert A.transfer_summary(a, b, c, n_boot=50)["n"] == 11
+
+
+def _curve(gains: dict[float, float], seeds: int = 4, sd: float = 0.01):
+    """A synthetic ladder: at each N, single = base(N), self = base(N) + gains[N], seeded noise."""
+    from cltm_pipeline.learning_curve import CURVE_SCHEMA
+
+    rng = np.random.default_rng(0)
+    rows, base = [], 0.5
+    for n in sorted(gains):
+        for t in ("es", "fi"):
+            for s in range(seeds):
+                rows.append((t, n, "single", n, s, base + rng.normal(0, sd)))
+                rows.append((t, n, "self", 2 * n, s, base + gains[n] + rng.normal(0, sd)))
+        base += gains[n]
+    return pl.DataFrame(rows, schema=CURVE_SCHEMA, orient="row")
+
+
+def test_learning_curve_recommends_the_largest_n_whose_doubling_still_clearly_helps():
+    from cltm_pipeline.learning_curve import fit_curve, recommend
+
+    # doubling helps a lot at 4, 8 and 16, then saturates at 32
+    rec = recommend(_curve({4.0: 0.15, 8.0: 0.1, 16.0: 0.06, 32.0: 0.0}))
+    assert rec["recommended_n"] == 16.0
+    assert [s["all_clear"] for s in rec["steps"]] == [True, True, True, False]
+    assert "largest N" in rec["rule"]
+    # nothing ever clearly helps: no recommendation, said as such
+    assert recommend(_curve({4.0: 0.0, 8.0: 0.0}))["recommended_n"] is None
+    fit = fit_curve(_curve({4.0: 0.1, 8.0: 0.1, 16.0: 0.1}, sd=0.0))
+    assert fit["es"]["beta"] == pytest.approx(0.1)  # exactly +0.1 per doubling
+
+
+def test_uriel_distances_offline_with_unknown_codes():
+    from cltm_pipeline.typology import DISTANCES, uriel_distances
+
+    d, unknown = uriel_distances(["spa", "ita", "deu", "qqq"])
+    assert unknown == ["qqq"] and set(d) == set(DISTANCES)
+    g = d["genetic"]
+    assert g[0, 1] < g[0, 2]  # Spanish is closer to Italian than to German
+    assert np.isnan(g[3]).all() and np.diag(g)[:3].tolist() == [0.0, 0.0, 0.0]
+    assert np.allclose(g[:3, :3], g[:3, :3].T)

@@ -197,3 +197,72 @@ def test_54_languages_random_matrix(tmp_path):
     fig = figures(entry, sheet)["cltm"]
     assert fig.layout.width <= 1400  # fits a laptop window
     assert len(fig.layout.yaxis.ticktext) == 54
+
+
+# --------------------------------------------------------------------------------------------------
+# Analyses in the report (issue 7)
+# --------------------------------------------------------------------------------------------------
+
+
+def _analysed(entry: MatrixEntry, task: str, arch: str) -> MatrixEntry:
+    from cltm_pipeline.analysis import analyse
+
+    r = entry.result
+    fam = [LANGUAGES_FAMILY[t] for t in r.languages]
+    rng = np.random.default_rng(0)
+    dist = rng.uniform(0.2, 1.0, (4, 4))
+    dist = (dist + dist.T) / 2
+    np.fill_diagonal(dist, 0)
+    locales = [t for t in r.languages for _ in range(5)]
+    records = [{"target": t, "donor": t, "seed": 0, "cell": "self",
+                "probe": {"accuracy": 0.8, "chance": 0.25, "languages": list(r.languages), "n": 20,
+                          "projection": {"x": rng.normal(size=20).tolist(), "y": rng.normal(size=20).tolist(),
+                                         "locale": locales}},
+                "training": {"dev_curve": [[4, 0.5], [8, 0.8]]}} for t in r.languages]
+    records += [{"target": t, "donor": None, "seed": 0, "cell": "single", "training": {"dev_curve": [[4, 0.5], [8, 0.7]]}}
+                for t in r.languages]
+    a = analyse(r, fam, synthetic_runs().iter_rows(), records, {"genetic": dist}, permutations=99, n_boot=50)
+    return MatrixEntry(task, arch, entry.metric, r, analysis=a)
+
+
+def test_report_puts_the_cross_task_summary_first_and_every_analysis_per_matrix(entry, tmp_path):
+    from cltm_pipeline.learning_curve import CURVE_SCHEMA, fit_curve, recommend
+
+    entries = [_analysed(entry, "gender", "tiny"), _analysed(entry, "asr", "tiny")]
+    curve = pl.DataFrame([("es", 4.0, "single", 4.0, s, 0.5 + 0.01 * s) for s in range(3)]
+                         + [("es", 4.0, "self", 8.0, s, 0.7 + 0.01 * s) for s in range(3)], schema=CURVE_SCHEMA,
+                         orient="row")
+    rec = {"task": "gender", "arch": "tiny", "metric": "macro_f1", "languages": ["es"], "seeds": [0, 1, 2],
+           **recommend(curve), "fit": fit_curve(curve)}
+    out = tmp_path / "index.html"
+    render_report(entries, LANGUAGES, inventory_for(synthetic_runs()), CONFIG, out,
+                  learning_curves=[{"curve": curve, "rec": rec}])
+    html = out.read_text()
+    summary = html.index('id="summary"')
+    assert summary < html.index('<nav class="toc"') < html.index('<section id="gender-tiny"')
+    table = html[summary:html.index("</table>", summary)]
+    assert table.count("<tr>") == 3  # header + gender + asr
+    for part in ("-properties-section", "-map-section", "-typology-section", "-probes-section",
+                 "-training-time-section"):
+        assert f'id="gender-tiny{part}"' in html and f'id="asr-tiny{part}"' in html
+    for div in ("gender-tiny-strength", "gender-tiny-map", "gender-tiny-probe", "learning-curve-0"):
+        assert f'id="{div}"' in html
+    assert "Recommended N = 4" in html
+    render_report(entries, LANGUAGES, inventory_for(synthetic_runs()), CONFIG, tmp_path / "again.html",
+                  learning_curves=[{"curve": curve, "rec": rec}])
+    assert (tmp_path / "again.html").read_bytes() == out.read_bytes()
+
+
+def test_cltm_heatmap_marks_significant_cells_and_explains_them(entry):
+    fig = figures(entry, LANGUAGES)["cltm"]
+    names = [t.name for t in fig.data]
+    zero = next(t for t in fig.data if t.name.startswith("● C ≠ 0"))
+    r = entry.result
+    off = ~np.eye(4, dtype=bool)
+    assert len([x for x in zero.x if x is not None]) == int(((r.q_zero < 0.05) & off).sum())
+    assert any(n.startswith("◇ C ≠ 1") for n in names)
+    # a matrix written before the p-values: no marks, no empty legend entries
+    from dataclasses import replace
+
+    old = MatrixEntry("gender", "tiny", "macro_f1", replace(r, p_zero=None, p_one=None, q_zero=None, q_one=None))
+    assert not any((t.name or "").startswith(("●", "◇")) for t in figures(old, LANGUAGES)["cltm"].data)

@@ -96,7 +96,8 @@ def intra_family_share(C: np.ndarray, families: Sequence[str]) -> tuple[float, f
     """Share of the positive off-diagonal mass within families, and the share expected if mass were uniform.
 
     The second number is the fraction of finite off-diagonal cells that are intra-family: the share a
-    matrix with no family effect would give, so the first is read against it.
+    matrix with no family effect would give, so the first is read against it. No finite intra-family
+    cell (every language its own family): the share is undefined (NaN), not 0.
     """
     fam = np.asarray(families, dtype=object)
     same = fam[:, None] == fam[None, :]
@@ -104,7 +105,7 @@ def intra_family_share(C: np.ndarray, families: Sequence[str]) -> tuple[float, f
     total = float(pos.sum())
     finite = np.isfinite(C) & _off_diagonal(len(fam))
     base = float((same & finite).sum() / finite.sum()) if finite.any() else math.nan
-    if total == 0:
+    if total == 0 or not (same & finite).any():
         return math.nan, base
     return float(pos[same].sum()) / total, base
 

@@ -897,7 +897,9 @@ def _summary_section(matrices: Sequence[MatrixEntry], slugs: Sequence[str]) -> s
         rows.append(
             f'<tr><td><a href="#{slug}">{_esc(e.task)}</a></td><td>{_esc(e.arch)}</td>'
             f"<td>{_esc(e.metric_name)}</td><td class=num>{len(r.languages)}</td>"
-            f"<td class=num><b>{_f(_g(mean, 'mean'))}</b> <span class=meta>{ci}</span></td>"
+            f"<td class=num><b>{_f(_g(mean, 'mean'))}</b> <span class=meta>{ci}</span>"
+            + (f' <span class=flag title="{n_ill} of {len(r.languages)} rows ill-conditioned: their C are '
+               'unreliable">⚠</span>' if n_ill else "") + "</td>"
             f"<td class=num>{_f(_g(sh, 'positive') * 100, '.0f')} / {_f(_g(sh, 'negative') * 100, '.0f')} / "
             f"{_f(_g(sh, 'above_one') * 100, '.0f')}</td>"
             f"<td class=num>{_f(_g(fam, 'value') * 100, '.0f')} % <span class=meta>(uniform "
