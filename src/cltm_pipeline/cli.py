@@ -194,13 +194,15 @@ def cmd_analyse(args: argparse.Namespace) -> None:
         raise ConfigError(str(exc)) from None
     typology: dict = {"source": None, "unknown_iso": [], "locales_without_iso": []}
     distances = {}
-    if not args.no_typology:
-        from .typology import uriel_distances, uriel_version
+    if args.typology:
+        from .typology import read_typology
 
-        iso = [(sheet.get(t) or {}).get("iso639_3") or "" for t in langs]
-        distances, unknown = uriel_distances(iso)
-        typology = {"source": f"URIEL+ (urielplus {uriel_version()})", "iso639_3": dict(zip(langs, iso)),
-                    "unknown_iso": unknown, "locales_without_iso": [t for t, c in zip(langs, iso) if not c]}
+        table = json.loads(Path(args.typology).read_text(encoding="utf-8"))
+        distances = read_typology(table, langs)
+        iso = table["iso639_3"]
+        typology = {"source": table["source"], "iso639_3": {t: iso.get(t) for t in langs},
+                    "unknown_iso": sorted({iso[t] for t in langs if iso.get(t) in table["unknown_iso"]}),
+                    "locales_without_iso": [t for t in langs if not iso.get(t)]}
     out = analyse(res, families, runs, records, distances, permutations=args.permutations, seed=args.seed,
                   n_boot=args.n_boot)
     out["typology"] = typology
@@ -209,6 +211,21 @@ def cmd_analyse(args: argparse.Namespace) -> None:
     mantel = ", ".join(f"{k} r={v['r']:.2f} p={v['p']:.3g} (n={v['n_languages']})" for k, v in out["mantel"].items())
     print(f"analyse {args.out}: mean off-diagonal C {mean['mean']:.3f} [{mean['ci_low']:.3f}, {mean['ci_high']:.3f}] "
           f"over {mean['n']} cells; {len(records)} runs; Mantel {mantel or 'skipped'} "
+          f"({time.perf_counter() - t0:.1f} s)")
+
+
+def cmd_typology(args: argparse.Namespace) -> None:
+    """URIEL+ distances (genetic, geographic, syntactic, phonological, inventory, featural) between locales."""
+    from .config import read_languages
+    from .io import write_json
+    from .typology import typology_table
+
+    t0 = time.perf_counter()
+    sheet = {r["locale"]: r["iso639_3"] for r in read_languages(Path(args.languages_sheet)).iter_rows(named=True)}
+    table = typology_table(args.locales, sheet)
+    write_json(Path(args.out), table)
+    print(f"typology {args.out}: {len(args.locales)} locales, unknown to URIEL+: "
+          f"{', '.join(table['unknown_iso']) or 'none'}; without ISO code: {', '.join(table['locales_without_iso']) or 'none'} "
           f"({time.perf_counter() - t0:.1f} s)")
 
 
@@ -383,9 +400,15 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--permutations", type=int, default=9999, help="Mantel permutations (default: %(default)s)")
     s.add_argument("--n-boot", type=int, default=2000, help="matrix-level bootstrap draws (default: %(default)s)")
     s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--no-typology", action="store_true", help="skip the URIEL+ Mantel tests")
+    s.add_argument("--typology", help="URIEL+ distances written by cltm typology (default: no Mantel tests)")
     s.add_argument("--out", required=True, help="analysis.json to write")
     s.set_defaults(func=cmd_analyse)
+
+    s = sub.add_parser("typology", help=cmd_typology.__doc__)
+    s.add_argument("--languages-sheet", required=True, help="TSV with locale and iso639_3")
+    s.add_argument("--locales", nargs="+", required=True)
+    s.add_argument("--out", required=True, help="JSON to write")
+    s.set_defaults(func=cmd_typology)
 
     s = sub.add_parser("learning-curve", help=cmd_learning_curve.__doc__)
     s.add_argument("--task", required=True)

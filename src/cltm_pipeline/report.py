@@ -35,6 +35,7 @@ from cltm_pipeline.analysis import ALPHA
 from cltm_pipeline.cltm import CLTMResult
 from cltm_pipeline.io import write_text
 from cltm_pipeline.subsets import cell_kind
+from cltm_pipeline.typology import DISTANCES
 
 __all__ = ["MatrixEntry", "figures", "render_report", "write_figure_html", "C_CLIP"]
 
@@ -1086,7 +1087,8 @@ def _analysis_sections(entry: MatrixEntry, langs: Sequence[_Lang], slug: str) ->
     else:
         langs_all = a.get("languages", [])
         mrows = []
-        for kind, v in mantel.items():
+        order = {k: n for n, k in enumerate(DISTANCES)}
+        for kind, v in sorted(mantel.items(), key=lambda kv: (order.get(kv[0], len(order)), kv[0])):
             left = [t for t in langs_all if t not in (v.get("used") or [])]
             mrows.append([_esc(kind), _f(v.get("r", math.nan)), _f(v.get("p", math.nan), ".3g"),
                           f"{v.get('n_languages', 0)} / {v.get('n_pairs', 0)}",

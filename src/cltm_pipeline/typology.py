@@ -11,12 +11,12 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from functools import lru_cache
 
 import numpy as np
 
-__all__ = ["DISTANCES", "uriel_distances", "uriel_version"]
+__all__ = ["DISTANCES", "read_typology", "typology_table", "uriel_distances", "uriel_version"]
 
 #: The URIEL distance types the report correlates with the CLTM, in display order.
 DISTANCES = ("genetic", "geographic", "syntactic", "phonological", "inventory", "featural")
@@ -67,3 +67,36 @@ def uriel_distances(
             full[k, k] = 0.0  # URIEL+ rounds a language's distance to itself to 1e-4 at times
         out[kind] = full
     return out, unknown
+
+
+def typology_table(locales: Sequence[str], iso: Mapping[str, str]) -> dict:
+    """URIEL+ distances between ``locales`` (via their ISO 639-3 codes) as a JSON-ready dict, NaN as null.
+
+    A pair's URIEL+ distance uses only the features both languages have, so it does not depend on which
+    other languages are asked: one table for every locale of the config serves every matrix.
+    """
+    codes = [iso.get(t) or "" for t in locales]
+    dist, unknown = uriel_distances(codes)
+    return {
+        "source": f"URIEL+ (urielplus {uriel_version()})",
+        "locales": list(locales),
+        "iso639_3": dict(zip(locales, codes)),
+        "unknown_iso": [c for c in unknown if c],
+        "locales_without_iso": [t for t, c in zip(locales, codes) if not c],
+        "distances": {k: [[None if np.isnan(x) else float(x) for x in row] for row in m] for k, m in dist.items()},
+    }
+
+
+def read_typology(table: Mapping, locales: Sequence[str]) -> dict[str, np.ndarray]:
+    """Distance matrices of a :func:`typology_table` restricted to ``locales`` (NaN where a locale is absent)."""
+    pos = {t: k for k, t in enumerate(table["locales"])}
+    out = {}
+    for kind, rows in table["distances"].items():
+        full = np.array([[np.nan if x is None else x for x in row] for row in rows], dtype=float).reshape(len(pos), len(pos))
+        m = np.full((len(locales), len(locales)), np.nan)
+        for a, ta in enumerate(locales):
+            for b, tb in enumerate(locales):
+                if ta in pos and tb in pos:
+                    m[a, b] = full[pos[ta], pos[tb]]
+        out[kind] = m
+    return out

@@ -4,10 +4,28 @@ localrules:
     analyse,
 
 
+# URIEL+ distances between every locale of the config, once: a pair's distance does not depend on the
+# other languages asked (minutes for the study's 54 languages, seconds for the demo).
+rule typology:
+    input:
+        sheet=CFG.raw["languages_sheet"],
+    output:
+        f"{RESULTS}/typology/uriel.json",
+    params:
+        locales=" ".join(LOCALES),
+    log:
+        f"{RESULTS}/logs/typology.log",
+    conda:
+        "../envs/cpu.yaml"
+    shell:
+        "cltm typology --languages-sheet {input.sheet} --locales {params.locales} --out {output} > {log} 2>&1"
+
+
 rule analyse:
     input:
         summary=f"{RESULTS}/matrices/{{task}}/{{arch}}/summary.json",
         cells=f"{RESULTS}/matrices/{{task}}/{{arch}}/cells.tsv",
+        typology=f"{RESULTS}/typology/uriel.json",
         sheet=CFG.raw["languages_sheet"],
     output:
         f"{RESULTS}/matrices/{{task}}/{{arch}}/analysis.json",
@@ -22,7 +40,8 @@ rule analyse:
         "../envs/cpu.yaml"
     shell:
         "cltm analyse --matrix $(dirname {input.summary}) --runs-dir {params.runs_dir} --seeds {params.seeds}"
-        " --languages-sheet {input.sheet} --n-boot {params.n_boot} --seed {params.seed} --out {output} > {log} 2>&1"
+        " --languages-sheet {input.sheet} --typology {input.typology} --n-boot {params.n_boot} --seed {params.seed}"
+        " --out {output} > {log} 2>&1"
 
 
 LC = CFG.raw.get("learning_curve")
