@@ -1,6 +1,6 @@
 """Render example CLTM reports from synthetic runs, for visual checks of the report layout.
 
-    .venv/bin/python bench/render_example_report.py OUT_DIR [--only demo|study] [--figures] [--png]
+    .venv/bin/python bench/render_example_report.py OUT_DIR [--only demo|study] [--figures] [--png] [--typology uriel.json]
 
 Writes OUT_DIR/demo_report.html (the demo's 6 languages, 5 seeds, demo-like noise) and
 OUT_DIR/study_report.html (the reference study's 54-language gender grid: every language of
@@ -27,6 +27,7 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
+from cltm_pipeline.analysis import analyse  # noqa: E402
 from cltm_pipeline.cltm import RUNS_SCHEMA, build_matrices  # noqa: E402
 from cltm_pipeline.config import read_languages  # noqa: E402
 from cltm_pipeline.report import MatrixEntry, figures, render_report, write_figure_html  # noqa: E402
@@ -111,13 +112,27 @@ def inventory_frame(task: str, arch: str, rows: list[tuple[str, str | None, int,
     )
 
 
-def demo_report(out: Path, sheet: pl.DataFrame, *, write_figures: bool) -> Path:
+def with_analysis(entry: MatrixEntry, runs: pl.DataFrame, families: dict[str, str], typology: dict | None) -> MatrixEntry:
+    """The entry with its analyses (no probes or dev curves: synthetic runs have none)."""
+    from cltm_pipeline.typology import read_typology
+
+    langs = list(entry.result.languages)
+    dist = read_typology(typology, langs) if typology else {}
+    a = analyse(entry.result, [families.get(t, "Unknown family") for t in langs], runs.iter_rows(), [], dist,
+                permutations=999, n_boot=500)
+    if typology:
+        a["typology"] = {"source": typology["source"], "unknown_iso": typology["unknown_iso"],
+                         "locales_without_iso": typology["locales_without_iso"]}
+    return MatrixEntry(entry.task, entry.arch, entry.metric, entry.result, analysis=a)
+
+
+def demo_report(out: Path, sheet: pl.DataFrame, *, write_figures: bool, typology: dict | None = None) -> Path:
     families = dict(zip(sheet["locale"], sheet["family"]))
     rng = np.random.default_rng(1)
     runs, inv = synth_runs(DEMO_LANGS, families, seeds=5, base=(0.62, 0.72), gain=(0.04, 0.09), noise=0.03,
                            rng=rng, flat={"hu"}, drop_cells=1, drop_seeds=2)
     result = build_matrices(runs, DEMO_LANGS, n_boot=2000, seed=0, metric="macro_f1")
-    entry = MatrixEntry("gender", "tiny-hubert", "macro_f1", result)
+    entry = with_analysis(MatrixEntry("gender", "tiny-hubert", "macro_f1", result), runs, families, typology)
     config = yaml.safe_load((REPO / "config" / "config.yaml").read_text(encoding="utf-8"))
     path = out / "demo_report.html"
     render_report([entry], sheet, inventory_frame("gender", "tiny-hubert", inv), config, path,
@@ -128,17 +143,19 @@ def demo_report(out: Path, sheet: pl.DataFrame, *, write_figures: bool) -> Path:
     return path
 
 
-def study_report(out: Path, sheet: pl.DataFrame, *, write_figures: bool) -> Path:
+def study_report(out: Path, sheet: pl.DataFrame, *, write_figures: bool, typology: dict | None = None) -> Path:
     families = dict(zip(sheet["locale"], sheet["family"]))
     gender_langs = [code for code in sheet["locale"] if code != "fi"]
     rng = np.random.default_rng(54)
     runs, inv_g = synth_runs(gender_langs, families, seeds=10, base=(0.80, 0.93), gain=(0.02, 0.05),
                              noise=0.008, rng=rng, flat=FLAT_TARGETS, drop_cells=7, drop_seeds=40)
-    gender = MatrixEntry("gender", "mhubert-147", "macro_f1",
-                         build_matrices(runs, gender_langs, n_boot=1000, seed=0, metric="macro_f1"))
+    gender = with_analysis(MatrixEntry("gender", "mhubert-147", "macro_f1",
+                                       build_matrices(runs, gender_langs, n_boot=1000, seed=0, metric="macro_f1")),
+                           runs, families, typology)
     runs, inv_a = synth_runs(ASR_LANGS, families, seeds=10, base=(0.45, 0.75), gain=(0.04, 0.10),
                              noise=0.01, rng=rng, drop_cells=1, drop_seeds=3)
-    asr = MatrixEntry("asr", "mhubert-147", "1-wer", build_matrices(runs, ASR_LANGS, n_boot=1000, seed=0))
+    asr = with_analysis(MatrixEntry("asr", "mhubert-147", "1-wer", build_matrices(runs, ASR_LANGS, n_boot=1000, seed=0)),
+                        runs, families, typology)
     inventory = pl.concat(
         [inventory_frame("gender", "mhubert-147", inv_g), inventory_frame("asr", "mhubert-147", inv_a)]
     )
@@ -187,14 +204,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--figures", action="store_true", help="also write each heatmap as its own page")
     parser.add_argument("--png", action="store_true", help="screenshot each report with headless Chromium")
     parser.add_argument("--height", type=int, default=2000, help="screenshot height in px")
+    parser.add_argument("--typology", type=Path, help="URIEL+ distances from `cltm typology` (else no Mantel tests)")
     args = parser.parse_args(argv)
+    import json
+
+    typology = json.loads(args.typology.read_text(encoding="utf-8")) if args.typology else None
     args.out.mkdir(parents=True, exist_ok=True)
     sheet = read_languages(REPO / "config" / "languages.tsv")
     written = []
     if args.only in (None, "demo"):
-        written.append(demo_report(args.out, sheet, write_figures=args.figures))
+        written.append(demo_report(args.out, sheet, write_figures=args.figures, typology=typology))
     if args.only in (None, "study"):
-        written.append(study_report(args.out, sheet, write_figures=args.figures))
+        written.append(study_report(args.out, sheet, write_figures=args.figures, typology=typology))
     for path in written:
         print(path)
         if args.png and screenshot(path, path.with_suffix(".png"), height=args.height):

@@ -260,9 +260,9 @@ def test_cltm_heatmap_marks_significant_cells_and_explains_them(entry):
     r = entry.result
     off = ~np.eye(4, dtype=bool)
     assert len([x for x in zero.x if x is not None]) == int(((r.q_zero < 0.05) & off).sum())
-    assert any(n.startswith("◇ C ≠ 1") for n in names)
+    assert any(n.startswith("◆ C ≠ 1") for n in names)
     # a matrix written before the p-values: no marks, no empty legend entries
     from dataclasses import replace
 
     old = MatrixEntry("gender", "tiny", "macro_f1", replace(r, p_zero=None, p_one=None, q_zero=None, q_one=None))
-    assert not any((t.name or "").startswith(("●", "◇")) for t in figures(old, LANGUAGES)["cltm"].data)
+    assert not any((t.name or "").startswith(("●", "◆")) for t in figures(old, LANGUAGES)["cltm"].data)

@@ -379,15 +379,16 @@ def _base_figure(
             line={"color": _FLAG_COLOR, "width": 3},
         ))
     # Significance marks: a symbol in a corner of the cell, small enough to leave the value readable.
-    off = 0.5 - max(0.17, 5.0 / geo.cell)
-    size = max(5.0, min(9.0, geo.cell * 0.17))
+    # Tiny and tucked into the corner: at 20 px cells (54 languages) the printed value must stay readable.
+    size = round(max(3.0, min(7.0, geo.cell * 0.12)), 1)
+    off = 0.5 - (size / 2 + 1.5) / geo.cell
     for name, corner, xs, ys in marks:
         dx = off if corner == "tr" else -off
-        symbol = "circle" if corner == "tr" else "diamond-open"
+        symbol = "circle" if corner == "tr" else "diamond"
         fig.add_trace(go.Scatter(
             x=[x + dx for x in xs] or [None], y=[y - off for y in ys] or [None], mode="markers", name=name,
             showlegend=True, hoverinfo="skip",
-            marker={"symbol": symbol, "size": size, "color": "#1a1a1a", "line": {"width": 1.4, "color": "#1a1a1a"}},
+            marker={"symbol": symbol, "size": size, "color": "#1a1a1a", "line": {"width": 0}},
         ))
 
     shapes: list[dict] = []
@@ -503,7 +504,7 @@ def _cltm_hover(entry: MatrixEntry, perm: Sequence[int], langs: Sequence[_Lang])
             if i != j and math.isfinite(r.p_zero[i, j]):
                 lines.append(f"vs 0: p = {_f(r.p_zero[i, j], '.3g')}, q = {_f(r.q_zero[i, j], '.3g')}"
                              f"{' <b>●</b>' if r.q_zero[i, j] < ALPHA else ''} · vs 1: p = {_f(r.p_one[i, j], '.3g')}, "
-                             f"q = {_f(r.q_one[i, j], '.3g')}{' <b>◇</b>' if r.q_one[i, j] < ALPHA else ''}")
+                             f"q = {_f(r.q_one[i, j], '.3g')}{' <b>◆</b>' if r.q_one[i, j] < ALPHA else ''}")
             lines.append(f"M = {_f(r.M[i, j] * 100, '+.1f')} %")
             lines.append(f"a = {_f(r.mu[i, j], '.4f')} · b = {_f(r.baseline[i], '.4f')} · "
                          f"c = {_f(r.mu[i, i], '.4f')}")
@@ -518,11 +519,11 @@ def _cltm_hover(entry: MatrixEntry, perm: Sequence[int], langs: Sequence[_Lang])
 
 
 def _significance_marks(r: CLTMResult, perm: Sequence[int]) -> list[tuple[str, str, list[int], list[int]]]:
-    """Cells whose C differs from 0 (●, top right) and from 1 (◇, top left) at BH q < ALPHA, display order."""
+    """Cells whose C differs from 0 (●, top right) and from 1 (◆, top left) at BH q < ALPHA, display order."""
     if not np.isfinite(r.q_zero).any() and not np.isfinite(r.q_one).any():
         return []  # a matrix written before the significance columns: no legend entries for nothing
     out = []
-    for name, corner, q in ((f"● C ≠ 0 (BH q < {ALPHA:g})", "tr", r.q_zero), (f"◇ C ≠ 1 (BH q < {ALPHA:g})", "tl", r.q_one)):
+    for name, corner, q in ((f"● C ≠ 0 (BH q < {ALPHA:g})", "tr", r.q_zero), (f"◆ C ≠ 1 (BH q < {ALPHA:g})", "tl", r.q_one)):
         xs, ys = [], []
         for i_d, i in enumerate(perm):
             for j_d, j in enumerate(perm):
@@ -792,12 +793,12 @@ def _cltm_caption(entry: MatrixEntry, values_printed: bool = True) -> str:
 
 
 def _marks_caption(r: CLTMResult) -> str:
-    """What the ● and ◇ marks on the CLTM mean, or why there are none."""
+    """What the ● and ◆ marks on the CLTM mean, or why there are none."""
     if not np.isfinite(r.p_zero).any():
         return ("<p>No per-cell significance marks: this matrix was written without bootstrap p-values "
                 "(older cltm matrix output, or fewer than 2 paired seeds per cell).</p>")
     return (
-        f"<p><b>●</b> (top right of a cell): C differs from 0 and <b>◇</b> (top left): C differs from 1, each at "
+        f"<p><b>●</b> (top right of a cell): C differs from 0 and <b>◆</b> (top left): C differs from 1, each at "
         f"a Benjamini–Hochberg false-discovery rate of {ALPHA:g} over the off-diagonal cells of this matrix, from "
         "two-sided p-values of the same paired-seed bootstrap draws as the CI (hover for p and q). No mark: the "
         "seeds cannot tell the cell from that value.</p>"
@@ -1053,7 +1054,7 @@ def _analysis_sections(entry: MatrixEntry, langs: Sequence[_Lang], slug: str) ->
         [f"cells different from 0 (BH q &lt; {ALPHA:g})",
          f"{sig.get('above_zero', '–')} above, {sig.get('below_zero', '–')} below",
          f"of {sig.get('tested', '–')} tested; different from 1: {sig.get('above_one', '–')} above, "
-         f"{sig.get('below_one', '–')} below (● and ◇ on the heatmap)"],
+         f"{sig.get('below_one', '–')} below (● and ◆ on the heatmap)"],
     ]
     out.append(_plain_table(["statistic", "value", "computed on"], rows, "props", num=[1]))
     fig = _strength_figure(entry, langs, slug)
