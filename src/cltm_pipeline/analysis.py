@@ -503,7 +503,10 @@ def analyse(
     top_share, top_uniform = intra_family_share(C, top)
     a, b, c = _per_seed_arrays(runs, langs)
     mean_c = transfer_summary(a, b, c, n_boot=n_boot, seed=seed, ci=result.ci)
-    D, D_used = profile_distance(C)
+    # An ill-conditioned row is seed noise divided by a near-zero gain: as a profile it would dominate the
+    # map. Its row is left out of the profiles (the language stays, placed by what it gives as a donor).
+    C_map = np.where(np.asarray(result.ill_conditioned, dtype=bool)[:, None], np.nan, C)
+    D, D_used = profile_distance(C_map)
     layout = mds(D)
     groups = clusters(D)
     sym = symmetrised(C)

@@ -1074,7 +1074,8 @@ def _analysis_sections(entry: MatrixEntry, langs: Sequence[_Lang], slug: str) ->
             f'<figure><div class="plot">{_figure_div(fig, f"{slug}-map")}</div><figcaption>Each language is placed '
             "by classical MDS of the distances between transfer profiles: the RMS difference of two languages' "
             "rows (what they receive) and columns (what they give) over every third language, their own cells "
-            f"left out. Kruskal stress-1 <b>{_f(m.get('stress', math.nan))}</b> (0 = the 2-D map keeps every "
+            "left out; an ill-conditioned row (⚠) is left out of the profiles, so such a language is placed by "
+            f"its column alone. Kruskal stress-1 <b>{_f(m.get('stress', math.nan))}</b> (0 = the 2-D map keeps every "
             "distance; above ~0.2 read it loosely). Symbols: average-linkage clusters on the same distances, "
             f"k = {m.get('k', '–')} chosen by silhouette ({_f(m.get('silhouette', math.nan))}). "
             + (f"Left out for undefined distances: {_esc(', '.join(dropped))}." if dropped else "")
@@ -1084,7 +1085,7 @@ def _analysis_sections(entry: MatrixEntry, langs: Sequence[_Lang], slug: str) ->
     typ = a.get("typology") or {}
     mantel = a.get("mantel") or {}
     if not mantel:
-        out.append("<p class=meta>No typological distances (cltm analyse --no-typology).</p>")
+        out.append("<p class=meta>No typological distances (cltm analyse was run without --typology).</p>")
     else:
         langs_all = a.get("languages", [])
         mrows = []
