@@ -259,3 +259,45 @@ def test_uriel_distances_offline_with_unknown_codes():
     assert g[0, 1] < g[0, 2]  # Spanish is closer to Italian than to German
     assert np.isnan(g[3]).all() and np.diag(g)[:3].tolist() == [0.0, 0.0, 0.0]
     assert np.allclose(g[:3, :3], g[:3, :3].T)
+
+
+def test_cltm_analyse_end_to_end_on_constructed_run_files(tmp_path):
+    """matrix -> analyse through the CLI, from metrics.json files shaped like the worker's (probe optional)."""
+    import json
+
+    from cltm_pipeline.cli import main
+
+    langs = ["es", "it", "de"]
+    runs = tmp_path / "runs"
+    rng = np.random.default_rng(0)
+    for t in langs:
+        for s in range(3):
+            b = 0.6 + rng.normal(0, 0.005)
+            for d in [None, *langs]:
+                value = b if d is None else b + (0.1 if d == t else 0.05) + rng.normal(0, 0.005)
+                rec = {"target": t, "donor": d, "seed": s, "cell": "single" if d is None else
+                       ("self" if d == t else "dual"), "metrics": {"macro_f1": value},
+                       "training": {"dev_curve": [[10, value - 0.1], [20, value]]}}
+                if d == t and t != "de":  # some runs without a probe, as old runs or other archs
+                    rec["probe"] = {"languages": langs, "n": 6, "accuracy": 0.9, "chance": 1 / 3,
+                                    "projection": {"x": [0, 1, 2, 3, 4, 5], "y": [0, 1, 0, 1, 0, 1],
+                                                   "locale": ["es", "es", "it", "it", "de", "de"]}}
+                path = runs / t / (d or "-") / f"seed{s}" / "metrics.json"
+                path.parent.mkdir(parents=True)
+                path.write_text(json.dumps(rec))
+    typ = {"source": "test", "locales": ["es", "it", "de"], "iso639_3": {"es": "spa", "it": "ita", "de": "deu"},
+           "unknown_iso": [], "locales_without_iso": [],
+           "distances": {"genetic": [[0, 0.5, 0.9], [0.5, 0, 0.9], [0.9, 0.9, 0]]}}
+    (tmp_path / "uriel.json").write_text(json.dumps(typ))
+    mat = tmp_path / "matrices" / "gender" / "tiny"
+    assert main(["matrix", "--runs-dir", str(runs), "--languages", *langs, "--metric", "macro_f1",
+                 "--n-boot", "200", "--out", str(mat)]) == 0
+    assert main(["analyse", "--matrix", str(mat), "--runs-dir", str(runs), "--languages-sheet",
+                 "config/languages.tsv", "--typology", str(tmp_path / "uriel.json"), "--permutations", "99",
+                 "--n-boot", "100", "--out", str(mat / "analysis.json")]) == 0
+    a = json.loads((mat / "analysis.json").read_text())
+    assert a["properties"]["mean_offdiag_C"]["mean"] == pytest.approx(0.5, abs=0.1)
+    assert a["probes"]["by_kind"]["self"]["n_runs"] == 6 and a["probes"]["runs_without_probe"] == 30
+    assert sorted(a["probes"]["projections"]) == ["es", "it"]
+    assert a["mantel"]["genetic"]["n_pairs"] == 3 and a["typology"]["source"] == "test"
+    assert a["training_time"]["by_kind"]["self"]["cells"] == 9
