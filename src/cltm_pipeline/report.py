@@ -993,7 +993,9 @@ def _projection_figure(entry: MatrixEntry, langs: Sequence[_Lang], slug: str) ->
     targets = [lang.code for lang in langs if lang.code in proj][:8]
     if not targets:
         return None
-    color = {lang.code: lang.color for lang in langs}
+    # one hue per locale (family colours would make es and it, or de and nl, indistinguishable here)
+    locales = sorted({loc for t in targets for loc in proj[t]["locale"]})
+    color = {loc: _PALETTE[k % len(_PALETTE)] for k, loc in enumerate(locales)}
     cols = min(4, len(targets))
     rows = math.ceil(len(targets) / cols)
     titles = [f"{t} {proj[t]['cell']} s{proj[t]['seed']} · acc {_f(float(proj[t].get('accuracy') or math.nan) * 100, '.0f')} %"
