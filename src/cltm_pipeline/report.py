@@ -873,6 +873,11 @@ def _g(d: Mapping | None, *keys: str, default: Any = math.nan) -> Any:
     return d
 
 
+def _pc(x: float) -> str:
+    """A share as a whole percentage ("15 %"), or an en dash when undefined."""
+    return f"{_f(float(x) * 100, '.0f')} %" if math.isfinite(float(x)) else "–"
+
+
 def _best_mantel(a: Mapping) -> tuple[str, float, float] | None:
     """The URIEL distance with the smallest Mantel p-value: (kind, r, p)."""
     rows = [(k, v["r"], v["p"]) for k, v in (a.get("mantel") or {}).items()
@@ -904,8 +909,8 @@ def _summary_section(matrices: Sequence[MatrixEntry], slugs: Sequence[str]) -> s
                'unreliable">⚠</span>' if n_ill else "") + "</td>"
             f"<td class=num>{_f(_g(sh, 'positive') * 100, '.0f')} / {_f(_g(sh, 'negative') * 100, '.0f')} / "
             f"{_f(_g(sh, 'above_one') * 100, '.0f')}</td>"
-            f"<td class=num>{_f(_g(fam, 'value') * 100, '.0f')} % <span class=meta>(uniform "
-            f"{_f(_g(fam, 'uniform') * 100, '.0f')} %)</span></td>"
+            f"<td class=num>{_pc(_g(fam, 'value'))} <span class=meta>(uniform "
+            f"{_pc(_g(fam, 'uniform'))})</span></td>"
             f"<td class=num>{_f(_g(a, 'properties', 'asymmetry', 'value'))}</td>"
             f"<td class=num>{sig.get('above_zero', '–')} / {sig.get('below_zero', '–')} / {sig.get('tested', '–')}</td>"
             f"<td class=num>{_f(_g(a, 'map', 'stress'))}</td>"
@@ -1045,12 +1050,12 @@ def _analysis_sections(entry: MatrixEntry, langs: Sequence[_Lang], slug: str) ->
          f"{mean.get('n', 0)} cells; {_pct(mean.get('ci', 0.95))} % paired-seed bootstrap over the whole matrix "
          f"({mean.get('n_boot', '–')} draws); median {_f(_g(mean, 'median'))}"],
         ["share of cells C &gt; 0 / C &lt; 0 / C &gt; 1",
-         f"{_f(_g(sh, 'positive') * 100, '.0f')} % / {_f(_g(sh, 'negative') * 100, '.0f')} % / "
-         f"{_f(_g(sh, 'above_one') * 100, '.0f')} %", f"{sh.get('n', 0)} finite off-diagonal cells"],
-        ["intra-family share of positive mass", f"{_f(_g(fam, 'value') * 100, '.0f')} %",
-         f"families as in the languages sheet; {_f(_g(fam, 'uniform') * 100, '.0f')} % if mass were spread "
-         f"evenly over cells; top-level families: {_f(_g(top, 'value') * 100, '.0f')} % "
-         f"(uniform {_f(_g(top, 'uniform') * 100, '.0f')} %)"],
+         f"{_pc(_g(sh, 'positive'))} / {_pc(_g(sh, 'negative'))} / "
+         f"{_pc(_g(sh, 'above_one'))}", f"{sh.get('n', 0)} finite off-diagonal cells"],
+        ["intra-family share of positive mass", f"{_pc(_g(fam, 'value'))}",
+         f"families as in the languages sheet; {_pc(_g(fam, 'uniform'))} if mass were spread "
+         f"evenly over cells; top-level families: {_pc(_g(top, 'value'))} "
+         f"(uniform {_pc(_g(top, 'uniform'))})"],
         ["asymmetry ‖C − Cᵀ‖<sub>F</sub> / ‖C‖<sub>F</sub>", _f(_g(p, "asymmetry", "value")),
          f"over {_g(p, 'asymmetry', 'n', default=0)} cells whose mirror is finite; 0 = symmetric"],
         [f"cells different from 0 (BH q &lt; {ALPHA:g})",
