@@ -51,6 +51,15 @@ if LC is not None:
     _lc_extra = sorted(set(LC["languages"]) - set(CFG.raw["tasks"][LC["task"]]["languages"]))
     if _lc_extra:
         raise WorkflowError(f"invalid configuration: learning_curve.languages: {_lc_extra} not in task {LC['task']}")
+    from cltm_pipeline.tasks import get_task
+
+    _lc_task = get_task(LC["task"])
+    # cltm learning-curve draws its own subsets and builds no artifacts (SV trials, ASR vocabulary) yet
+    if _lc_task.target_artifacts or _lc_task.task_artifacts:
+        raise WorkflowError(
+            f"invalid configuration: learning_curve.task: {LC['task']} needs artifacts, which the learning "
+            "curve does not build yet; use a classification task such as gender"
+        )
 
 
 # The learning curve's recommendation, if the config asks for one (an input of the report).
