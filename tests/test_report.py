@@ -245,7 +245,7 @@ def test_report_puts_the_cross_task_summary_first_and_every_analysis_per_matrix(
     for part in ("-properties-section", "-map-section", "-typology-section", "-probes-section",
                  "-training-time-section"):
         assert f'id="gender-tiny{part}"' in html and f'id="asr-tiny{part}"' in html
-    for div in ("gender-tiny-strength", "gender-tiny-map", "gender-tiny-probe", "learning-curve-0"):
+    for div in ("summary-plot", "gender-tiny-strength", "gender-tiny-map", "gender-tiny-probe", "learning-curve-0"):
         assert f'id="{div}"' in html
     assert "Recommended N = 4" in html
     render_report(entries, LANGUAGES, inventory_for(synthetic_runs()), CONFIG, tmp_path / "again.html",

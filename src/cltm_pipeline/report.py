@@ -885,6 +885,40 @@ def _best_mantel(a: Mapping) -> tuple[str, float, float] | None:
     return min(rows, key=lambda x: (x[2], x[0])) if rows else None
 
 
+def _summary_figure(matrices: Sequence[MatrixEntry]) -> go.Figure | None:
+    """Mean off-diagonal C with its CI per task and architecture, on one axis (the table's first column, drawn)."""
+    rows = []
+    for e in matrices:
+        mean = _g(e.analysis, "properties", "mean_offdiag_C", default={})
+        m, lo, hi = _g(mean, "mean"), _g(mean, "ci_low"), _g(mean, "ci_high")
+        if math.isfinite(m):
+            rows.append((e.label, m, lo, hi, int(np.sum(e.result.ill_conditioned))))
+    if not rows:
+        return None
+    # the axis shows the range that matters (-0.5..1.5 at least); a wider CI is cut at the frame, not hidden
+    x_lo = max(-1.5, min(-0.25, *(r[2] for r in rows if math.isfinite(r[2])), *(r[1] for r in rows)))
+    x_hi = min(2.5, max(1.25, *(r[3] for r in rows if math.isfinite(r[3])), *(r[1] for r in rows)))
+    labels = [f"{r[0]}{' ⚠' if r[4] else ''}" for r in rows][::-1]
+    rs = rows[::-1]
+    fig = go.Figure(go.Scatter(
+        x=[_num(r[1]) for r in rs], y=labels, mode="markers",
+        marker={"size": 10, "color": ["#b45309" if r[4] else "#2a5db0" for r in rs]},
+        error_x={"type": "data", "symmetric": False, "visible": True, "thickness": 1.5, "width": 5,
+                 "array": [_num(r[3] - r[1]) if math.isfinite(r[3]) else 0 for r in rs],
+                 "arrayminus": [_num(r[1] - r[2]) if math.isfinite(r[2]) else 0 for r in rs]},
+        customdata=[[_f(r[2]), _f(r[3]), r[4]] for r in rs],
+        hovertemplate="%{y}: mean C %{x:.2f} [%{customdata[0]}, %{customdata[1]}]<br>%{customdata[2]} ⚠ rows"
+                      "<extra></extra>", showlegend=False))
+    shapes = [{"type": "line", "xref": "x", "yref": "paper", "x0": v, "x1": v, "y0": 0, "y1": 1,
+               "line": {"color": "#999", "width": 1, "dash": "dot"}} for v in (0, 1)]
+    fig.update_layout(**_SMALL_FIG, width=640, height=90 + 34 * len(rows), shapes=shapes,
+                      margin={"l": 170, "r": 20, "t": 16, "b": 44},
+                      xaxis={"range": [x_lo, x_hi], "title": "mean off-diagonal C (0 = no transfer, 1 = as good "
+                             "as target data)", "gridcolor": "#eee", "zeroline": False},
+                      yaxis={"gridcolor": "#eee"}, meta={"cltm_figure": "summary"})
+    return fig
+
+
 def _summary_section(matrices: Sequence[MatrixEntry], slugs: Sequence[str]) -> str:
     """The cross-task "language dependence" table: one row per task and architecture, first on the page."""
     rows = []
@@ -914,9 +948,9 @@ def _summary_section(matrices: Sequence[MatrixEntry], slugs: Sequence[str]) -> s
             f"<td class=num>{_f(_g(a, 'properties', 'asymmetry', 'value'))}</td>"
             f"<td class=num>{sig.get('above_zero', '–')} / {sig.get('below_zero', '–')} / {sig.get('tested', '–')}</td>"
             f"<td class=num>{_f(_g(a, 'map', 'stress'))}</td>"
-            + (f"<td>{_esc(best[0])} r = {_f(best[1])}, p = {_f(best[2], '.2g')}</td>" if best else "<td>–</td>")
+            + (f"<td>{_esc(best[0])}<br>r = {_f(best[1])}, p = {_f(best[2], '.2g')}</td>" if best else "<td>–</td>")
             + f"<td class=num>{_f(probe * 100, '.0f')}{'' if not math.isfinite(probe) else ' %'}"
-            f"{'' if not math.isfinite(chance) else f' <span class=meta>(chance {_f(chance * 100, chr(46) + chr(48) + chr(102))} %)</span>'}</td>"
+            + ("" if not math.isfinite(chance) else f"<br><span class=meta>chance {_pc(chance)}</span>") + "</td>"
             f"<td class=num>{'<span class=flag>' + str(n_ill) + '</span>' if n_ill else 0}</td></tr>"
         )
     head = (
@@ -939,8 +973,12 @@ def _summary_section(matrices: Sequence[MatrixEntry], slugs: Sequence[str]) -> s
     )
     if not any(e.analysis for e in matrices):
         note += "<p class=meta>No analysis.json was given: run <code>cltm analyse</code> (rule analyse).</p>"
+    fig = _summary_figure(matrices)
+    plot = (f'<figure><div class="plot">{_figure_div(fig, "summary-plot")}</div><figcaption>Mean off-diagonal C '
+            "per task and architecture with its paired-seed bootstrap CI (bars cut at the frame); amber ⚠: the "
+            "matrix has ill-conditioned rows.</figcaption></figure>" if fig is not None else "")
     return (f'<section id="summary"><h2>Language dependence across tasks</h2><div class=scroll-x><table '
-            f'class="summary"><thead>{head}</thead><tbody>{"".join(rows)}</tbody></table></div>{note}</section>')
+            f'class="summary"><thead>{head}</thead><tbody>{"".join(rows)}</tbody></table></div>{note}{plot}</section>')
 
 
 def _strength_figure(entry: MatrixEntry, langs: Sequence[_Lang], slug: str) -> go.Figure:
