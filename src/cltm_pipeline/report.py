@@ -1176,7 +1176,7 @@ def _analysis_sections(entry: MatrixEntry, langs: Sequence[_Lang], slug: str) ->
 
     tt = a.get("training_time") or {}
     out.append(f'<h3 id="{slug}-training-time-section">Training-time transfer</h3>')
-    if not tt.get("rows"):
+    if not tt.get("runs"):
         out.append("<p class=meta>No dev curves in the runs' metrics.json.</p>")
     else:
         by_kind = tt.get("by_kind") or {}
