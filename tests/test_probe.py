@@ -39,8 +39,10 @@ def test_probe_separates_separable_languages_and_not_random_ones():
     centres = np.array([xy[i * 20:(i + 1) * 20].mean(0) for i in range(3)])
     within = max(np.linalg.norm(xy[i * 20:(i + 1) * 20] - centres[i], axis=1).max() for i in range(3))
     assert min(np.linalg.norm(centres[i] - centres[j]) for i in range(3) for j in range(i)) > within
-    rand = language_probe(*_embeddings(0.0))
-    assert rand["accuracy"] < 0.6  # speakers are held out: their offsets cannot be memorised as languages
+    # no language structure: chance on average, neither above (speakers are held out, their offsets cannot
+    # pass for languages) nor below (every fold keeps every language, with balanced weights)
+    rand = np.mean([language_probe(*_embeddings(0.0, seed=s))["accuracy"] for s in range(10)])
+    assert 0.2 < rand < 0.5
     assert language_probe(*_embeddings(5.0), seed=0) == language_probe(*_embeddings(5.0), seed=0)
     emb, locs, spks = _embeddings(5.0)
     assert language_probe(emb[:20], locs[:20], spks[:20]) is None  # one language: nothing to probe

@@ -37,7 +37,7 @@ def language_probe(emb: np.ndarray, locales: list[str], speakers: list[str], see
     """Speaker-grouped cross-validated accuracy of a logistic regression of language on ``emb``, chance
     level (majority share) and a 2-D PCA; None with fewer than two languages or two speakers per language."""
     from sklearn.linear_model import LogisticRegression
-    from sklearn.model_selection import GroupKFold, cross_val_predict
+    from sklearn.model_selection import StratifiedGroupKFold, cross_val_predict
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
@@ -47,8 +47,11 @@ def language_probe(emb: np.ndarray, locales: list[str], speakers: list[str], see
     if len(langs) < 2 or per_lang_speakers < 2:
         return None
     folds = min(5, per_lang_speakers)
-    clf = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000, random_state=seed))
-    pred = cross_val_predict(clf, emb, y, groups=np.array(speakers), cv=GroupKFold(n_splits=folds))
+    # Folds hold speakers out (a speaker's voice must not pass for a language) and keep every language in
+    # every fold with balanced class weights: plain group folds unbalance the training languages fold by
+    # fold, which pushes the accuracy of structure-less embeddings *below* chance.
+    clf = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000, class_weight="balanced", random_state=seed))
+    pred = cross_val_predict(clf, emb, y, groups=np.array(speakers), cv=StratifiedGroupKFold(n_splits=folds))
     centred = emb - emb.mean(axis=0)
     u, sv, vt = np.linalg.svd(centred, full_matrices=False)
     vt = vt * np.sign(vt[np.arange(vt.shape[0]), np.abs(vt).argmax(axis=1)])[:, None]  # deterministic signs
