@@ -264,9 +264,20 @@ def run_sv_cell(
     embed_s, forwards = 0.0, 0
     if model.inputs == "embeddings":
         t_emb = time.perf_counter()
-        caches = [p for n, p in sorted(artifacts.items()) if n.startswith(EMBEDDING_PREFIX)]
+        caches = {n[len(EMBEDDING_PREFIX):]: p for n, p in artifacts.items() if n.startswith(EMBEDDING_PREFIX)}
         if caches:
-            embs = [_cached(caches, r) for r in (train_rows, dev_rows, test_rows)]
+            from ..embeddings import load_cache
+
+            # one read of the cell's own locales (the target and its donor), not of every language's store
+            parts = (train_rows, dev_rows, test_rows)
+            needed = sorted({target, *train_rows["locale"].unique().to_list()})
+            missing = [loc for loc in needed if loc not in caches]
+            if missing:
+                raise ConfigError(f"{where}: no embedding cache (artifact {EMBEDDING_PREFIX}{missing[0]}) for {missing[0]}")
+            ids = [u for r in parts for u in r["utt_id"].to_list()]
+            every = load_cache([caches[loc] for loc in needed], ids)
+            cuts = np.cumsum([r.height for r in parts])[:-1]
+            embs = np.split(every, cuts)
         else:
             from ..embeddings import embed_rows
             from ..models.speechllm import FORWARDS
@@ -420,12 +431,6 @@ def run_sv_cell(
                                                        "test": [ids[k] for k in b], "score": test_scores.tolist()}))
     write_json(Path(out_path), result)
     return result
-
-
-def _cached(manifests: Sequence[Path], rows: pl.DataFrame) -> np.ndarray:
-    from ..embeddings import load_cache
-
-    return load_cache(manifests, rows["utt_id"].to_list())
 
 
 SV = register(Task(
