@@ -191,3 +191,27 @@ def test_one_asr_cell_end_to_end_and_reproducible(corpus):
     assert again["metrics"] == m and again["training"]["train_loss"] == t["train_loss"]  # same seed, same numbers
     dual = _run(corpus, "bb", out="m3.json")
     assert dual["n_train_by_locale"].get("bb", 0) > 0 and dual["cell"] == "dual"
+
+
+def test_asr_hparams_are_checked_at_config_load():
+    from cltm_pipeline.config import load_config
+
+    root = Path(__file__).resolve().parents[1]
+    import yaml
+
+    raw = yaml.safe_load((root / "config" / "config.yaml").read_text())
+    load_config(raw, root=root)  # the demo config is valid
+    raw["tasks"]["asr"]["architectures"]["mhubert"]["hparams"]["select_by"] = "bleu"
+    with pytest.raises(ConfigError, match=r"tasks.asr.architectures.mhubert.hparams.select_by: must be wer, cer or asr_error"):
+        load_config(raw, root=root)
+
+
+def test_worker_skips_a_finished_asr_cell(corpus):
+    from cltm_pipeline.batch import run_cells
+
+    kw = dict(task="asr", arch="mhubert", model_dir=corpus["model"], seed_table_path=corpus["seed1"],
+              test_path=corpus["test"], dev_path=corpus["dev"], ingest_root=corpus["ingest"], target="aa",
+              donors=[None], seed=1, hparams=HP, runs_dir=corpus["root"] / "worker", config_hash="c1",
+              device="cpu", artifacts={"vocab.json": corpus["vocab"]})
+    assert run_cells(**kw)["trained"] == ["aa/-/seed1"]
+    assert run_cells(**kw)["skipped"] == ["aa/-/seed1"]  # same config and data hash (vocabulary included)

@@ -175,6 +175,8 @@ def _check_models_and_tasks(cfg: dict[str, Any], source: str) -> None:
                 raise ConfigError(f"{where}.model: model {a['model']!r} is a {cfg['models'][a['model']]['arch']!r}, not {arch!r}")
             try:
                 a["hparams"] = check_hparams(a.get("hparams"), hparam_extras(task, arch))
+                if TASKS[task].check_hparams is not None:
+                    TASKS[task].check_hparams(a["hparams"])
             except ConfigError as exc:
                 raise ConfigError(f"{where}.{exc}") from None
             a.setdefault("resources", {})

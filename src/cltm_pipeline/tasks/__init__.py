@@ -37,6 +37,7 @@ class Task:
     task_artifacts: Mapping[str, Callable[..., bytes]] = field(default_factory=dict)  # name -> f(spec, {locale: table})
     hparams: Mapping[str, Any] = field(default_factory=dict)  # hyper-parameters the task adds, with defaults
     metrics: tuple[str, ...] = ()  # metric keys a config may choose as P (besides ``primary``)
+    check_hparams: Callable[[Mapping[str, Any]], None] | None = None  # checks of ``hparams`` values (ConfigError)
 
 
 TASKS: dict[str, Task] = {}

@@ -37,7 +37,7 @@ from . import Task, register
 
 __all__ = [
     "VOCAB_VERSION", "BLANK", "UNK", "WORD_DELIMITER", "ASR_HPARAMS", "build_vocab", "Vocabulary",
-    "greedy_decode", "asr_scores", "duration_batches", "run_asr_cell",
+    "greedy_decode", "asr_scores", "duration_batches", "run_asr_cell", "check_asr_hparams",
 ]
 
 VOCAB_VERSION = 1
@@ -197,7 +197,8 @@ def duration_batches(durations: Sequence[float], budget_s: float, rng: np.random
 # ------------------------------------------------------------------------------------------ cell
 
 
-def _check(hp: Mapping[str, Any]) -> None:
+def check_asr_hparams(hp: Mapping[str, Any]) -> None:
+    """The ASR hyper-parameters' values (at config load and again in the cell); a bad one is a ConfigError."""
     for key in ("batch_seconds", "max_clip_seconds"):
         if not isinstance(hp[key], (int, float)) or isinstance(hp[key], bool) or hp[key] <= 0:
             raise ConfigError(f"hparams.{key}: must be a positive number, got {hp[key]!r}")
@@ -232,7 +233,7 @@ def run_asr_cell(
                          model_provenance, resolve_device, seed_everything, versions)
 
     hp = check_hparams(hparams, hparam_extras(task, arch))
-    _check(hp)
+    check_asr_hparams(hp)
     if threads is not None:
         hp["threads"] = int(threads)
     where = f"{task}/{arch}/{target}/{donor or '-'}/seed{seed}"
@@ -407,5 +408,5 @@ def run_asr_cell(
 
 ASR = register(Task(
     name="asr", labels=(), label_column="sentence", primary="asr_error", metrics=("wer", "cer", "mean_utt_wer"),
-    run=run_asr_cell, task_artifacts={"vocab.json": build_vocab}, hparams=ASR_HPARAMS,
+    run=run_asr_cell, task_artifacts={"vocab.json": build_vocab}, hparams=ASR_HPARAMS, check_hparams=check_asr_hparams,
 ))
