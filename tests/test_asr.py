@@ -215,3 +215,42 @@ def test_worker_skips_a_finished_asr_cell(corpus):
               device="cpu", artifacts={"vocab.json": corpus["vocab"]})
     assert run_cells(**kw)["trained"] == ["aa/-/seed1"]
     assert run_cells(**kw)["skipped"] == ["aa/-/seed1"]  # same config and data hash (vocabulary included)
+
+
+class _Killed(Exception):
+    pass
+
+
+def test_a_killed_asr_cell_resumes_with_identical_results(corpus, monkeypatch):
+    from cltm_pipeline import train
+
+    hp = {**HP, "epochs": 4, "batch_seconds": 1.0, "eval_every": 3}
+
+    def run(name, ce):
+        return run_cell("asr", "mhubert", corpus["model"], corpus["seed0"], corpus["test"], corpus["dev"], corpus["ingest"],
+                        "aa", "bb", 0, {**hp, "checkpoint_every": ce}, corpus["root"] / "resume" / name / "metrics.json",
+                        device="cpu", config_hash="cfg", artifacts={"vocab.json": corpus["vocab"]})
+
+    base = run("base", None)
+    total = base["training"]["steps"]
+    assert total >= 6
+    cell = corpus["root"] / "resume" / "killed"
+
+    def kill_at(step):
+        def hook(s):
+            if s == step:
+                raise _Killed(s)
+        monkeypatch.setattr(train, "_STEP_HOOK", hook)
+
+    kill_at(3)
+    with pytest.raises(_Killed):
+        run("killed", 2)
+    assert (cell / "checkpoint.pt").is_file() and not (cell / "metrics.json").exists()
+    kill_at(total - 1)
+    with pytest.raises(_Killed):
+        run("killed", 2)
+    monkeypatch.setattr(train, "_STEP_HOOK", None)
+    res = run("killed", 2)
+    assert res["resumed_from_step"] is not None and res["resumed_from_step"] >= 2
+    assert res["metrics"] == base["metrics"] and res["training"] == base["training"]
+    assert not (cell / "checkpoint.pt").exists()

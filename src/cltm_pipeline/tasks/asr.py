@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import time
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -222,15 +223,17 @@ def run_asr_cell(
 ) -> dict[str, Any]:
     """Train and evaluate one ASR cell; write ``metrics.json`` (train.run_cell's layout) and return it.
 
-    Checkpoints (``checkpoint_every``) are not implemented for ASR: a killed cell restarts from step 0."""
+    With ``checkpoint_every`` the cell checkpoints and resumes as :func:`cltm_pipeline.train.run_cell` does
+    (same file, same identity rules): a killed cell continues where it was and ends with the same metrics."""
     t_start = time.perf_counter()
     import torch
 
     from ..audio import SAMPLE_RATE
     from ..io import read_manifest, write_json
     from ..models import ModelError, get_architecture
-    from ..train import (Clips, check_hparams, data_hash, device_description, hparam_extras, lr_factor,
-                         model_provenance, resolve_device, seed_everything, versions)
+    from .. import train as _train
+    from ..train import (CHECKPOINT_NAME, Clips, check_hparams, data_hash, device_description, hparam_extras,
+                         lr_factor, model_provenance, resolve_device, seed_everything, versions)
 
     hp = check_hparams(hparams, hparam_extras(task, arch))
     check_asr_hparams(hp)
@@ -281,6 +284,17 @@ def run_asr_cell(
 
     dev_set, test_set = eval_set(dev_rows), eval_set(test_rows)
 
+    device_desc = device_description(dev_t, hp["threads"]) + (" fp16" if fp16 else "")
+    identity = {
+        "task": task, "arch": arch, "target": target, "donor": donor, "seed": seed,
+        "data_hash": data_hash(cell_rows, Path(test_path), Path(dev_path), artifacts), "config_hash": config_hash,
+        "hparams": {k: v for k, v in hp.items() if k != "checkpoint_every"},
+        "model": model_provenance(Path(model_dir)), "versions": {k: str(v) for k, v in versions().items()},
+        "device": device_desc if dev_t.type == "cuda" else "cpu",
+    }
+    ckpt_path = Path(out_path).parent / CHECKPOINT_NAME
+    checkpoint = _train._load_checkpoint(ckpt_path, identity, where)
+
     rng = seed_everything(seed)
     loader = getattr(get_architecture(arch), "load_ctc", None)
     if loader is None:
@@ -310,22 +324,61 @@ def run_asr_cell(
     best: dict[str, Any] = {"score": -np.inf, "step": 0, "state": None, "scores": None}
     curve: list[list[float]] = []
     epoch_loss: list[float] = []
+    losses: list[float] = []  # of the current epoch
+    step, epoch, pos, resumed_from = 0, 0, 0, None  # pos: the next batch of plans[epoch]
+
+    def cpu_state() -> dict[str, Any]:
+        return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+
+    if checkpoint is not None:  # the plans are redrawn identically from the seed; the rest is restored
+        model.load_state_dict(checkpoint["model"])
+        optimiser.load_state_dict(checkpoint["optimiser"])
+        scheduler.load_state_dict(checkpoint["scheduler"])
+        scaler.load_state_dict(checkpoint["scaler"])
+        t = checkpoint["training"]
+        step, epoch, pos = t["step"], t["epoch"], t["pos"]
+        losses, epoch_loss, curve = list(t["losses"]), list(t["epoch_loss"]), [list(c) for c in t["curve"]]
+        best = {"score": t["best_score"], "step": t["best_step"], "scores": t["best_scores"],
+                "state": cpu_state() if t["best_is_current"] else t["best_state"]}
+        _train._set_rng_states(checkpoint["rng"])
+        resumed_from = step
+        del checkpoint, t
+        print(f"{where}: resuming from {ckpt_path} at step {step} of {total_steps}", file=sys.stderr, flush=True)
+
+    def save_checkpoint() -> None:
+        best_is_current = best["state"] is not None and best["step"] == step
+        _train._save_checkpoint(ckpt_path, {
+            "format": _train._CHECKPOINT_FORMAT, "identity": identity, "model": model.state_dict(),
+            "optimiser": optimiser.state_dict(), "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
+            "training": {
+                "step": step, "epoch": epoch, "pos": pos, "losses": list(losses), "epoch_loss": list(epoch_loss),
+                "curve": [[int(a), float(b)] for a, b in curve], "best_score": float(best["score"]),
+                "best_step": int(best["step"]), "best_scores": best["scores"],
+                "best_state": None if best_is_current else best["state"], "best_is_current": best_is_current,
+            },
+            "rng": _train._rng_states(dev_t.type == "cuda"),
+        })
+
+    def step_done() -> None:
+        if step and hp["checkpoint_every"] and step % hp["checkpoint_every"] == 0 and step < total_steps:
+            save_checkpoint()
+        if _train._STEP_HOOK is not None:
+            _train._STEP_HOOK(step)
 
     def evaluate_dev(step: int) -> None:
         scores = asr_scores(dev_set["refs"], transcribe(dev_set))
         value = 1.0 - scores[select_key]  # higher is better, as every dev curve
         curve.append([step, value])
         if value > best["score"]:  # strict: ties keep the earlier state
-            best.update(score=value, step=step, scores=scores,
-                        state={k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()})
+            best.update(score=value, step=step, scores=scores, state=cpu_state())
 
     setup_s = time.perf_counter() - t_start
     t_compute = time.perf_counter()
     model.train()
-    step = 0
-    for plan in plans:
-        losses = []
-        for idx in plan:
+    while epoch < hp["epochs"]:
+        plan = plans[epoch]
+        while pos < len(plan):
+            idx = plan[pos]
             x, n = train_clips.batch(idx, int(train_rows["num_samples"].to_numpy()[idx].max()), None)
             x, n = torch.from_numpy(x).to(dev_t), torch.from_numpy(n).to(dev_t)
             labels = torch.cat([targets[i] for i in idx]).to(dev_t)
@@ -345,11 +398,16 @@ def run_asr_cell(
             scheduler.step()
             losses.append(float(loss.detach()) * len(idx))
             step += 1
+            pos += 1
             if hp["eval_every"] and step % hp["eval_every"] == 0 and step != total_steps:
                 evaluate_dev(step)
+            if pos < len(plan):
+                step_done()  # (an epoch's last step is done after the epoch's end below)
         epoch_loss.append(sum(losses) / train_rows.height)
         if not hp["eval_every"] or step == total_steps:
             evaluate_dev(step)
+        epoch, pos, losses = epoch + 1, 0, []
+        step_done()
 
     model.load_state_dict(best["state"])
     hyps = transcribe(test_set)
@@ -387,12 +445,12 @@ def run_asr_cell(
         "vocabulary_size": len(vocab),
         "hparams": hp,
         "training": {"steps": step, "best_step": best["step"], "dev_curve": curve, "train_loss": epoch_loss},
-        "resumed_from_step": None,
+        "resumed_from_step": resumed_from,  # timing then covers the resumed part only
         "timing": {"setup_s": round(setup_s, 3), "compute_s": round(compute_s, 3)},
-        "device": device_description(dev_t, hp["threads"]) + (" fp16" if fp16 else ""),
-        "data_hash": data_hash(cell_rows, Path(test_path), Path(dev_path), artifacts),
-        "model": model_provenance(Path(model_dir)),
-        "versions": {k: str(v) for k, v in versions().items()},
+        "device": device_desc,
+        "data_hash": identity["data_hash"],
+        "model": identity["model"],
+        "versions": identity["versions"],
         "config_hash": config_hash,
     }
     if probe is not None:
@@ -403,6 +461,7 @@ def run_asr_cell(
         write_tsv(Path(predictions_out), test_rows.select("utt_id", "client_id").with_columns(
             pl.Series("reference", test_set["refs"]), pl.Series("hypothesis", hyps)))
     write_json(Path(out_path), result)
+    ckpt_path.unlink(missing_ok=True)  # only unfinished cells keep one
     return result
 
 
