@@ -15,7 +15,7 @@ rule embed:
     output:
         f"{RESULTS}/embeddings/{{task}}/{{arch}}/{{locale}}.json",
     params:
-        ingest_root=f"{RESULTS}/ingest",
+        ingest_root=lambda w, input: str(Path(input.audio).parent.parent),
         hparams=lambda w: arch_hparams_json(w.task, w.arch),
     threads: lambda w: arch_resources(w.task, w.arch)["threads"]
     resources:
