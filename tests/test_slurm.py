@@ -69,8 +69,12 @@ def test_dry_run_of_the_paper_grid_with_the_slurm_profile_needs_no_slurm(tmp_pat
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out[-3000:]
     assert f"Using profiles {PROFILE}" in out, out[:500]
-    assert "grid: 29,700 training cells (gender/mhubert 29,700) in 540 worker jobs" in out, out[:1000]
-    assert any(line.split() == ["train", "540"] for line in out.splitlines()), out[-3000:]
+    # the study's full grid: gender 54 locales, SV 44 locales x 4 architectures, ASR 9 locales, 10 seeds
+    assert ("grid: 109,800 training cells (gender/mhubert 29,700, asr/mhubert 900, sv/mhubert 19,800, sv/ecapa 19,800, "
+            "sv/siamese 19,800, sv/speechllm 19,800) in 2,390 worker jobs") in out, out[:1000]
+    counts = {line.split()[0]: int(line.split()[1]) for line in out.splitlines()
+              if len(line.split()) == 2 and line.split()[1].isdigit()}
+    assert counts["train"] == 540 + 90 + 4 * 440 and counts["embed"] == 44, counts
     assert not (work / "results").exists()
 
 
