@@ -63,9 +63,14 @@ def _runs_frame(rows: list[tuple[str, str | None, int, float]]) -> pl.DataFrame:
     return pl.DataFrame(rows, schema=RUNS_SCHEMA, orient="row")
 
 
+def lower_is_better(metric: str) -> bool:
+    """Whether ``metric`` is an error (EER, WER, CER, ...), which the matrices turn into P = 1 − error."""
+    return metric in _LOWER_IS_BETTER
+
+
 def _performance(metric: str, raw: float) -> float:
     """Turn a raw metric value into P (higher is better)."""
-    return 1.0 - raw if metric in _LOWER_IS_BETTER else raw
+    return 1.0 - raw if lower_is_better(metric) else raw
 
 
 def read_run_metrics(paths: Iterable[Path], metric: str) -> pl.DataFrame:

@@ -95,7 +95,11 @@ class MatrixEntry:
 
     @property
     def metric_name(self) -> str:
-        return self.metric or self.result.metric or "P"
+        """P as the matrix computes it: an error rate is shown as 1 − error (cltm turns it around)."""
+        from .cltm import lower_is_better
+
+        name = self.metric or self.result.metric or "P"
+        return f"1 − {name.upper() if name in ('eer', 'wer', 'cer') else name}" if lower_is_better(name) else name
 
 
 @dataclass(frozen=True)
