@@ -11,7 +11,6 @@ import copy
 import hashlib
 import json
 import re
-from pathlib import Path
 
 import numpy as np
 import polars as pl

@@ -14,14 +14,13 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from ..io import sha256_file, write_json
+from ..io import atomic_dir, sha256_file, write_json
 from . import Architecture, ModelError, register
 
 __all__ = ["TINY_CONFIG", "HubertClassifier", "MHubert", "HubertCTC", "load_ctc", "standardise_waves"]
@@ -140,6 +139,22 @@ def _prepare_pretrained(source: str, out_dir: Path) -> dict[str, Any]:
     }
 
 
+def load_encoder(model_dir: Path, freeze_feature_encoder: bool = True) -> tuple[nn.Module, bool]:
+    """The prepared HuBERT encoder (CNN feature encoder frozen if asked) and whether its input is normalised."""
+    model_dir = Path(model_dir)
+    if not (model_dir / "config.json").is_file():
+        raise ModelError(f"{model_dir}: not a prepared model directory (run `cltm prepare-model` first)")
+    _quiet_transformers()
+    from transformers import HubertModel
+
+    encoder = HubertModel.from_pretrained(model_dir, local_files_only=True)
+    pre = model_dir / "preprocessor_config.json"
+    do_normalize = json.loads(pre.read_text())["do_normalize"] if pre.is_file() else True
+    if freeze_feature_encoder:
+        encoder.feature_extractor._freeze_parameters()
+    return encoder, do_normalize
+
+
 class HubertClassifier(nn.Module):
     """Encoder + mean pooling over valid frames of the last hidden state + linear layer."""
 
@@ -189,27 +204,13 @@ class MHubert(Architecture):
         out_dir = Path(out_dir)
         if tiny is not None and source != "tiny":
             raise ModelError(f"model {source!r}: a tiny config is only meaningful with source 'tiny'")
-        tmp = out_dir.with_name(f".{out_dir.name}.tmp")
-        if tmp.exists():
-            shutil.rmtree(tmp)
-        tmp.mkdir(parents=True)
-        try:
+        with atomic_dir(out_dir) as tmp:
             info = _prepare_tiny(tmp, tiny) if source == "tiny" else _prepare_pretrained(source, tmp)
             weights = sorted(p.name for p in tmp.iterdir() if p.suffix in (".safetensors", ".bin"))
             write_json(
                 tmp / PROVENANCE,
                 {"arch": cls.name, "source": source, **info, "weights": {w: sha256_file(tmp / w) for w in weights}},
             )
-            mask = os.umask(0)
-            os.umask(mask)
-            for f in tmp.iterdir():  # save_pretrained may write 0600 files; outputs are shared like any file
-                os.chmod(f, 0o666 & ~mask)
-            # Swap in the finished directory whole, so a killed job never leaves a half-written model.
-            if out_dir.exists():
-                shutil.rmtree(out_dir)
-            os.replace(tmp, out_dir)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
         return out_dir
 
     @classmethod
@@ -217,17 +218,7 @@ class MHubert(Architecture):
              pool_layers: int | None = None) -> HubertClassifier:
         """The prepared encoder plus a freshly initialised head (uses the torch RNG: seed before calling);
         ``pool_layers``: embeddings pool the mean of the last so many hidden states (None: the last one)."""
-        model_dir = Path(model_dir)
-        if not (model_dir / "config.json").is_file():
-            raise ModelError(f"{model_dir}: not a prepared model directory (run `cltm prepare-model` first)")
-        _quiet_transformers()
-        from transformers import HubertModel
-
-        encoder = HubertModel.from_pretrained(model_dir, local_files_only=True)
-        pre = model_dir / "preprocessor_config.json"
-        do_normalize = json.loads(pre.read_text())["do_normalize"] if pre.is_file() else True
-        if freeze_feature_encoder:
-            encoder.feature_extractor._freeze_parameters()
+        encoder, do_normalize = load_encoder(model_dir, freeze_feature_encoder)
         return HubertClassifier(encoder, num_labels, do_normalize, pool_layers)
 
     @classmethod
@@ -293,17 +284,7 @@ class HubertCTC(nn.Module):
 def load_ctc(model_dir: Path, vocab_size: int, *, freeze_feature_encoder: bool = True) -> HubertCTC:
     """The prepared encoder plus a freshly initialised CTC head of ``vocab_size`` outputs (uses the torch
     RNG: seed before calling); the CNN feature encoder frozen unless told otherwise."""
-    model_dir = Path(model_dir)
-    if not (model_dir / "config.json").is_file():
-        raise ModelError(f"{model_dir}: not a prepared model directory (run `cltm prepare-model` first)")
-    _quiet_transformers()
-    from transformers import HubertModel
-
-    encoder = HubertModel.from_pretrained(model_dir, local_files_only=True)
-    pre = model_dir / "preprocessor_config.json"
-    do_normalize = json.loads(pre.read_text())["do_normalize"] if pre.is_file() else True
-    if freeze_feature_encoder:
-        encoder.feature_extractor._freeze_parameters()
+    encoder, do_normalize = load_encoder(model_dir, freeze_feature_encoder)
     return HubertCTC(encoder, vocab_size, do_normalize)
 
 

@@ -16,8 +16,6 @@ embeddings of a frozen encoder (``inputs == "embeddings"``, the lengths are then
 from __future__ import annotations
 
 import json
-import os
-import shutil
 from pathlib import Path
 from typing import Any, Callable
 
@@ -25,7 +23,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ..io import sha256_file, write_json
+from ..io import atomic_dir, sha256_file, write_json
 from . import ModelError
 
 __all__ = ["SVModel", "SpeakerIdModel", "AAMHead", "LogMel", "contrastive_loss", "prepare_scratch", "load_scratch"]
@@ -136,11 +134,7 @@ def prepare_scratch(arch: str, source: str, out_dir: Path, sizes: dict[str, dict
     unknown = sorted(set(config) - set(sizes[source]))
     if unknown:
         raise ModelError(f"model {source!r}: unknown {arch} config key(s) {', '.join(unknown)} (known: {', '.join(sizes[source])})")
-    out_dir = Path(out_dir)
-    tmp = out_dir.with_name(f".{out_dir.name}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    try:
+    with atomic_dir(Path(out_dir)) as tmp:
         state = torch.random.get_rng_state()
         try:
             torch.manual_seed(int(config["seed"]))
@@ -153,15 +147,6 @@ def prepare_scratch(arch: str, source: str, out_dir: Path, sizes: dict[str, dict
             "arch": arch, "source": source, "config": config, "parameters": sum(p.numel() for p in model.parameters()),
             "weights": {WEIGHTS_NAME: sha256_file(tmp / WEIGHTS_NAME)},
         })
-        mask = os.umask(0)
-        os.umask(mask)
-        for f in tmp.iterdir():
-            os.chmod(f, 0o666 & ~mask)
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        os.replace(tmp, out_dir)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return out_dir
 
 

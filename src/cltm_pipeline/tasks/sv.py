@@ -34,7 +34,7 @@ import polars as pl
 
 from ..config import ConfigError
 from ..io import read_manifest, stable_hash, write_json
-from ..subsets import BINARY, SubsetError, SubsetSpec, cell_kind, cell_manifest
+from ..subsets import SubsetError, SubsetSpec, cell_kind, cell_manifest
 from . import Task, register
 
 __all__ = ["TRIALS", "DEV_TRIALS", "TARGETS_PER_SPEAKER", "DCF_P_TARGETS", "trial_list", "read_trials",
