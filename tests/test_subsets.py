@@ -191,3 +191,13 @@ def test_speaker_split_source_without_cv_split_files(tables):
     assert test["client_id"].n_unique() == 4 and dev["client_id"].n_unique() == 2
     table = draw_seed(s, "bb", 0, stripped, test, dev)
     check_invariants(s, "bb", table, test, dev)
+
+
+def test_a_spec_that_is_not_one_is_a_one_line_error():
+    from cltm_pipeline.subsets import SubsetError, SubsetSpec
+
+    spec = SubsetSpec(task="gender", languages=("es", "de"), n=8, seeds=(0, 1))
+    assert SubsetSpec.from_json(spec.to_json()) == spec
+    for bad in ("x", '{"task": "gender"}', '{"languages": [], "seeds": [], "colour": 1}'):
+        with pytest.raises(SubsetError, match=r"^--spec: not a subset spec"):
+            SubsetSpec.from_json(bad)

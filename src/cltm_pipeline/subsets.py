@@ -72,9 +72,12 @@ class SubsetSpec:
 
     @classmethod
     def from_json(cls, text: str) -> "SubsetSpec":
-        """Inverse of :meth:`to_json`."""
-        d = json.loads(text)
-        return cls(**{**d, "languages": tuple(d["languages"]), "seeds": tuple(d["seeds"])})
+        """Inverse of :meth:`to_json`; text that is not such a spec is a one-line SubsetError."""
+        try:
+            d = json.loads(text)
+            return cls(**{**d, "languages": tuple(d["languages"]), "seeds": tuple(d["seeds"])})
+        except (json.JSONDecodeError, TypeError, KeyError) as exc:
+            raise SubsetError(f"--spec: not a subset spec as the workflow writes it ({type(exc).__name__}: {exc})") from None
 
     def __post_init__(self) -> None:
         if self.unit == "utterances" and self.balance == "gender" and int(self.n) % 2:
