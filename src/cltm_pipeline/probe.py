@@ -68,15 +68,20 @@ def language_probe(emb: np.ndarray, locales: list[str], speakers: list[str], see
 
 
 def probe_model(
-    embed: Callable[[Any, Any], Any], probe: pl.DataFrame, ingest_root: Path, per_language: int, max_len: int,
+    embed: Callable[[Any, Any], Any], probe_path: Path | None, ingest_root: Path, per_language: int, max_len: int,
     batch_size: int, device: Any, seed: int,
 ) -> dict[str, Any] | None:
-    """Embed the first ``per_language`` clips of each language of ``probe`` with ``embed(waves, lengths)``
-    (a trained model's pooling, in eval mode, no gradients) and probe them with :func:`language_probe`."""
+    """Embed the first ``per_language`` clips of each language of the probe set at ``probe_path`` with
+    ``embed(waves, lengths)`` (a trained model's pooling, in eval mode, no gradients) and probe them with
+    :func:`language_probe`; None when probing is off (no probe set, or ``per_language`` 0)."""
     import torch
 
+    from .io import read_manifest
     from .train import Clips
 
+    if probe_path is None or per_language <= 0:
+        return None
+    probe = read_manifest(Path(probe_path))
     rows = pl.concat([g.head(per_language) for _, g in probe.group_by("locale", maintain_order=True)])
     clips = Clips(rows, ingest_root)
     out = []

@@ -34,6 +34,7 @@ import polars as pl
 from .audio import SAMPLE_RATE, AudioCache
 from .config import ConfigError
 from .io import read_manifest, write_json
+from .probe import probe_model
 from .subsets import SINGLE, cell_kind, cell_manifest
 
 __all__ = [
@@ -514,38 +515,20 @@ def run_cell(
     test_pred = predict(test_batches)
     test_scores = score(y_test, test_pred)
     compute_s = time.perf_counter() - t_compute
-    probe = None
-    if probe_path is not None and hp["probe_clips"] > 0:
-        from .probe import probe_model
+    probe = probe_model(model.embed, probe_path, ingest_root, hp["probe_clips"], max_len, hp["eval_batch_size"], dev_t, seed)
 
-        probe = probe_model(model.embed, read_manifest(Path(probe_path)), ingest_root, hp["probe_clips"], max_len,
-                            hp["eval_batch_size"], dev_t, seed)
-
-    result = {
-        "task": task,
-        "arch": arch,
-        "target": target,
-        "donor": donor,
-        "cell": cell_kind(target, donor),
-        "seed": seed,
-        "metrics": {**test_scores, f"dev_{spec.primary}": float(best["score"])},
-        "primary_metric": spec.primary,
-        "n_train": len(y_train),
-        "n_train_by_locale": {k: int(v) for k, v in sorted(train_rows.group_by("locale").len().iter_rows())},
-        "n_test": len(y_test),
-        "n_dev": len(y_dev),
-        "hparams": hp,
-        "training": {"steps": step, "best_step": best["step"], "dev_curve": curve, "train_loss": epoch_loss},
-        "resumed_from_step": resumed_from,  # timing then covers the resumed part only
-        "timing": {"setup_s": round(setup_s, 3), "compute_s": round(compute_s, 3)},
-        "device": device_desc,
-        "data_hash": identity["data_hash"],
-        "model": identity["model"],
-        "versions": identity["versions"],
-        "config_hash": config_hash,
-    }
-    if probe is not None:
-        result["probe"] = probe
+    result = cell_record(
+        task=task, arch=arch, target=target, donor=donor, seed=seed, train_rows=train_rows, hparams=hp,
+        timing={"setup_s": round(setup_s, 3), "compute_s": round(compute_s, 3)}, device=device_desc,
+        data_hash=identity["data_hash"], model=identity["model"], versions=identity["versions"],
+        config_hash=config_hash, probe=probe,
+        metrics={**test_scores, f"dev_{spec.primary}": float(best["score"])},
+        primary_metric=spec.primary,
+        n_test=len(y_test),
+        n_dev=len(y_dev),
+        training={"steps": step, "best_step": best["step"], "dev_curve": curve, "train_loss": epoch_loss},
+        resumed_from_step=resumed_from,  # timing then covers the resumed part only
+    )
     if predictions_out is not None:
         from .io import write_tsv
 
@@ -555,6 +538,25 @@ def run_cell(
     write_json(Path(out_path), result)
     ckpt_path.unlink(missing_ok=True)  # only unfinished cells keep one
     return result
+
+
+def cell_record(
+    *, task: str, arch: str, target: str, donor: str | None, seed: int, train_rows: pl.DataFrame,
+    hparams: Mapping[str, Any], timing: Mapping[str, Any], device: str, data_hash: str, model: Mapping[str, Any],
+    versions: Mapping[str, str], config_hash: str, probe: Mapping[str, Any] | None = None, **fields: Any,
+) -> dict[str, Any]:
+    """A cell's metrics.json: the keys every task writes (identity, training sizes, provenance; ``probe`` if
+    there is one) plus the task's own ``fields`` (metrics, primary_metric, n_test, training, ...)."""
+    record = {
+        "task": task, "arch": arch, "target": target, "donor": donor, "cell": cell_kind(target, donor), "seed": seed,
+        "n_train": train_rows.height,
+        "n_train_by_locale": {k: int(v) for k, v in sorted(train_rows.group_by("locale").len().iter_rows())},
+        "hparams": dict(hparams), "timing": dict(timing), "device": device, "data_hash": data_hash,
+        "model": dict(model), "versions": dict(versions), "config_hash": config_hash, **fields,
+    }
+    if probe is not None:
+        record["probe"] = probe
+    return record
 
 
 def model_provenance(model_dir: Path) -> dict[str, Any]:

@@ -32,7 +32,7 @@ import numpy as np
 import polars as pl
 
 from ..config import ConfigError
-from ..subsets import SubsetSpec, cell_kind, cell_manifest, training_pool
+from ..subsets import SubsetSpec, cell_manifest, training_pool
 from ..text import normalise
 from . import Task, register
 
@@ -232,8 +232,9 @@ def run_asr_cell(
     from ..io import read_manifest, write_json
     from ..models import ModelError, get_architecture
     from .. import train as _train
-    from ..train import (CHECKPOINT_NAME, Clips, check_hparams, data_hash, device_description, hparam_extras,
-                         lr_factor, model_provenance, resolve_device, seed_everything, versions)
+    from ..probe import probe_model
+    from ..train import (CHECKPOINT_NAME, Clips, cell_record, check_hparams, data_hash, device_description,
+                         hparam_extras, lr_factor, model_provenance, resolve_device, seed_everything, versions)
 
     hp = check_hparams(hparams, hparam_extras(task, arch))
     check_asr_hparams(hp)
@@ -413,48 +414,31 @@ def run_asr_cell(
     hyps = transcribe(test_set)
     test = asr_scores(test_set["refs"], hyps)
     compute_s = time.perf_counter() - t_compute
-    probe = None
-    if probe_path is not None and hp["probe_clips"] > 0:
-        from ..probe import probe_model
-
-        probe = probe_model(model.embed, read_manifest(Path(probe_path)), ingest_root, hp["probe_clips"],
-                            int(round(hp["max_seconds"] * SAMPLE_RATE)), hp["eval_batch_size"], dev_t, seed)
+    probe = probe_model(model.embed, probe_path, ingest_root, hp["probe_clips"], int(round(hp["max_seconds"] * SAMPLE_RATE)),
+                        hp["eval_batch_size"], dev_t, seed)
 
     dev_scores = best["scores"]
-    result = {
-        "task": task,
-        "arch": arch,
-        "target": target,
-        "donor": donor,
-        "cell": cell_kind(target, donor),
-        "seed": seed,
-        "metrics": {
+    result = cell_record(
+        task=task, arch=arch, target=target, donor=donor, seed=seed, train_rows=train_rows, hparams=hp,
+        timing={"setup_s": round(setup_s, 3), "compute_s": round(compute_s, 3)}, device=device_desc,
+        data_hash=identity["data_hash"], model=identity["model"], versions=identity["versions"],
+        config_hash=config_hash, probe=probe,
+        metrics={
             "asr_error": test[error_key], "wer": test["wer"], "cer": test["cer"], "mean_utt_wer": test["mean_utt_wer"],
             "dev_asr_error": dev_scores[error_key], "dev_wer": dev_scores["wer"], "dev_cer": dev_scores["cer"],
         },
-        "primary_metric": "asr_error",
-        "asr_error_is": error_key,  # corpus WER, or CER for a target written without spaces (asr_unit char)
-        "asr_unit": unit,
-        "selected_by": f"dev {select_key}",
-        "n_train": train_rows.height,
-        "n_train_by_locale": {k: int(v) for k, v in sorted(train_rows.group_by("locale").len().iter_rows())},
-        "n_train_excluded": {"empty_transcript": int(empty.sum()), "over_max_clip_seconds": int(too_long.sum())},
-        "n_test": test["n_scored"],
-        "n_test_excluded_empty": test["n_excluded_empty"],
-        "n_dev": dev_scores["n_scored"],
-        "vocabulary_size": len(vocab),
-        "hparams": hp,
-        "training": {"steps": step, "best_step": best["step"], "dev_curve": curve, "train_loss": epoch_loss},
-        "resumed_from_step": resumed_from,  # timing then covers the resumed part only
-        "timing": {"setup_s": round(setup_s, 3), "compute_s": round(compute_s, 3)},
-        "device": device_desc,
-        "data_hash": identity["data_hash"],
-        "model": identity["model"],
-        "versions": identity["versions"],
-        "config_hash": config_hash,
-    }
-    if probe is not None:
-        result["probe"] = probe
+        primary_metric="asr_error",
+        asr_error_is=error_key,  # corpus WER, or CER for a target written without spaces (asr_unit char)
+        asr_unit=unit,
+        selected_by=f"dev {select_key}",
+        n_train_excluded={"empty_transcript": int(empty.sum()), "over_max_clip_seconds": int(too_long.sum())},
+        n_test=test["n_scored"],
+        n_test_excluded_empty=test["n_excluded_empty"],
+        n_dev=dev_scores["n_scored"],
+        vocabulary_size=len(vocab),
+        training={"steps": step, "best_step": best["step"], "dev_curve": curve, "train_loss": epoch_loss},
+        resumed_from_step=resumed_from,  # timing then covers the resumed part only
+    )
     if predictions_out is not None:
         from ..io import write_tsv
 

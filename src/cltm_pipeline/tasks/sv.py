@@ -34,7 +34,7 @@ import polars as pl
 
 from ..config import ConfigError
 from ..io import read_manifest, stable_hash, write_json
-from ..subsets import SubsetError, SubsetSpec, cell_kind, cell_manifest
+from ..subsets import SubsetError, SubsetSpec, cell_manifest
 from . import Task, register
 
 __all__ = ["TRIALS", "DEV_TRIALS", "TARGETS_PER_SPEAKER", "DCF_P_TARGETS", "trial_list", "read_trials",
@@ -225,8 +225,9 @@ def run_sv_cell(
 
     from ..audio import SAMPLE_RATE
     from ..models import get_architecture
-    from ..train import (check_hparams, data_hash, device_description, hparam_extras, lr_factor, model_provenance,
-                         resolve_device, seed_everything, versions)
+    from ..probe import probe_model
+    from ..train import (cell_record, check_hparams, data_hash, device_description, hparam_extras, lr_factor,
+                         model_provenance, resolve_device, seed_everything, versions)
 
     artifacts = dict(artifacts or {})
     architecture = get_architecture(arch)
@@ -384,44 +385,28 @@ def run_sv_cell(
     test_scores = score_trials(test_in, test_rows.height, test_trials)
     test_metrics = sv_metrics(test_scores, test_trials[0])
     compute_s = time.perf_counter() - t_compute
-    probe = None
-    if probe_path is not None and hp["probe_clips"] > 0 and model.inputs == "audio":
-        from ..probe import probe_model
+    # cached-embedding models (speechllm) never see audio: there is nothing of theirs to probe
+    probe = probe_model(model.embed, probe_path if model.inputs == "audio" else None, ingest_root, hp["probe_clips"],
+                        max_len, hp["eval_batch_size"], dev_t, seed)
 
-        probe = probe_model(model.embed, read_manifest(Path(probe_path)), ingest_root, hp["probe_clips"], max_len,
-                            hp["eval_batch_size"], dev_t, seed)
-
-    result = {
-        "task": task,
-        "arch": arch,
-        "target": target,
-        "donor": donor,
-        "cell": cell_kind(target, donor),
-        "seed": seed,
-        "metrics": {**test_metrics, "dev_eer": float(best["eer"])},
-        "dcf": {**DCF_COSTS, "p_target": list(DCF_P_TARGETS), "normalised": True},
-        "primary_metric": "eer",
-        "n_train": train_rows.height,
-        "n_train_by_locale": {k: int(v) for k, v in sorted(train_rows.group_by("locale").len().iter_rows())},
-        "n_train_speakers": len(speakers),
-        "n_test": int(test_trials[0].size),
-        "n_test_targets": int(test_trials[0].sum()),
-        "n_dev": int(dev_trials[0].size),
-        "trials": {"test": Path(artifacts[TRIALS]).name, "dev": Path(artifacts[DEV_TRIALS]).name},
-        "hparams": hp,
-        "training": {"objective": model.objective, "steps": step, "best_step": best["step"], "dev_curve": curve,
-                     "train_loss": epoch_loss},
-        "resumed_from_step": None,
-        "timing": {"setup_s": round(setup_s, 3), "compute_s": round(compute_s, 3), "embed_s": round(embed_s, 3),
-                   "encoder_forwards": forwards},
-        "device": device_description(dev_t, hp["threads"]),
-        "data_hash": hashed,
-        "model": model_provenance(Path(model_dir)),
-        "versions": {k: str(v) for k, v in versions().items()},
-        "config_hash": config_hash,
-    }
-    if probe is not None:
-        result["probe"] = probe
+    result = cell_record(
+        task=task, arch=arch, target=target, donor=donor, seed=seed, train_rows=train_rows, hparams=hp,
+        timing={"setup_s": round(setup_s, 3), "compute_s": round(compute_s, 3), "embed_s": round(embed_s, 3),
+                "encoder_forwards": forwards},
+        device=device_description(dev_t, hp["threads"]), data_hash=hashed, model=model_provenance(Path(model_dir)),
+        versions={k: str(v) for k, v in versions().items()}, config_hash=config_hash, probe=probe,
+        metrics={**test_metrics, "dev_eer": float(best["eer"])},
+        dcf={**DCF_COSTS, "p_target": list(DCF_P_TARGETS), "normalised": True},
+        primary_metric="eer",
+        n_train_speakers=len(speakers),
+        n_test=int(test_trials[0].size),
+        n_test_targets=int(test_trials[0].sum()),
+        n_dev=int(dev_trials[0].size),
+        trials={"test": Path(artifacts[TRIALS]).name, "dev": Path(artifacts[DEV_TRIALS]).name},
+        training={"objective": model.objective, "steps": step, "best_step": best["step"], "dev_curve": curve,
+                  "train_loss": epoch_loss},
+        resumed_from_step=None,
+    )
     if predictions_out is not None:
         from ..io import write_tsv
 
