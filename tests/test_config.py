@@ -38,3 +38,17 @@ def test_an_unknown_hparam_is_named_with_its_path(demo):
     bad["tasks"]["gender"]["architectures"]["mhubert"]["hparams"]["probe_clip"] = 3
     with pytest.raises(ConfigError, match=r"tasks.gender.architectures.mhubert.hparams: unknown key\(s\) probe_clip"):
         _load(bad)
+
+
+def test_the_learning_curve_is_checked_with_the_config(demo):
+    ok = _load(demo)
+    assert ok.learning_curve_seeds() == list(range(demo["learning_curve"].get("seeds", 3)))
+    for change, message in (
+        ({"arch": "ecapa"}, r"learning_curve: no task/arch gender/ecapa in tasks"),
+        ({"languages": ["es", "xx"]}, r"learning_curve.languages: \['xx'\] not in task gender"),
+        ({"task": "sv", "arch": "mhubert", "languages": ["es"]}, r"learning_curve.task: sv needs artifacts"),
+    ):
+        bad = copy.deepcopy(demo)
+        bad["learning_curve"].update(change)
+        with pytest.raises(ConfigError, match=message):
+            _load(bad)

@@ -120,8 +120,12 @@ class Config:
         return list(seen)
 
     def seeds(self, task: str) -> list[int]:
-        s = self.raw["tasks"][task]["seeds"]
-        return list(range(s)) if isinstance(s, int) else sorted(s)
+        return _seed_list(self.raw["tasks"][task]["seeds"])
+
+    def learning_curve_seeds(self) -> list[int]:
+        """Seeds of the optional ``learning_curve`` block (none without one)."""
+        lc = self.raw.get("learning_curve")
+        return [] if lc is None else _seed_list(lc["seeds"])
 
     def subset_spec(self, task: str) -> SubsetSpec:
         """The subset-drawing spec of one task."""
@@ -141,6 +145,30 @@ class Config:
 
     def family(self, locale: str) -> str:
         return self.languages.filter(pl.col("locale") == locale)["family"][0]
+
+
+def _seed_list(seeds: int | list[int]) -> list[int]:
+    """A seed count (0..n-1) or an explicit list, as a sorted list."""
+    return list(range(seeds)) if isinstance(seeds, int) else sorted(seeds)
+
+
+def _check_learning_curve(cfg: dict[str, Any], source: str) -> None:
+    """The learning curve names a trained task/arch, languages of that task, and a task without artifacts."""
+    from .tasks import TASKS
+
+    lc = cfg.get("learning_curve")
+    if lc is None:
+        return
+    if lc["task"] not in cfg["tasks"] or lc["arch"] not in cfg["tasks"][lc["task"]]["architectures"]:
+        raise ConfigError(f"{source}: learning_curve: no task/arch {lc['task']}/{lc['arch']} in tasks")
+    extra = sorted(set(lc["languages"]) - set(cfg["tasks"][lc["task"]]["languages"]))
+    if extra:
+        raise ConfigError(f"{source}: learning_curve.languages: {extra} not in task {lc['task']}")
+    task = TASKS[lc["task"]]
+    # cltm learning-curve draws its own subsets and builds no artifacts (SV trials, ASR vocabulary) yet
+    if task.target_artifacts or task.task_artifacts:
+        raise ConfigError(f"{source}: learning_curve.task: {lc['task']} needs artifacts, which the learning curve "
+                          "does not build yet; use a classification task such as gender")
 
 
 def config_hash(raw: Mapping[str, Any]) -> str:
@@ -214,6 +242,7 @@ def load_config(raw: Mapping[str, Any] | Path, source: str | None = None, root: 
             if loc not in known:
                 raise ConfigError(f"{source}: tasks.{task}.languages.{k}: locale {loc!r} is not in the languages sheet {sheet}")
     _check_models_and_tasks(cfg, source)
+    _check_learning_curve(cfg, source)
     if "demo" in cfg and "languages" in cfg["demo"]:
         for k, loc in enumerate(cfg["demo"]["languages"]):
             if loc not in known:

@@ -44,27 +44,12 @@ rule analyse:
         " --out {output} > {log} 2>&1"
 
 
+# (validated with the rest of the config in common.smk)
 LC = CFG.raw.get("learning_curve")
-if LC is not None:
-    if LC["task"] not in CFG.raw["tasks"] or LC["arch"] not in CFG.raw["tasks"][LC["task"]]["architectures"]:
-        raise WorkflowError(f"invalid configuration: learning_curve: no task/arch {LC['task']}/{LC['arch']}")
-    _lc_extra = sorted(set(LC["languages"]) - set(CFG.raw["tasks"][LC["task"]]["languages"]))
-    if _lc_extra:
-        raise WorkflowError(f"invalid configuration: learning_curve.languages: {_lc_extra} not in task {LC['task']}")
-    from cltm_pipeline.tasks import get_task
-
-    _lc_task = get_task(LC["task"])
-    # cltm learning-curve draws its own subsets and builds no artifacts (SV trials, ASR vocabulary) yet
-    if _lc_task.target_artifacts or _lc_task.task_artifacts:
-        raise WorkflowError(
-            f"invalid configuration: learning_curve.task: {LC['task']} needs artifacts, which the learning "
-            "curve does not build yet; use a classification task such as gender"
-        )
 
 
 # The learning curve's recommendation, if the config asks for one (an input of the report).
 LC_OUTPUTS = [] if LC is None else [f"{RESULTS}/learning_curve/{LC['task']}/{LC['arch']}/recommendation.json"]
-LC_SEEDS = [] if LC is None else (list(range(LC["seeds"])) if isinstance(LC["seeds"], int) else sorted(LC["seeds"]))
 
 
 rule learning_curve:
@@ -81,7 +66,7 @@ rule learning_curve:
         metric=lambda w: CFG.raw["tasks"][w.task]["metric"],
         languages=lambda w: " ".join(LC["languages"]),
         ladder=lambda w: " ".join(f"{n:g}" for n in LC["ladder"]),
-        seeds=lambda w: " ".join(map(str, LC_SEEDS)),
+        seeds=lambda w: " ".join(map(str, CFG.learning_curve_seeds())),
         z=lambda w: LC["z"],
     threads: lambda w: LC["jobs"]
     log:
