@@ -198,6 +198,10 @@ class HubertClassifier(nn.Module):
 class MHubert(Architecture):
     """mHuBERT-147 (or any HuBERT checkpoint in Hugging Face format) fine-tuned with a classification head."""
 
+    #: how a hub id or local directory is read into the model directory (an architecture reusing
+    #: :meth:`prepare` with another model class sets its own)
+    _pretrained = staticmethod(_prepare_pretrained)
+
     @classmethod
     def prepare(cls, source: str, out_dir: Path, tiny: dict[str, Any] | None = None) -> Path:
         """Write the model directory ``out_dir`` from ``source`` (hub id, local directory or ``"tiny"``)."""
@@ -205,7 +209,7 @@ class MHubert(Architecture):
         if tiny is not None and source != "tiny":
             raise ModelError(f"model {source!r}: a tiny config is only meaningful with source 'tiny'")
         with atomic_dir(out_dir) as tmp:
-            info = _prepare_tiny(tmp, tiny) if source == "tiny" else _prepare_pretrained(source, tmp)
+            info = _prepare_tiny(tmp, tiny) if source == "tiny" else cls._pretrained(source, tmp)
             weights = sorted(p.name for p in tmp.iterdir() if p.suffix in (".safetensors", ".bin"))
             write_json(
                 tmp / PROVENANCE,

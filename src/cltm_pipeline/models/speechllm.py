@@ -130,6 +130,7 @@ class SpeechLLM(Architecture):
 
     hparams = {"mlp_hidden": 64}
     embedding_cache = True
+    _pretrained = staticmethod(_prepare_remote)  # any Hugging Face audio encoder, not only HuBERT
 
     @classmethod
     def prepare(cls, source: str, out_dir: Path, tiny: dict[str, Any] | None = None) -> Path:
@@ -137,16 +138,7 @@ class SpeechLLM(Architecture):
             from .speaker import prepare_scratch
 
             return prepare_scratch(cls.name, source, out_dir, FBANK_SIZES, tiny, FbankStats)
-        if source == "tiny":
-            return MHubert.prepare.__func__(cls, source, out_dir, tiny=tiny)
-        from . import hubert
-
-        saved = hubert._prepare_pretrained
-        hubert._prepare_pretrained = _prepare_remote  # MHubert.prepare's directory handling, our loader
-        try:
-            return MHubert.prepare.__func__(cls, source, out_dir, tiny=tiny)
-        finally:
-            hubert._prepare_pretrained = saved
+        return MHubert.prepare.__func__(cls, source, out_dir, tiny=tiny)  # its directory handling, our loader
 
     @classmethod
     def embedder(cls, model_dir: Path, device: Any) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
