@@ -11,7 +11,7 @@ import polars as pl
 import pytest
 import soundfile as sf
 
-from cltm_pipeline.demo import CV_COLUMNS, DEFAULT_LANGUAGES, build_demo_corpus
+from cltm_pipeline.demo import CV_COLUMNS, DEFAULT_LANGUAGES, DEMO_VOICES, build_demo_corpus
 
 LANGUAGES = DEFAULT_LANGUAGES[:2]  # es (17.0+ labels), it (old labels)
 CONFIG = dict(languages=LANGUAGES, speakers_per_gender=3, clips_per_speaker=3, seed=0)
@@ -217,6 +217,29 @@ def test_audio_is_speech_like(corpus: Path) -> None:
             assert np.percentile(energy, 95) > 4 * np.percentile(energy, 5), clip.name
             f0, voiced = median_f0(audio, sr)
             assert 60 <= f0 <= 400 and voiced > 0.3, (clip.name, f0, voiced)
+
+
+def test_clean_locales_leave_the_noisy_ones_byte_identical(corpus: Path, tmp_path: Path) -> None:
+    both = build_demo_corpus(tmp_path / "both", clean_languages=(DEMO_VOICES["ro"],), **CONFIG)
+    for lang in LANGUAGES:
+        files = sorted(p.relative_to(corpus) for p in (corpus / lang.locale).rglob("*") if p.is_file())
+        assert files == sorted(p.relative_to(both) for p in (both / lang.locale).rglob("*") if p.is_file())
+        for rel in files:
+            assert (corpus / rel).read_bytes() == (both / rel).read_bytes(), rel
+    assert "ro: espeak voice 'ro'" in (both / "README.txt").read_text()
+    assert "Clean locales" not in (corpus / "README.txt").read_text()
+
+    def floor_ratios(locale: str) -> list[float]:
+        """Loudest frames over the quietest (the padding, where only the added noise is)."""
+        clips = [p for p in sorted((both / locale / "clips").iterdir()) if p.stat().st_size > 1000]
+        energies = [frame_energies(*sf.read(str(p), dtype="float64")) for p in clips]
+        return [np.percentile(e, 95) / max(np.percentile(e, 5), 1e-30) for e in energies]
+
+    # Noisy: speech 2-6 dB over the noise (measured 7-20x); clean: noise 60 dB lower (measured > 10^6 x).
+    assert max(floor_ratios("es")) < 100 < 10_000 < min(floor_ratios("ro"))
+    clean = tables(both, "ro")
+    assert set(clean["validated"]["locale"]) == {"ro"} and len(clean["test"]) > 0
+    assert not set(clean["validated"]["client_id"]) & set(tables(both, "es")["validated"]["client_id"])
 
 
 def test_white_noise_is_not_mistaken_for_speech() -> None:

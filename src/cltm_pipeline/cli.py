@@ -31,21 +31,23 @@ def cmd_validate_config(args: argparse.Namespace) -> None:
 
 def cmd_demo_corpus(args: argparse.Namespace) -> None:
     """Write the deterministic demo corpus in Common Voice layout."""
-    from .demo import DEFAULT_LANGUAGES, build_demo_corpus
+    from .demo import DEMO_VOICES, build_demo_corpus
 
-    by_locale = {lang.locale: lang for lang in DEFAULT_LANGUAGES}
-    unknown = [loc for loc in args.languages if loc not in by_locale]
-    if unknown:
-        raise ConfigError(f"demo.languages: no demo voice for {unknown} (have {sorted(by_locale)})")
+    for key, locales in (("languages", args.languages), ("clean_languages", args.clean_languages)):
+        unknown = [loc for loc in locales if loc not in DEMO_VOICES]
+        if unknown:
+            raise ConfigError(f"demo.{key}: no demo voice for {unknown} (have {sorted(DEMO_VOICES)})")
     t0 = time.perf_counter()
     build_demo_corpus(
         Path(args.out),
-        languages=tuple(by_locale[loc] for loc in args.languages),
+        languages=tuple(DEMO_VOICES[loc] for loc in args.languages),
+        clean_languages=tuple(DEMO_VOICES[loc] for loc in args.clean_languages),
         speakers_per_gender=args.speakers_per_gender,
         clips_per_speaker=args.clips_per_speaker,
         seed=args.seed,
     )
-    print(f"demo corpus: {len(args.languages)} locales in {args.out} ({time.perf_counter() - t0:.1f} s)")
+    n = len(args.languages) + len(args.clean_languages)
+    print(f"demo corpus: {n} locales in {args.out} ({time.perf_counter() - t0:.1f} s)")
 
 
 def cmd_ingest(args: argparse.Namespace) -> None:
@@ -328,7 +330,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("demo-corpus", help=cmd_demo_corpus.__doc__)
     s.add_argument("--out", required=True, help="release directory to write")
-    s.add_argument("--languages", nargs="+", required=True)
+    s.add_argument("--languages", nargs="+", required=True, help="locales with the demo's 2-6 dB noise")
+    s.add_argument("--clean-languages", nargs="*", default=[], help="locales rendered with the noise 60 dB lower")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--speakers-per-gender", type=int, default=12)
     s.add_argument("--clips-per-speaker", type=int, default=10)

@@ -4,9 +4,12 @@ Speech is synthesised offline with eSpeak NG (through ctypes, using the library 
 data shipped by ``espeakng-loader``) from short sentences assembled out of each
 language's most frequent words (``wordfreq``).  Every speaker gets a distinct voice
 (eSpeak variant, base pitch, pitch range, speaking rate and a vocal-tract-length
-factor), every clip gets random silence padding and white noise at about 10 dB SNR.
-Male and female pitch ranges overlap on purpose, so that gender classification is
-not trivially solved by F0 alone.
+factor), every clip gets random silence padding and white noise at 2-6 dB SNR, which keeps gender
+identification in the regime where more data still helps. Optional *clean* locales get the
+same treatment with the noise 60 dB lower: a tiny random-init model cannot learn to
+transcribe the noisy speech on a laptop, so the demo's ASR matrix uses clean locales.
+Clean locales are rendered after, and independently of, the noisy ones, so adding them
+leaves every noisy locale byte-identical.
 
 The corpus deliberately contains the irregularities that a real release has and the
 pipeline must cope with: two gender-label vocabularies (pre-17.0 ``male``/``female``
@@ -48,6 +51,7 @@ import soxr
 __all__ = [
     "CV_COLUMNS",
     "DEFAULT_LANGUAGES",
+    "DEMO_VOICES",
     "DemoLanguage",
     "build_demo_corpus",
 ]
@@ -70,6 +74,15 @@ DEFAULT_LANGUAGES: tuple[DemoLanguage, ...] = (
     DemoLanguage("fi", "fi", "fi"),  # Uralic
     DemoLanguage("hu", "hu", "hu"),
 )
+
+#: Every locale the demo can synthesise, by CV locale (the defaults plus the demo's clean ASR locales).
+DEMO_VOICES: dict[str, DemoLanguage] = {
+    lang.locale: lang
+    for lang in (*DEFAULT_LANGUAGES, DemoLanguage("ro", "ro", "ro"), DemoLanguage("sl", "sl", "sl"))
+}
+
+#: Added-noise SNR range in dB: noisy locales (the default) and clean ones.
+NOISY_SNR_DB, CLEAN_SNR_DB = (2.0, 6.0), (62.0, 66.0)
 
 #: Column set and order of the clip TSVs of a current Common Voice release.
 CV_COLUMNS: tuple[str, ...] = (
@@ -375,7 +388,7 @@ def _quoted(sentence: str) -> str:
 # --------------------------------------------------------------------------- audio
 
 
-def _render(clip: _Clip, lang: DemoLanguage, seed: int) -> np.ndarray:
+def _render(clip: _Clip, lang: DemoLanguage, seed: int, snr_db_range: tuple[float, float]) -> np.ndarray:
     """Synthesise one clip: eSpeak, vocal-tract scaling, padding, gain and noise."""
     spk = clip.slot.speaker
     rng = _rng(seed, "clip", lang.locale, spk.key, str(clip.index))
@@ -392,7 +405,7 @@ def _render(clip: _Clip, lang: DemoLanguage, seed: int) -> np.ndarray:
     lead = int(rng.uniform(0.10, 0.40) * _SAMPLE_RATE)
     trail = int(rng.uniform(0.10, 0.40) * _SAMPLE_RATE)
     signal = np.concatenate([np.zeros(lead), speech, np.zeros(trail)])
-    snr_db = rng.uniform(2.0, 6.0)  # low SNR keeps the demo in the regime where more data still helps
+    snr_db = rng.uniform(*snr_db_range)
     noise_rms = np.sqrt(np.mean(speech**2) / 10 ** (snr_db / 10))
     signal += rng.normal(0.0, noise_rms, signal.size)
     return np.clip(signal, -0.99, 0.99).astype(np.float32)
@@ -439,10 +452,16 @@ def _row(clip: _Clip, locale: str, labels: dict[str, str]) -> list[str]:
     ]
 
 
-def _readme(languages: Sequence[DemoLanguage], speakers_per_gender: int,
-            clips_per_speaker: int, seed: int, version: str) -> str:
+def _readme(languages: Sequence[DemoLanguage], clean_languages: Sequence[DemoLanguage],
+            speakers_per_gender: int, clips_per_speaker: int, seed: int, version: str) -> str:
     """Text of root/README.txt describing the corpus and the arguments used."""
-    langs = "\n".join(f"  {l.locale}: espeak voice {l.voice!r}, wordfreq {l.wordfreq!r}" for l in languages)
+    def listing(group: Sequence[DemoLanguage]) -> str:
+        return "\n".join(f"  {l.locale}: espeak voice {l.voice!r}, wordfreq {l.wordfreq!r}" for l in group)
+
+    clean = (
+        "Clean locales (noise 60 dB lower: 62-66 dB SNR; used by the demo's ASR task):\n"
+        f"{listing(clean_languages)}\n" if clean_languages else ""
+    )
     return (
         f"Synthetic demo corpus {version} in the Mozilla Common Voice release layout.\n"
         "\n"
@@ -460,7 +479,8 @@ def _readme(languages: Sequence[DemoLanguage], speakers_per_gender: int,
         f"  seed = {seed}\n"
         f"  speakers_per_gender = {speakers_per_gender}\n"
         f"  clips_per_speaker = {clips_per_speaker}\n"
-        f"  languages =\n{langs}\n"
+        f"  languages =\n{listing(languages)}\n"
+        + clean
     )
 
 
@@ -472,17 +492,24 @@ def build_demo_corpus(
     root: Path,
     *,
     languages: Sequence[DemoLanguage] = DEFAULT_LANGUAGES,
+    clean_languages: Sequence[DemoLanguage] = (),
     speakers_per_gender: int = 12,
     clips_per_speaker: int = 10,
     seed: int = 0,
     version: str = "demo-1.0",
 ) -> Path:
-    """Write a Common Voice-style release under root/<locale>/ and return root."""
+    """Write a Common Voice-style release under root/<locale>/ and return root.
+
+    ``clean_languages`` are rendered after ``languages``, as a group of their own (own bilingual
+    contributors and defects), with the noise 60 dB lower; ``languages`` come out byte-identical
+    whatever ``clean_languages`` is.
+    """
     root = Path(root)
-    languages = tuple(languages)
+    languages, clean_languages = tuple(languages), tuple(clean_languages)
     if not languages:
         raise ValueError("languages must not be empty")
-    if len({lang.locale for lang in languages}) != len(languages):
+    locales = [lang.locale for lang in (*languages, *clean_languages)]
+    if len(set(locales)) != len(locales):
         raise ValueError("locales must be unique")
     if speakers_per_gender < 3:
         raise ValueError("speakers_per_gender must be at least 3 (train, dev and test need both genders)")
@@ -491,20 +518,32 @@ def build_demo_corpus(
     if seed < 0:
         raise ValueError("seed must be non-negative")
     marker = root / MARKER
-    for lang in languages:
-        locale_dir = root / lang.locale
+    for locale in locales:
+        locale_dir = root / locale
         if locale_dir.exists() and any(locale_dir.iterdir()):
             if not marker.is_file():  # never delete what this function did not write
                 raise FileExistsError(f"{locale_dir} exists, is not empty and is not a generated demo corpus")
             shutil.rmtree(locale_dir)  # a stale demo locale from other arguments: rebuild it
 
-    rosters = _rosters(languages, speakers_per_gender, clips_per_speaker, seed)
     root.mkdir(parents=True, exist_ok=True)
     # First, so that a build killed half-way can be rebuilt over.
     marker.write_text("generated by cltm_pipeline.demo; locale directories here may be rebuilt\n", encoding="utf-8")
+    next_id = 18_000_000 + int(_rng(seed, "clip-ids").integers(0, 1_000_000))
+    next_id = _write_group(root, languages, speakers_per_gender, clips_per_speaker, seed, next_id, NOISY_SNR_DB)
+    if clean_languages:
+        _write_group(root, clean_languages, speakers_per_gender, clips_per_speaker, seed, next_id, CLEAN_SNR_DB)
+    (root / "README.txt").write_bytes(
+        _readme(languages, clean_languages, speakers_per_gender, clips_per_speaker, seed, version).encode("utf-8")
+    )
+    return root
+
+
+def _write_group(root: Path, languages: tuple[DemoLanguage, ...], speakers_per_gender: int,
+                 clips_per_speaker: int, seed: int, next_id: int, snr_db_range: tuple[float, float]) -> int:
+    """Render one group of locales (shared rosters and defects) and return the next free clip id."""
+    rosters = _rosters(languages, speakers_per_gender, clips_per_speaker, seed)
     n = len(languages)
     broken_locales = {0, n // 2}
-    next_id = 18_000_000 + int(_rng(seed, "clip-ids").integers(0, 1_000_000))
 
     for li, lang in enumerate(languages):
         locale = lang.locale
@@ -537,7 +576,7 @@ def build_demo_corpus(
         clips_dir = root / locale / "clips"
         clips_dir.mkdir(parents=True, exist_ok=True)
         for clip in clips:
-            audio = _render(clip, lang, seed)
+            audio = _render(clip, lang, seed, snr_db_range)
             clip.duration_ms = int(round(1000 * audio.size / _SAMPLE_RATE))
             path = clips_dir / f"common_voice_{locale}_{clip.clip_id}.mp3"
             if clip.fault == "missing":
@@ -565,7 +604,4 @@ def build_demo_corpus(
             [[f"common_voice_{locale}_{c.clip_id}.mp3", str(c.duration_ms)] for c in clips],
         )
 
-    (root / "README.txt").write_bytes(
-        _readme(languages, speakers_per_gender, clips_per_speaker, seed, version).encode("utf-8")
-    )
-    return root
+    return next_id

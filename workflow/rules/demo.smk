@@ -1,20 +1,23 @@
 # The built-in demo corpus, generated in Common Voice layout when the config has a `demo` block.
 if "demo" in CFG.raw:
+    DEMO = CFG.raw["demo"]
+    DEMO_CLEAN = DEMO.get("clean_languages", [])
 
     rule demo_corpus:
         output:
-            expand("{release}/{locale}/validated.tsv", release=RELEASE, locale=CFG.raw["demo"]["languages"]),
+            expand("{release}/{locale}/validated.tsv", release=RELEASE, locale=[*DEMO["languages"], *DEMO_CLEAN]),
             readme=f"{RELEASE}/README.txt",
         params:
             release=lambda w, output: Path(output.readme).parent,
-            languages=" ".join(CFG.raw["demo"]["languages"]),
-            seed=CFG.raw["demo"]["seed"],
-            speakers=CFG.raw["demo"]["speakers_per_gender"],
-            clips=CFG.raw["demo"]["clips_per_speaker"],
+            languages=" ".join(DEMO["languages"]),
+            clean=" ".join(DEMO_CLEAN),
+            seed=DEMO["seed"],
+            speakers=DEMO["speakers_per_gender"],
+            clips=DEMO["clips_per_speaker"],
         log:
             f"{RESULTS}/logs/demo_corpus.log",
         conda:
             "../envs/cpu.yaml"
         shell:
-            "cltm demo-corpus --out {params.release} --languages {params.languages} --seed {params.seed}"
-            " --speakers-per-gender {params.speakers} --clips-per-speaker {params.clips} > {log} 2>&1"
+            "cltm demo-corpus --out {params.release} --languages {params.languages} --clean-languages {params.clean}"
+            " --seed {params.seed} --speakers-per-gender {params.speakers} --clips-per-speaker {params.clips} > {log} 2>&1"
