@@ -458,8 +458,11 @@ def _readme(languages: Sequence[DemoLanguage], clean_languages: Sequence[DemoLan
     def listing(group: Sequence[DemoLanguage]) -> str:
         return "\n".join(f"  {l.locale}: espeak voice {l.voice!r}, wordfreq {l.wordfreq!r}" for l in group)
 
+    def snr(bounds: tuple[float, float]) -> str:
+        return f"{bounds[0]:g}-{bounds[1]:g} dB SNR"
+
     clean = (
-        "Clean locales (noise 60 dB lower: 62-66 dB SNR; used by the demo's ASR task):\n"
+        f"Clean locales (noise {CLEAN_SNR_DB[0] - NOISY_SNR_DB[0]:g} dB lower: {snr(CLEAN_SNR_DB)}; used by the demo's ASR task):\n"
         f"{listing(clean_languages)}\n" if clean_languages else ""
     )
     return (
@@ -468,7 +471,7 @@ def _readme(languages: Sequence[DemoLanguage], clean_languages: Sequence[DemoLan
         "This is NOT Common Voice data. Every clip is synthetic speech from eSpeak NG\n"
         "(espeakng-loader) reading random sentences made of frequent words (wordfreq),\n"
         "with per-speaker voice variants, pitch, rate and vocal-tract-length changes,\n"
-        "random silence padding and white noise at 2-6 dB SNR. Speakers, ages and\n"
+        f"random silence padding and white noise at {snr(NOISY_SNR_DB)}. Speakers, ages and\n"
         "client_ids are invented. It exists to exercise the cltm-pipeline end to end.\n"
         "Deliberate defects: rows whose mp3 is missing, empty or truncated; a sentence\n"
         "with an unbalanced double quote; speakers with empty/undisclosed gender; two\n"
