@@ -462,7 +462,8 @@ def _readme(languages: Sequence[DemoLanguage], clean_languages: Sequence[DemoLan
         return f"{bounds[0]:g}-{bounds[1]:g} dB SNR"
 
     clean = (
-        f"Clean locales (noise {CLEAN_SNR_DB[0] - NOISY_SNR_DB[0]:g} dB lower: {snr(CLEAN_SNR_DB)}; used by the demo's ASR task):\n"
+        f"Clean locales (noise {CLEAN_SNR_DB[0] - NOISY_SNR_DB[0]:g} dB lower: {snr(CLEAN_SNR_DB)};"
+        " used by the demo's ASR task):\n"
         f"{listing(clean_languages)}\n" if clean_languages else ""
     )
     return (
