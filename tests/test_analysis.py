@@ -172,8 +172,8 @@ def test_steps_to_reach_and_probe_summary_on_constructed_runs():
 def _runs(C_true: np.ndarray, seeds: int, noise: float, rng) -> pl.DataFrame:
     """Per-seed runs whose CLTM is exactly C_true in every seed: a = b + C (c - b), c = b + 0.2 + noise.
 
-    Since every seed gives the same C, every bootstrap draw does too: a cell at 0 can never be told from
-    0, nor a cell at 1 from 1, and any other value is told from both."""
+    Since every seed gives the same C, a cell at 0 has a_s - b_s = 0 at every seed and can never be told
+    from 0, nor a cell at 1 from 1, and any other value is told from both."""
     langs = [f"l{k}" for k in range(C_true.shape[0])]
     rows = []
     for i, t in enumerate(langs):
@@ -189,7 +189,7 @@ def _runs(C_true: np.ndarray, seeds: int, noise: float, rng) -> pl.DataFrame:
 def test_significance_marks_zero_and_one_cells_and_round_trips(tmp_path):
     C_true = np.array([[1.0, 0.0, 1.0], [0.0, 1.0, 0.5], [1.0, 0.0, 1.0]])
     runs = _runs(C_true, seeds=8, noise=0.01, rng=np.random.default_rng(0))
-    res = build_matrices(runs, n_boot=500)
+    res = build_matrices(runs)
     off = ~np.eye(3, dtype=bool)
     # cells at 0 are not different from 0; cells at 1 not from 1; the 0.5 cell differs from both
     assert (res.q_zero[(C_true == 0) & off] > 0.05).all() and (res.q_one[(C_true == 0) & off] < 0.05).all()
@@ -202,7 +202,7 @@ def test_significance_marks_zero_and_one_cells_and_round_trips(tmp_path):
         np.testing.assert_array_equal(getattr(back, k), getattr(res, k))
     # a cells.tsv written before the significance columns still reads, with NaN p-values
     cells = (tmp_path / "m" / "cells.tsv").read_text().splitlines()
-    (tmp_path / "m" / "cells.tsv").write_text("\n".join("\t".join(l.split("\t")[:18]) for l in cells) + "\n")
+    (tmp_path / "m" / "cells.tsv").write_text("\n".join("\t".join(l.split("\t")[:17]) for l in cells) + "\n")
     old = read_result(tmp_path / "m")
     assert np.isnan(old.p_zero).all()
     np.testing.assert_array_equal(old.ci_low, res.ci_low)
@@ -214,11 +214,14 @@ def test_transfer_summary_mean_and_ci():
     b = 0.5 + rng.normal(0, 0.01, (L, S))
     c = b + 0.2
     a = b[:, None, :] + 0.2 * 0.5 + rng.normal(0, 0.01, (L, L, S))
-    out = A.transfer_summary(a, b, c, n_boot=300)
+    out = A.transfer_summary(a, b, c)
     assert out["mean"] == pytest.approx(0.5, abs=0.05) and out["n"] == 12
     assert out["ci_low"] < out["mean"] < out["ci_high"]
     a[0, 1, :] = np.nan  # a missing cell leaves the mean over the others
-    assert A.transfer_summary(a, b, c, n_boot=50)["n"] == 11
+    assert A.transfer_summary(a, b, c)["n"] == 11
+    # an ill-conditioned row is left out of the mean and counted
+    out = A.transfer_summary(a, b, c, ill_conditioned=np.array([True, False, False, False]))
+    assert out["n"] == 9 and out["rows_ill"] == 1 and out["cells_left_out"] == 2
 
 
 def _curve(gains: dict[float, float], seeds: int = 4, sd: float = 0.01):
@@ -290,11 +293,10 @@ def test_cltm_analyse_end_to_end_on_constructed_run_files(tmp_path):
            "distances": {"genetic": [[0, 0.5, 0.9], [0.5, 0, 0.9], [0.9, 0.9, 0]]}}
     (tmp_path / "uriel.json").write_text(json.dumps(typ))
     mat = tmp_path / "matrices" / "gender" / "tiny"
-    assert main(["matrix", "--runs-dir", str(runs), "--languages", *langs, "--metric", "macro_f1",
-                 "--n-boot", "200", "--out", str(mat)]) == 0
+    assert main(["matrix", "--runs-dir", str(runs), "--languages", *langs, "--metric", "macro_f1", "--out", str(mat)]) == 0
     assert main(["analyse", "--matrix", str(mat), "--runs-dir", str(runs), "--languages-sheet",
                  "config/languages.tsv", "--typology", str(tmp_path / "uriel.json"), "--permutations", "99",
-                 "--n-boot", "100", "--out", str(mat / "analysis.json")]) == 0
+                 "--out", str(mat / "analysis.json")]) == 0
     a = json.loads((mat / "analysis.json").read_text())
     assert a["properties"]["mean_offdiag_C"]["mean"] == pytest.approx(0.5, abs=0.1)
     assert a["probes"]["by_kind"]["self"]["n_runs"] == 6 and a["probes"]["runs_without_probe"] == 30

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import pytest
+from scipy import stats
 
 from cltm_pipeline.cltm import RUNS_SCHEMA, aggregate, build_matrices, read_run_metrics, read_study_csv
 
@@ -43,7 +44,7 @@ ES, IT, PT = 0, 1, 2
 
 @pytest.fixture(scope="module")
 def result():
-    return build_matrices(runs_frame(EXAMPLE), n_boot=2000, seed=0, metric="macro_f1")
+    return build_matrices(runs_frame(EXAMPLE), metric="macro_f1")
 
 
 def test_aggregate_by_hand():
@@ -103,11 +104,9 @@ def test_C_by_hand(result):
 
 
 def test_delta_method_se_one_cell_by_hand(result):
-    # Cell es <- it: v_a = 0.0007/3, v_b = 0.0004/3, v_c = 0.0004/3, num = 0.05, den = 0.10
-    # Var(num) = v_a + v_b = 0.0011/3; Var(den) = v_c + v_b = 0.0008/3; Cov = v_b = 0.0004/3
-    # Var(C) = (0.0011/3)/0.01 + 0.05^2 (0.0008/3)/0.10^4 - 2 * 0.05 (0.0004/3)/0.10^3
-    #        = 0.11/3 + 0.02/3 - 0.04/3 = 0.09/3 = 0.03
-    assert result.se[ES, IT] == pytest.approx(math.sqrt(0.03), rel=1e-9)
+    # Cell es <- it on its 3 paired seeds: num_s = a_s - b_s = (0.05, 0.04, 0.06), den_s = c_s - b_s = 0.10 each.
+    # var(num) = 0.0001 (ddof 1), var(den) = cov = 0, so Var(C) = var(num)/n / den^2 = 0.0001/3/0.01 = 0.01/3.
+    assert result.se[ES, IT] == pytest.approx(math.sqrt(0.01 / 3), rel=1e-9)
     assert np.all(np.diag(result.se) == 0.0)
     assert math.isnan(result.se[ES, PT])  # missing dual
 
@@ -116,12 +115,13 @@ def test_missing_dual_is_nan_and_listed(result):
     assert math.isnan(result.C[ES, PT]) and math.isnan(result.M[ES, PT])
     assert result.missing == [("es", "pt")]
     assert result.n_seeds[ES, PT] == 0 and result.n_seeds[ES, IT] == 3
+    assert result.ci_kind[ES, PT] == "none" and math.isnan(result.p_zero[ES, PT])
 
 
 def test_missing_single_gives_nan_row_and_is_listed():
     cells = dict(EXAMPLE)
     del cells[("it", None)]
-    res = build_matrices(runs_frame(cells), n_boot=50)
+    res = build_matrices(runs_frame(cells))
     assert np.all(np.isnan(res.C[IT])) and np.all(np.isnan(res.M[IT])) and np.all(np.isnan(res.ci_low[IT]))
     assert ("it", None) in res.missing
     assert bool(res.ill_conditioned[IT])  # an undefined self gain is not clearly positive
@@ -131,14 +131,14 @@ def test_missing_single_gives_nan_row_and_is_listed():
 def test_missing_self_gives_nan_C_row():
     cells = dict(EXAMPLE)
     del cells[("es", "es")]
-    res = build_matrices(runs_frame(cells), n_boot=50)
+    res = build_matrices(runs_frame(cells))
     assert np.all(np.isnan(res.C[ES]))
     assert res.M[ES, IT] == pytest.approx(0.05 / 0.52)  # M needs only a and b
     assert ("es", "es") in res.missing
 
 
 def test_language_without_runs_lists_every_cell():
-    res = build_matrices(runs_frame(EXAMPLE), languages=["es", "it", "pt", "ca"], n_boot=50)
+    res = build_matrices(runs_frame(EXAMPLE), languages=["es", "it", "pt", "ca"])
     assert np.all(np.isnan(res.C[3])) and np.all(np.isnan(res.C[:, 3]))
     # L singles + L selfs + L(L-1) duals are checked; ca's single, self, 3 duals, and the 3 duals into ca.
     assert [c for c in res.missing if "ca" in c] == [
@@ -154,64 +154,127 @@ def test_language_without_runs_lists_every_cell():
 
 
 def test_ill_conditioned_row_flagged_but_present(result):
-    # pt: gain = 2.18/3 - 0.72 = 0.02/3 = 0.006667; SE = sqrt(v_c + v_b) = sqrt(0.0013/9 + 0.0012/9)
-    #   = sqrt(0.0025/9) = 0.05/3 = 0.016667; gain - 2 SE = -0.026667 < 0 although gain > 0.
+    # pt: c_s - b_s = (0.01, 0.00, 0.01): gain 0.02/3, paired SE = sd/sqrt(3) = (0.01/sqrt(3))/sqrt(3) = 0.01/3,
+    # t = 2.0 < t(0.975, 2 df) = 4.303: not significantly positive, so the row is flagged (and its Fieller
+    # sets are unbounded). es and it gain exactly 0.10 at every seed: clearly positive.
     assert result.self_gain[PT] == pytest.approx(0.02 / 3, rel=1e-9)
-    assert result.self_gain_se[PT] == pytest.approx(0.05 / 3, rel=1e-9)
+    assert result.self_gain_se[PT] == pytest.approx(0.01 / 3, rel=1e-9)
     assert result.ill_conditioned.tolist() == [False, False, True]
     assert np.all(np.isfinite(result.C[PT]))  # flagged, not dropped
-    # With a looser rule (gain - 0.3 SE = 0.006667 - 0.005 > 0) pt is no longer flagged.
-    loose = build_matrices(runs_frame(EXAMPLE), n_boot=10, ill_z=0.3)
-    assert loose.ill_conditioned.tolist() == [False, False, False]
+    assert set(result.ci_kind[PT, [ES, IT]]) <= {"rays", "unbounded"}
+    assert np.all(np.isinf(result.ci_low[PT, [ES, IT]])) and np.all(np.isinf(result.ci_high[PT, [ES, IT]]))
 
 
 def test_negative_self_gain_flagged():
     cells = dict(EXAMPLE)
     cells[("pt", "pt")] = [0.69, 0.70, 0.71]  # c = 0.70 < b = 0.72
-    res = build_matrices(runs_frame(cells), n_boot=10)
+    res = build_matrices(runs_frame(cells))
     assert res.self_gain[PT] == pytest.approx(-0.02)
     assert bool(res.ill_conditioned[PT])
     assert res.C[PT, ES] == pytest.approx(0.01 / -0.02)
 
 
-def test_bootstrap_ci_contains_estimate_and_is_reproducible(result):
-    # es <- it: per seed (a - b, c - b) = (0.05, 0.10), (0.04, 0.10), (0.06, 0.10): every draw lies in [0.4, 0.6].
-    low, high = result.ci_low[ES, IT], result.ci_high[ES, IT]
-    assert 0.4 - 1e-9 <= low < result.C[ES, IT] < high <= 0.6 + 1e-9
-    again = build_matrices(runs_frame(EXAMPLE), n_boot=2000, seed=0)
+def test_M_is_undefined_for_a_non_positive_baseline():
+    # ASR's P = 1 - WER is negative when WER > 1: a relative gain over it would flip sign, so M is NaN and named.
+    cells = {("xx", None): [-0.2, -0.1], ("xx", "xx"): [0.1, 0.2], ("xx", "yy"): [0.0, 0.1],
+             ("yy", None): [0.5, 0.6], ("yy", "yy"): [0.7, 0.8], ("yy", "xx"): [0.55, 0.65]}
+    res = build_matrices(runs_frame(cells))
+    assert np.all(np.isnan(res.M[0])) and res.M[1, 0] == pytest.approx(0.05 / 0.55)
+    assert res.C[0, 1] == pytest.approx(0.2 / 0.3)  # C stays defined
+    assert res.summary()["m_undefined_targets"] == ["xx"]
+
+
+def test_worked_fieller_interval_and_paired_tests(result):
+    # es <- it: mean num 0.05, den 0.10 with no seed-to-seed variance, v_num = 0.0001/3, t = t(0.975, 2).
+    # A = 0.01, B = 0.005, C = 0.0025 - t^2 0.0001/3; the roots are 0.5 -+ t sqrt(0.0001/3)/0.1.
+    t = stats.t.ppf(0.975, 2)
+    half = t * math.sqrt(0.0001 / 3) / 0.1
+    assert result.ci_kind[ES, IT] == "bounded"
+    assert result.ci_low[ES, IT] == pytest.approx(0.5 - half, rel=1e-9)
+    assert result.ci_high[ES, IT] == pytest.approx(0.5 + half, rel=1e-9)
+    # Paired t of C = 0 on a_s - b_s = (0.05, 0.04, 0.06): t = 0.05 / (0.01/sqrt 3); C = 1 on a_s - c_s = -(same).
+    p = 2 * stats.t.sf(0.05 / (0.01 / math.sqrt(3)), 2)
+    assert result.p_zero[ES, IT] == pytest.approx(p, rel=1e-9) and result.p_one[ES, IT] == pytest.approx(p, rel=1e-9)
+    assert result.p_floor[ES, IT] == 0.0
+    # Duality: the Fieller interval excludes 0 exactly when the t-test of C = 0 rejects at 5 %.
+    assert (result.ci_low[ES, IT] > 0) == (result.p_zero[ES, IT] < 0.05)
+    # Self cells are 1 by construction: no test.
+    assert math.isnan(result.p_zero[ES, ES]) and result.ci_low[ES, ES] == result.ci_high[ES, ES] == 1.0
+
+
+def test_sign_flip_test_is_exact_and_says_when_it_cannot_reject():
+    # 3 seeds all on one side: the exact two-sided sign-flip p is 2/8, whatever the size of the effect.
+    res = build_matrices(runs_frame(EXAMPLE), test="signflip")
+    assert res.p_zero[ES, IT] == pytest.approx(0.25) and res.p_floor[ES, IT] == pytest.approx(0.25)
+    summ = res.summary()
+    assert summ["cells_tested"] == 5 and summ["cells_untestable"] == 5  # none can reach p < 0.05
+    assert not res.testable().any()
+
+
+@pytest.mark.parametrize("num,den,kind", [
+    ([0.05, 0.04, 0.06], [0.10, 0.11, 0.09], "bounded"),
+    ([1.0, 1.1, 0.9, 1.05], [0.1, -0.05, 0.2, 0.02], "rays"),
+    ([0.01, -0.02, 0.03], [0.1, -0.1, 0.02], "unbounded"),
+])
+def test_fieller_set_matches_its_definition(num, den, kind):
+    """Bounded, two rays or the whole line: membership on a grid equals the defining inequality."""
+    from cltm_pipeline.inference import fieller
+
+    x, y = np.array(num), np.array(den)
+    n = x.size
+    fs = fieller(x, y, 0.95)
+    assert fs.kind == kind
+    t2 = stats.t.ppf(0.975, n - 1) ** 2
+    cov = np.cov(np.vstack([x, y]), ddof=1) / n
+    grid = np.linspace(-60, 60, 24001)
+    inside = (x.mean() - grid * y.mean()) ** 2 <= t2 * (cov[0, 0] - 2 * grid * cov[0, 1] + grid**2 * cov[1, 1])
+    if kind == "bounded":
+        claimed = (grid >= fs.low) & (grid <= fs.high)
+    elif kind == "rays":
+        assert fs.low == -math.inf and fs.high == math.inf and fs.gap_low < fs.gap_high
+        claimed = (grid <= fs.gap_low) | (grid >= fs.gap_high)
+    else:
+        assert fs.low == -math.inf and fs.high == math.inf
+        claimed = np.ones_like(grid, dtype=bool)
+    # Grid points within a step of a bound may fall either way.
+    step = grid[1] - grid[0]
+    edge = np.zeros_like(grid, dtype=bool)
+    for b in (fs.low, fs.high, fs.gap_low, fs.gap_high):
+        if math.isfinite(b):
+            edge |= np.abs(grid - b) <= step
+    assert np.array_equal(inside[~edge], claimed[~edge])
+
+
+def test_intervals_are_reproducible_and_per_cell(result):
+    again = build_matrices(runs_frame(EXAMPLE))
     np.testing.assert_array_equal(again.ci_low, result.ci_low)
     np.testing.assert_array_equal(again.ci_high, result.ci_high)
-    assert result.ci_low[ES, ES] == result.ci_high[ES, ES] == 1.0
-    assert math.isnan(result.ci_low[ES, PT])
-
-
-def test_bootstrap_ci_of_a_cell_ignores_other_cells(result):
     cells = {k: v for k, v in EXAMPLE.items() if k[0] != "pt"}
-    res = build_matrices(runs_frame(cells), languages=["es", "it", "pt"], n_boot=2000, seed=0)
+    res = build_matrices(runs_frame(cells), languages=["es", "it", "pt"])
     assert res.ci_low[IT, ES] == result.ci_low[IT, ES] and res.ci_high[IT, ES] == result.ci_high[IT, ES]
 
 
-def test_bootstrap_zero_denominator_draws_give_unbounded_side():
-    # Two seeds, exact binary fractions. Seed 0 has c == b, so a draw of seed 0 twice (p = 1/4) has
-    # resampled c - b = 0 and a - b = 0.125 > 0: C = +inf, so the upper bound is +inf.
-    cells = {
-        ("xx", None): [0.5, 0.5],
-        ("xx", "xx"): [0.5, 0.75],
-        ("xx", "yy"): [0.625, 0.625],
-    }
-    res = build_matrices(runs_frame(cells), languages=["xx", "yy"], n_boot=2000, seed=0)
-    assert res.C[0, 1] == pytest.approx(0.125 / 0.125)  # point estimate: a - b = 0.125, c - b = 0.125
-    assert 300 < res.boot_zero_den[0, 1] < 700  # about 2000 / 4
-    assert res.ci_high[0, 1] == math.inf
-    assert math.isfinite(res.ci_low[0, 1])
+def test_one_seed_set_for_estimate_and_interval_after_a_partial_failure():
+    # Seed 2 of es <- it failed; seeds 3 and 4 of single and self exist without it. C, SE, interval and
+    # tests all use the paired seeds {0, 1} and the cell is marked partial: the interval cannot exclude C.
+    cells = dict(EXAMPLE)
+    cells[("es", None)] = [0.50, 0.52, 0.54, 0.10, 0.12]
+    cells[("es", "es")] = [0.60, 0.62, 0.64, 0.95, 0.97]
+    cells[("es", "it")] = {0: 0.55, 1: 0.56}
+    res = build_matrices(runs_frame(cells))
+    assert res.n_paired[ES, IT] == 2 and bool(res.partial[ES, IT]) and not res.partial[IT, ES]
+    assert res.C[ES, IT] == pytest.approx((0.05 + 0.04) / 2 / 0.10)
+    assert res.ci_low[ES, IT] <= res.C[ES, IT] <= res.ci_high[ES, IT]
+    assert res.mu[ES, IT] == pytest.approx(0.555) and res.summary()["cells_partial"] >= 1
 
 
 def test_fewer_than_two_paired_seeds_gives_nan_ci():
     cells = dict(EXAMPLE)
     cells[("es", "it")] = {0: 0.55, 7: 0.56, 8: 0.60}  # only seed 0 is paired with single and self
-    res = build_matrices(runs_frame(cells), n_boot=50)
+    res = build_matrices(runs_frame(cells))
     assert res.n_paired[ES, IT] == 1
     assert math.isfinite(res.C[ES, IT]) and math.isnan(res.ci_low[ES, IT]) and math.isnan(res.ci_high[ES, IT])
+    assert res.ci_kind[ES, IT] == "none" and math.isnan(res.p_zero[ES, IT]) and math.isnan(res.p_floor[ES, IT])
 
 
 def test_to_long_has_one_row_per_cell(result):
@@ -228,7 +291,7 @@ def test_write_is_deterministic_and_complete(result, tmp_path: Path):
     result.write(first)
     # Same runs in another order must give the same bytes too.
     shuffled = runs_frame(EXAMPLE).sample(fraction=1.0, shuffle=True, seed=3)
-    build_matrices(shuffled, n_boot=2000, seed=0, metric="macro_f1").write(second)
+    build_matrices(shuffled, metric="macro_f1").write(second)
     names = ["cells.tsv", "cltm.tsv", "m.tsv", "se.tsv", "self_gain.tsv", "missing.tsv", "summary.json"]
     assert sorted(p.name for p in first.iterdir()) == sorted(names)  # no temp files left
     for name in names:
@@ -244,7 +307,8 @@ def test_write_is_deterministic_and_complete(result, tmp_path: Path):
     summary = json.loads((first / "summary.json").read_text())
     assert summary["policy"] == "mean" and summary["metric"] == "macro_f1"
     assert summary["cells_all"] == 9 and summary["cells_finite"] == 8
-    assert summary["ill_conditioned_targets"] == ["pt"] and summary["n_boot"] == 2000 and summary["ci"] == 0.95
+    assert summary["ill_conditioned_targets"] == ["pt"] and summary["inference"]["ci"] == 0.95
+    assert summary["inference"]["test"] == "t" and summary["inference"]["interval"] == "fieller"
 
 
 # ------------------------------------------------------------------------------------------------
@@ -309,7 +373,7 @@ def test_read_study_csv(tmp_path: Path):
         }
     )
     # The study-format table feeds the matrices: C[es, it] = (0.775 - 0.725) / (0.825 - 0.725) = 0.5
-    res = build_matrices(runs, n_boot=10, metric=metric)
+    res = build_matrices(runs, metric=metric)
     assert res.C[0, 1] == pytest.approx(0.5)
     flipped, _ = read_study_csv(path, target_column="lang_tgt")
     assert ("it", "es", 42) in {(t, d, s) for t, d, s, _ in flipped.rows()}
@@ -373,7 +437,7 @@ def test_written_result_reads_back_exactly(tmp_path):
         for s in range(3)
         if not (t == "cc" and d == "aa")  # one missing dual
     ]
-    res = build_matrices(pl.DataFrame(rows, schema=RUNS_SCHEMA, orient="row"), n_boot=200, metric="macro_f1")
+    res = build_matrices(pl.DataFrame(rows, schema=RUNS_SCHEMA, orient="row"), metric="macro_f1")
     res.write(tmp_path / "a")
     back = read_result(tmp_path / "a")
     back.write(tmp_path / "b")

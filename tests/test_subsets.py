@@ -45,7 +45,7 @@ def make_tables(speakers_per_gender: int = 8, clips: int = 12) -> dict[str, pl.D
         tables[loc] = df.with_columns(
             pl.Series("offset", range(df.height), dtype=pl.Int64),
             (pl.col("duration_s") * 16000).cast(pl.Int64).alias("num_samples"),
-            pl.lit("Una frase.").alias("sentence"),
+            pl.format("Frase {} número {}.", pl.lit(loc), pl.int_range(pl.len())).alias("sentence"),
         )
     return tables
 
@@ -201,3 +201,32 @@ def test_a_spec_that_is_not_one_is_a_one_line_error():
     for bad in ("x", '{"task": "gender"}', '{"languages": [], "seeds": [], "colour": 1}'):
         with pytest.raises(SubsetError, match=r"^--spec: not a subset spec"):
             SubsetSpec.from_json(bad)
+
+
+def test_training_clips_never_repeat_a_test_or_dev_sentence(tables):
+    """CV re-records sentences with other speakers: a training clip (target or donor part) that repeats one of
+    the target's test/dev sentences, after normalisation, is dropped, counted, and refused by the invariants."""
+    from cltm_pipeline.subsets import sentence_drops
+
+    s = spec(n=8)
+    test, dev = eval_sets(s, "aa", tables["aa"])
+    said = test["sentence"][0]
+    # Re-recordings of a test sentence by training speakers, in other case and punctuation, in aa and in donor bb.
+    echo = said.upper().rstrip(".") + " !"
+    tabs = dict(tables)
+    for loc in ("aa", "bb"):
+        t = tabs[loc]
+        train = t.filter((pl.col("cv_split") == "train") & pl.col("gender").is_in(["female", "male"]))["utt_id"].to_list()
+        hit = set(train[:: max(1, len(train) // 6)])
+        tabs[loc] = t.with_columns(pl.when(pl.col("utt_id").is_in(list(hit))).then(pl.lit(echo))
+                                   .otherwise(pl.col("sentence")).alias("sentence"))
+    drops = sentence_drops(s, "aa", tabs, test, dev)
+    assert drops["aa"] > 0 and drops["bb"] > 0 and drops["cc"] == 0
+    table = draw_seed(s, "aa", 0, tabs, test, dev)
+    check_invariants(s, "aa", table, test, dev)
+    assert echo not in set(table["sentence"].to_list())
+    # Without the drop, a repeated sentence is caught by the invariants, naming the clip and sentence.
+    leaked = table.with_columns(pl.when(pl.col("part") == "single").then(pl.lit(echo)).otherwise(pl.col("sentence"))
+                                .alias("sentence"))
+    with pytest.raises(SubsetError, match=r"repeats a test/dev sentence"):
+        check_invariants(s, "aa", leaked, test, dev)

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import itertools
 import math
-import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
+
+from cltm_pipeline.inference import holm, ratio_mean_interval
 
 __all__ = [
     "ALPHA",
@@ -392,44 +393,39 @@ def steps_to_reach(records: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]
 
 
 def transfer_summary(
-    values: np.ndarray, single: np.ndarray, self_: np.ndarray, n_boot: int = 2000, seed: int = 0, ci: float = 0.95
+    values: np.ndarray, single: np.ndarray, self_: np.ndarray, ci: float = 0.95,
+    ill_conditioned: np.ndarray | None = None,
 ) -> dict[str, Any]:
-    """Mean off-diagonal C with a paired-seed bootstrap CI over the whole matrix.
+    """Mean off-diagonal C over the well-conditioned rows, with a paired-seed t interval.
 
     ``values[i, j, s]`` is P of cell (i, j) at seed position s, ``single[i, s]`` and ``self_[i, s]`` the
-    same seed's single and self runs, NaN where a run is missing. One draw resamples seed positions once
-    for the whole matrix (every cell of a seed shares its target subsets), recomputes every C from the
-    resampled means and averages the finite off-diagonal ones. Returns mean, median, n cells, CI.
+    same seed's single and self runs, NaN where a run is missing. An ill-conditioned row's C is seed noise
+    over a near-zero gain (its Fieller sets are unbounded), so its cells are left out and counted. One seed
+    set: the seeds present in every used cell, its single and its self. The interval is
+    :func:`~cltm_pipeline.inference.ratio_mean_interval` (seed as the unit, t with n − 1 df).
     """
     a, b, c = (np.asarray(x, dtype=float) for x in (values, single, self_))
     L, S = b.shape
-
-    def mean_c(idx: np.ndarray) -> tuple[float, np.ndarray]:
-        # a missing cell is NaN on purpose: no "mean of empty slice" warnings
-        with np.errstate(invalid="ignore", divide="ignore"), warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)
-            mu_a = np.nanmean(a[:, :, idx], axis=2)
-            mu_b = np.nanmean(b[:, idx], axis=1)[:, None]
-            mu_c = np.nanmean(c[:, idx], axis=1)[:, None]
-            C = np.where(mu_c - mu_b != 0, (mu_a - mu_b) / (mu_c - mu_b), np.nan)
-        off = _off_diagonal(L) & np.isfinite(C)
-        return (float(C[off].mean()) if off.any() else math.nan), C
-
-    point, C = mean_c(np.arange(S))
-    off = _off_diagonal(L) & np.isfinite(C)
-    out: dict[str, Any] = {"mean": point, "median": float(np.median(C[off])) if off.any() else math.nan,
-                           "n": int(off.sum()), "ci_low": math.nan, "ci_high": math.nan, "n_boot": n_boot, "ci": ci}
-    if S < 2 or not off.any():
-        return out
-    rng = np.random.default_rng(seed)
-    draws = np.array([mean_c(rng.integers(0, S, size=S))[0] for _ in range(n_boot)])
-    draws = draws[np.isfinite(draws)]
-    if draws.size:
-        alpha = (1.0 - ci) / 2.0
-        out.update(ci_low=float(np.quantile(draws, alpha, method="lower")),
-                   ci_high=float(np.quantile(draws, 1.0 - alpha, method="higher")))
+    ill = np.zeros(L, dtype=bool) if ill_conditioned is None else np.asarray(ill_conditioned, dtype=bool)
+    has = np.isfinite(a).any(axis=2) & _off_diagonal(L)
+    used = has & ~ill[:, None]
+    ii, jj = np.nonzero(used)
+    complete = (np.isfinite(a[ii, jj, :]).all(axis=0) & np.isfinite(b[ii, :]).all(axis=0)
+                & np.isfinite(c[ii, :]).all(axis=0)) if ii.size else np.zeros(S, dtype=bool)
+    seeds = np.flatnonzero(complete)
+    num = (a[ii, jj, :] - b[ii, :])[:, seeds].T
+    den = (c[ii, :] - b[ii, :])[:, seeds].T
+    ok = den.mean(axis=0) != 0 if seeds.size else np.zeros(ii.size, dtype=bool)
+    out: dict[str, Any] = ratio_mean_interval(num[:, ok], den[:, ok], ci)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        ratios = num[:, ok].mean(axis=0) / den[:, ok].mean(axis=0) if seeds.size else np.array([])
+    out.update(
+        median=float(np.median(ratios)) if ratios.size else math.nan, ci=ci,
+        rows_used=int(len(set(ii[ok].tolist()))), rows_ill=int(ill.sum()),
+        cells_left_out=int((has & ill[:, None]).sum()),
+        method="mean of C over the off-diagonal cells of well-conditioned rows; paired-seed delta method, t(n-1)",
+    )
     return out
-
 
 
 # --------------------------------------------------------------------------------------------------
@@ -443,7 +439,7 @@ def _finite(x: float) -> float | None:
     return x if math.isfinite(x) else None
 
 
-def _per_seed_arrays(
+def per_seed_arrays(
     runs: Iterable[tuple[str, str | None, int, float]], languages: Sequence[str]
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(values[i, j, s], single[i, s], self[i, s]) from run tuples, NaN where a run is missing."""
@@ -484,13 +480,12 @@ def analyse(
     *,
     permutations: int = 9999,
     seed: int = 0,
-    n_boot: int = 2000,
     alpha: float = ALPHA,
 ) -> dict[str, Any]:
     """All analyses of one CLTMResult: properties, map, clusters, Mantel tests, significance, probes, timing.
 
     ``families`` follow ``result.languages``; ``runs`` are (target, donor, seed, P) tuples of the matrix's
-    runs (for the matrix-level bootstrap); ``records`` the runs' metrics.json contents (probes, dev
+    runs (for the whole-matrix interval); ``records`` the runs' metrics.json contents (probes, dev
     curves); ``distances`` typological distance matrices in the same language order (NaN where unknown).
     """
     langs = list(result.languages)
@@ -501,8 +496,8 @@ def analyse(
     fam_share, fam_uniform = intra_family_share(C, families)
     top = [top_family(f) for f in families]
     top_share, top_uniform = intra_family_share(C, top)
-    a, b, c = _per_seed_arrays(runs, langs)
-    mean_c = transfer_summary(a, b, c, n_boot=n_boot, seed=seed, ci=result.ci)
+    a, b, c = per_seed_arrays(runs, langs)
+    mean_c = transfer_summary(a, b, c, ci=result.ci, ill_conditioned=result.ill_conditioned)
     # An ill-conditioned row is seed noise divided by a near-zero gain: as a profile it would dominate the
     # map. Its row is left out of the profiles (the language stays, placed by what it gives as a donor).
     C_map = np.where(np.asarray(result.ill_conditioned, dtype=bool)[:, None], np.nan, C)
@@ -514,6 +509,11 @@ def analyse(
     for kind, dist in distances.items():
         m = mantel(sym, np.asarray(dist, dtype=float), permutations=permutations, seed=seed)
         mantel_rows[kind] = {**m, "used": [langs[k] for k in m["used"]]}
+    # Several distances are tested against one C: Holm's adjustment keeps "any link" at the nominal level.
+    kinds_tested = list(mantel_rows)
+    adjusted = holm(np.array([mantel_rows[k]["p"] for k in kinds_tested], dtype=float))
+    for kind, p_adj in zip(kinds_tested, adjusted):
+        mantel_rows[kind]["p_holm"] = float(p_adj)
     kinds = ("self", "dual")
     timing = steps_to_reach(records)
     by_donor: dict[str, list[float]] = {}

@@ -93,7 +93,8 @@ def cmd_eval_sets(args: argparse.Namespace) -> None:
 
 def cmd_subsets(args: argparse.Namespace) -> None:
     """Draw one target's training units for one seed, check the protocol invariants, write the seed table."""
-    from .subsets import SubsetSpec, check_capacity, check_invariants, draw_seed
+    from .io import write_json
+    from .subsets import SubsetSpec, check_capacity, check_invariants, draw_seed, sentence_drops
 
     spec = SubsetSpec.from_json(args.spec)
     tables = _tables(args.tables)
@@ -101,8 +102,15 @@ def cmd_subsets(args: argparse.Namespace) -> None:
     test, dev = read_manifest(Path(args.test)), read_manifest(Path(args.dev))
     table = draw_seed(spec, args.target, args.seed, tables, test, dev)
     check_invariants(spec, args.target, table, test, dev)
+    drops = sentence_drops(spec, args.target, tables, test, dev)
+    if args.stats:
+        parts = {p: int(n) for p, n in table.group_by("part").len().sort("part").iter_rows()}
+        write_json(Path(args.stats), {"task": spec.task, "target": args.target, "seed": args.seed, "clips": table.height,
+                                      "parts": parts, "pool_clips_dropped_for_test_dev_sentences": drops})
     write_tsv(Path(args.out), table)
-    print(f"{spec.task}/{args.target} seed {args.seed}: {table.height} training clips in {table['part'].n_unique()} parts")
+    print(f"{spec.task}/{args.target} seed {args.seed}: {table.height} training clips in {table['part'].n_unique()} parts; "
+          f"pool clips dropped for repeating a test/dev sentence: {sum(drops.values())} "
+          f"({', '.join(f'{k} {v}' for k, v in drops.items() if v) or 'none'})")
 
 
 def cmd_task_artifact(args: argparse.Namespace) -> None:
@@ -149,7 +157,7 @@ def _run_paths(root: Path, languages: list[str] | None, seeds: list[int] | None)
 
 
 def cmd_matrix(args: argparse.Namespace) -> None:
-    """Assemble M, CLTM, SE, bootstrap CI and self gain from run metrics (or a study CSV); write them."""
+    """Assemble M, CLTM, SE, Fieller intervals, paired tests and self gain from run metrics (or a study CSV)."""
     from .cltm import build_matrices, read_run_metrics, read_study_csv
 
     if args.study_csv:
@@ -165,8 +173,8 @@ def cmd_matrix(args: argparse.Namespace) -> None:
             runs, metric = read_run_metrics(paths, args.metric), args.metric
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
-    res = build_matrices(runs, languages=args.languages, policy=args.policy, n_boot=args.n_boot,
-                         seed=args.boot_seed, ci=args.ci, metric=metric)
+    res = build_matrices(runs, languages=args.languages, policy=args.policy, test=args.test, ci=args.ci,
+                         seed=args.seed, metric=metric)
     res.write(Path(args.out))
     summ = res.summary()
     print(f"matrix {args.out}: {summ['cells_finite']}/{summ['cells_all']} finite cells, {summ['cells_missing']} "
@@ -205,12 +213,11 @@ def cmd_analyse(args: argparse.Namespace) -> None:
         typology = {"source": table["source"], "iso639_3": {t: iso.get(t) for t in langs},
                     "unknown_iso": sorted({iso[t] for t in langs if iso.get(t) in table["unknown_iso"]}),
                     "locales_without_iso": [t for t in langs if not iso.get(t)]}
-    out = analyse(res, families, runs, records, distances, permutations=args.permutations, seed=args.seed,
-                  n_boot=args.n_boot)
+    out = analyse(res, families, runs, records, distances, permutations=args.permutations, seed=args.seed)
     out["typology"] = typology
     write_json(Path(args.out), out)
     mean = out["properties"]["mean_offdiag_C"]
-    mantel = ", ".join(f"{k} r={v['r']:.2f} p={v['p']:.3g} (n={v['n_languages']})" for k, v in out["mantel"].items())
+    mantel = ", ".join(f"{k} r={v['r']:.2f} p={v['p']:.3g} Holm p={v.get('p_holm', float('nan')):.3g} (n={v['n_languages']})" for k, v in out["mantel"].items())
     print(f"analyse {args.out}: mean off-diagonal C {mean['mean']:.3f} [{mean['ci_low']:.3f}, {mean['ci_high']:.3f}] "
           f"over {mean['n']} cells; {len(records)} runs; Mantel {mantel or 'skipped'} "
           f"({time.perf_counter() - t0:.1f} s)")
@@ -362,6 +369,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--test", required=True)
     s.add_argument("--dev", required=True)
     s.add_argument("--out", required=True)
+    s.add_argument("--stats", help="JSON beside the seed table: clips per part, pool clips dropped for test/dev sentences")
     s.set_defaults(func=cmd_subsets)
 
     s = sub.add_parser("task-artifact", help=cmd_task_artifact.__doc__)
@@ -389,19 +397,19 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--languages", nargs="+", help="matrix order (default: sorted targets)")
     s.add_argument("--seeds", nargs="+", type=int, help="seeds to use (default: all found)")
     s.add_argument("--policy", default="mean", help="aggregation over seeds (default: %(default)s)")
-    s.add_argument("--n-boot", type=int, default=2000)
-    s.add_argument("--ci", type=float, default=0.95)
-    s.add_argument("--boot-seed", type=int, default=0)
+    s.add_argument("--test", default="t", choices=("t", "signflip"),
+                   help="per-cell test of C = 0 and C = 1 on paired seed differences (default: %(default)s)")
+    s.add_argument("--ci", type=float, default=0.95, help="level of the Fieller intervals (default: %(default)s)")
+    s.add_argument("--seed", type=int, default=0, help="Monte Carlo sign flips above 16 seeds (default: %(default)s)")
     s.add_argument("--out", required=True, help="output directory")
     s.set_defaults(func=cmd_matrix)
 
     s = sub.add_parser("analyse", help=cmd_analyse.__doc__)
     s.add_argument("--matrix", required=True, help="matrix directory <...>/<task>/<arch> written by cltm matrix")
-    s.add_argument("--runs-dir", help="results/runs/<task>/<arch> (probes, dev curves, matrix-level bootstrap)")
+    s.add_argument("--runs-dir", help="results/runs/<task>/<arch> (probes, dev curves, whole-matrix interval)")
     s.add_argument("--seeds", nargs="+", type=int, help="seeds to use (default: all found)")
     s.add_argument("--languages-sheet", required=True)
     s.add_argument("--permutations", type=int, default=9999, help="Mantel permutations (default: %(default)s)")
-    s.add_argument("--n-boot", type=int, default=2000, help="matrix-level bootstrap draws (default: %(default)s)")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--typology", help="URIEL+ distances written by cltm typology (default: no Mantel tests)")
     s.add_argument("--out", required=True, help="analysis.json to write")

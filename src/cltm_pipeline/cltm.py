@@ -19,7 +19,8 @@ from typing import Any, Literal
 import numpy as np
 import polars as pl
 
-from cltm_pipeline.analysis import bh
+from cltm_pipeline.analysis import ALPHA, bh
+from cltm_pipeline.inference import TESTS, delta_se, fieller, p_floor, paired_test, t_crit
 from cltm_pipeline.io import stable_hash, write_json, write_text
 from cltm_pipeline.subsets import SINGLE, cell_kind
 
@@ -269,42 +270,56 @@ def aggregate(runs: pl.DataFrame, policy: str = "mean") -> pl.DataFrame:
 
 @dataclass(frozen=True, eq=False)
 class CLTMResult:
-    """CLTM, M and their uncertainty for one task/architecture; arrays are indexed [target, donor]."""
+    """CLTM, M and their uncertainty for one task/architecture; arrays are indexed [target, donor].
+
+    Every per-cell value (a, b, c, C, M, SE, interval, p) is computed on one seed set: the seeds the cell
+    shares with single i and self i (``n_paired``). ``partial`` marks cells where that set is smaller than
+    the seeds some of the three cells ran (after failures), so a/b/c there differ from the cell means.
+    """
 
     languages: tuple[str, ...]
     policy: str
     metric: str | None
-    mu: np.ndarray  # a = mu(i+j); the diagonal is c = mu(i+i)
-    baseline: np.ndarray  # b = mu(i), per target
+    mu: np.ndarray  # a on the cell's paired seeds; the diagonal is c = mu(i+i)
+    baseline: np.ndarray  # b = mu(i) on the seeds single i shares with self i, per target
     M: np.ndarray
     C: np.ndarray
     se: np.ndarray
-    ci_low: np.ndarray
+    ci_low: np.ndarray  # hull of the Fieller set: -inf/inf when it is not bounded
     ci_high: np.ndarray
     n_seeds: np.ndarray  # n of the dual/self cell
-    n_paired: np.ndarray  # seeds present in single i, self i and the cell: the bootstrap's sample
-    boot_zero_den: np.ndarray  # bootstrap draws whose resampled c - b was exactly 0
+    n_paired: np.ndarray  # seeds present in single i, self i and the cell: the inference's sample
     self_gain: np.ndarray
     self_gain_se: np.ndarray
     ill_conditioned: np.ndarray
     n_single: np.ndarray
     missing: list[Cell] = field(default_factory=list)
-    n_boot: int = 2000
     ci: float = 0.95
+    test: str = "t"
     seed: int = 0
-    ill_z: float = 2.0
-    # Two-sided paired-bootstrap p-values of C = 0 and C = 1 per cell, and their BH q-values across the
-    # matrix's off-diagonal cells; NaN where there is no bootstrap (and in results written before them).
+    # Two-sided paired tests of C = 0 (a = b) and C = 1 (a = c) per cell, BH q-values across the matrix's
+    # off-diagonal cells, and the smallest p the test can give with the cell's seeds.
     p_zero: np.ndarray | None = None
     p_one: np.ndarray | None = None
     q_zero: np.ndarray | None = None
     q_one: np.ndarray | None = None
+    p_floor: np.ndarray | None = None
+    # Fieller set: "bounded", "rays" ((-inf, gap_low] U [gap_high, inf)), "unbounded" or "none".
+    ci_kind: np.ndarray | None = None
+    ci_gap_low: np.ndarray | None = None
+    ci_gap_high: np.ndarray | None = None
+    partial: np.ndarray | None = None
+    m_undefined: list[str] = field(default_factory=list)  # targets whose b <= 0 leaves M undefined
 
     def __post_init__(self) -> None:
         shape = np.shape(self.C)
-        for name in ("p_zero", "p_one", "q_zero", "q_one"):
+        for name in ("p_zero", "p_one", "q_zero", "q_one", "p_floor", "ci_gap_low", "ci_gap_high"):
             if getattr(self, name) is None:
                 object.__setattr__(self, name, np.full(shape, np.nan))
+        if self.ci_kind is None:
+            object.__setattr__(self, "ci_kind", np.full(shape, "none", dtype=object))
+        if self.partial is None:
+            object.__setattr__(self, "partial", np.zeros(shape, dtype=bool))
 
     def to_long(self) -> pl.DataFrame:
         """One row per (target, donor) with every per-cell and per-target value."""
@@ -326,7 +341,6 @@ class CLTMResult:
                     "se": float(self.se[i, j]),
                     "ci_low": float(self.ci_low[i, j]),
                     "ci_high": float(self.ci_high[i, j]),
-                    "boot_zero_den": int(self.boot_zero_den[i, j]),
                     "self_gain": float(self.self_gain[i]),
                     "self_gain_se": float(self.self_gain_se[i]),
                     "ill_conditioned": bool(self.ill_conditioned[i]),
@@ -334,26 +348,48 @@ class CLTMResult:
                     "p_one": float(self.p_one[i, j]),
                     "q_zero": float(self.q_zero[i, j]),
                     "q_one": float(self.q_one[i, j]),
+                    "p_floor": float(self.p_floor[i, j]),
+                    "ci_kind": str(self.ci_kind[i, j]),
+                    "ci_gap_low": float(self.ci_gap_low[i, j]),
+                    "ci_gap_high": float(self.ci_gap_high[i, j]),
+                    "partial": bool(self.partial[i, j]),
                 }
                 for name, value in values.items():
                     records[name].append(value)
         return pl.DataFrame(records, schema=_LONG_SCHEMA)
 
+    def testable(self, alpha: float = ALPHA) -> np.ndarray:
+        """Off-diagonal cells whose test can reach p < ``alpha`` at all with their seeds."""
+        with np.errstate(invalid="ignore"):
+            return np.isfinite(self.p_floor) & (self.p_floor < alpha)
+
     def summary(self) -> dict[str, Any]:
         """The run-level facts written to summary.json."""
         n_lang = len(self.languages)
+        off = ~np.eye(n_lang, dtype=bool)
+        tested = off & np.isfinite(self.p_zero)
         return {
             "policy": self.policy,
             "metric": self.metric,
             "languages": list(self.languages),
-            "n_boot": self.n_boot,
-            "ci": self.ci,
-            "bootstrap_seed": self.seed,
-            "ill_z": self.ill_z,
+            "inference": {
+                "test": self.test,
+                "interval": "fieller",
+                "ci": self.ci,
+                "seed_set": "paired: seeds shared by single i, self i and the cell",
+                "multiplicity": "Benjamini-Hochberg across the off-diagonal cells, per hypothesis (C=0, C=1)",
+                "ill_conditioned": f"self gain not significantly > 0 (paired t, {self.ci:g} two-sided)",
+                "signflip_seed": self.seed,
+            },
             "cells_all": n_lang * n_lang,
             "cells_finite": int(np.isfinite(self.C).sum()),
             "cells_missing": len(self.missing),
+            "cells_partial": int(self.partial.sum()),
+            "cells_tested": int(tested.sum()),
+            # Cells whose seeds are too few for the test to ever reach p < 0.05: not a finding of "no effect".
+            "cells_untestable": int((tested & ~self.testable()).sum()),
             "ill_conditioned_targets": [t for t, bad in zip(self.languages, self.ill_conditioned) if bad],
+            "m_undefined_targets": list(self.m_undefined),
         }
 
     def write(self, out_dir: Path) -> None:
@@ -404,84 +440,52 @@ _LONG_SCHEMA: dict[str, Any] = {
     "se": pl.Float64,
     "ci_low": pl.Float64,
     "ci_high": pl.Float64,
-    "boot_zero_den": pl.Int64,
     "self_gain": pl.Float64,
     "self_gain_se": pl.Float64,
     "ill_conditioned": pl.Boolean,
-    # appended after the first release of cells.tsv: readers must accept files without them
     "p_zero": pl.Float64,
     "p_one": pl.Float64,
     "q_zero": pl.Float64,
     "q_one": pl.Float64,
+    "p_floor": pl.Float64,
+    "ci_kind": pl.String,
+    "ci_gap_low": pl.Float64,
+    "ci_gap_high": pl.Float64,
+    "partial": pl.Boolean,
 }
 
 
 def _cell_rng(seed: int, target: str, donor: str) -> np.random.Generator:
-    """A bootstrap generator per cell, keyed by names so a cell's CI ignores which other cells exist."""
+    """A generator per cell (Monte Carlo sign flips above 16 seeds), keyed by names, not by cell order."""
     return np.random.default_rng([seed, stable_hash(target), stable_hash(donor)])
-
-
-def _boot_p(draws: np.ndarray, null: float) -> float:
-    """Two-sided bootstrap p-value of C = ``null``: twice the smaller tail share, +1 on both counts."""
-    k = draws.size
-    below = int(np.count_nonzero(draws <= null))
-    above = int(np.count_nonzero(draws >= null))
-    return min(1.0, 2.0 * (min(below, above) + 1) / (k + 1))
-
-
-def _bootstrap_ci(
-    a: np.ndarray, b: np.ndarray, c: np.ndarray, rng: np.random.Generator, n_boot: int, ci: float
-) -> tuple[float, float, int, float, float]:
-    """Paired-seed percentile CI of C from per-seed values aligned on the same seeds.
-
-    Each draw resamples seed positions once and applies them to a, b and c alike, which keeps the
-    covariance of cells that share a seed's target subset. A draw whose resampled c - b is exactly 0
-    gives C = +inf or -inf by the sign of a - b (the interval is then unbounded on that side, which is
-    the honest answer); a draw with a - b = c - b = 0 is undefined and left out. The bounds are order
-    statistics rounded outward (no interpolation, so infinities cannot turn into NaN). The p-values of
-    C = 0 and C = 1 come from the same draws (:func:`_boot_p`). Returns (low, high, number of
-    zero-denominator draws, p of C = 0, p of C = 1).
-    """
-    idx = rng.integers(0, a.size, size=(n_boot, a.size))
-    a_s, b_s, c_s = a[idx].mean(axis=1), b[idx].mean(axis=1), c[idx].mean(axis=1)
-    num, den = a_s - b_s, c_s - b_s
-    zero = int(np.count_nonzero(den == 0))
-    with np.errstate(divide="ignore", invalid="ignore"):
-        draws = num / den
-    draws = draws[~np.isnan(draws)]
-    if draws.size == 0:
-        return math.nan, math.nan, zero, math.nan, math.nan
-    alpha = (1.0 - ci) / 2.0
-    low = float(np.quantile(draws, alpha, method="lower"))
-    high = float(np.quantile(draws, 1.0 - alpha, method="higher"))
-    return low, high, zero, _boot_p(draws, 0.0), _boot_p(draws, 1.0)
 
 
 def build_matrices(
     runs: pl.DataFrame,
     languages: Sequence[str] | None = None,
     policy: str = "mean",
-    n_boot: int = 2000,
-    seed: int = 0,
+    *,
+    test: str = "t",
     ci: float = 0.95,
+    seed: int = 0,
     metric: str | None = None,
-    ill_z: float = 2.0,
 ) -> CLTMResult:
-    """Compute M, C, delta-method SE, paired bootstrap CI and self gain from the long run table.
+    """Compute M, C, SE, Fieller intervals, paired tests and self gain from the long run table.
 
     Rows and columns follow ``languages`` (default: sorted targets); runs naming other languages are
     ignored. Missing cells give NaN, never an exception: a missing dual gives a NaN cell, a missing
-    single or self a NaN row. A row whose c - b is exactly 0 has C undefined everywhere, diagonal
-    included. ``ill_conditioned[i]`` is true unless the self gain is clearly positive:
-    gain > 0 and gain - ill_z * SE(gain) > 0; an undefined gain or SE (missing cell, n < 2) counts
-    as not clearly positive. The bootstrap resamples only the seeds a cell shares with single i and
-    self i (``n_paired``); the point estimates use every seed of each cell.
+    single or self a NaN row. Every per-cell quantity uses the cell's paired seeds (shared with single i
+    and self i): num_s = a_s − b_s, den_s = c_s − b_s, C = mean(num) / mean(den), SE by the delta
+    method on the paired (co)variances, the Fieller set at level ``ci``, and ``test`` ("t" or
+    "signflip") of C = 0 and C = 1 on a_s − b_s and a_s − c_s. A row is ill-conditioned unless its self
+    gain is significantly positive (paired t at level ``ci``): exactly when its Fieller sets are bounded.
+    M = (a − b) / b is NaN where b ≤ 0 (a relative gain over a non-positive P has no meaning).
     """
-    if n_boot < 1:
-        raise ValueError(f"n_boot must be >= 1, got {n_boot}")
     if not 0.0 < ci < 1.0:
         raise ValueError(f"ci must be in (0, 1), got {ci}")
-    stats = aggregate(runs, policy)  # validates policy and runs
+    if test not in TESTS:
+        raise ValueError(f"unknown test {test!r} (known: {', '.join(TESTS)})")
+    aggregate(runs, policy)  # validates policy and runs
     runs = _check_runs(runs)
     if languages is None:
         langs = tuple(sorted(set(runs["target"].to_list())))
@@ -490,88 +494,85 @@ def build_matrices(
         if len(set(langs)) != len(langs):
             raise ValueError(f"languages has duplicates: {list(langs)}")
     n_lang = len(langs)
-
-    cell_stats: dict[Cell, tuple[float, float, int]] = {
-        (r["target"], r["donor"]): (r["mu"], r["v"], r["n"]) for r in stats.iter_rows(named=True)
-    }
     per_seed: dict[Cell, dict[int, float]] = {}
     for target, donor, s, value in runs.iter_rows():
         per_seed.setdefault((target, donor), {})[s] = value
 
     nan = math.nan
-    mu = np.full((n_lang, n_lang), nan)
-    v_cell = np.full((n_lang, n_lang), nan)
-    n_seeds = np.zeros((n_lang, n_lang), dtype=np.int64)
-    baseline = np.full(n_lang, nan)
-    v_base = np.full(n_lang, nan)
+    shape = (n_lang, n_lang)
+    mu, C, se, M = (np.full(shape, nan) for _ in range(4))
+    ci_low, ci_high, gap_low, gap_high = (np.full(shape, nan) for _ in range(4))
+    p_zero, p_one, floor = (np.full(shape, nan) for _ in range(3))
+    kind = np.full(shape, "none", dtype=object)
+    partial = np.zeros(shape, dtype=bool)
+    n_seeds = np.zeros(shape, dtype=np.int64)
+    n_paired = np.zeros(shape, dtype=np.int64)
+    baseline, gain, gain_se = np.full(n_lang, nan), np.full(n_lang, nan), np.full(n_lang, nan)
     n_single = np.zeros(n_lang, dtype=np.int64)
+    clearly_positive = np.zeros(n_lang, dtype=bool)
     missing: list[Cell] = []
     for i, t in enumerate(langs):
-        if (t, None) in cell_stats:
-            baseline[i], v_base[i], n_single[i] = cell_stats[(t, None)]
-        else:
+        single, self_ = per_seed.get((t, None)), per_seed.get((t, t))
+        if single is None:
             missing.append((t, None))
+        else:
+            n_single[i] = len(single)
+        if single is not None and self_ is not None:
+            shared = sorted(set(single) & set(self_))
+            b_v = np.array([single[s] for s in shared])
+            y = np.array([self_[s] for s in shared]) - b_v
+            if shared:
+                baseline[i], gain[i] = float(b_v.mean()), float(y.mean())
+            if len(shared) >= 2:
+                gain_se[i] = float(y.std(ddof=1) / math.sqrt(len(shared)))
+                clearly_positive[i] = gain[i] > 0 and (
+                    gain_se[i] == 0 or gain[i] / gain_se[i] > t_crit(ci, len(shared))
+                )
         # Self first, then duals in language order: the order the matrix is read in.
         for j in [i, *(k for k in range(n_lang) if k != i)]:
-            key = (t, langs[j])
-            if key in cell_stats:
-                mu[i, j], v_cell[i, j], n_seeds[i, j] = cell_stats[key]
-            else:
-                missing.append(key)
-
-    b = baseline[:, None]
-    c = np.diag(mu)[:, None]
-    v_b = v_base[:, None]
-    v_c = np.diag(v_cell)[:, None]
-    num = mu - b
-    den = np.broadcast_to(c - b, mu.shape)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        # P = 0 baselines or zero self gains leave the ratio undefined, not infinite.
-        M = np.where(b != 0, num / b, nan)
-        C = np.where(den != 0, num / den, nan)
-        var_num = v_cell + v_b
-        var_den = v_c + v_b
-        cov = v_b
-        var_c = var_num / den**2 + num**2 * var_den / den**4 - 2.0 * num * cov / den**3
-        se = np.where(den != 0, np.sqrt(np.clip(var_c, 0.0, None)), nan)
-    diag = np.arange(n_lang)
-    # On the diagonal a and c are the same cell, so C = 1 and SE = 0 exactly when C is defined at all.
-    C[diag, diag] = np.where(np.isfinite(C[diag, diag]), 1.0, nan)
-    se[diag, diag] = np.where(np.isfinite(C[diag, diag]), 0.0, nan)
-
-    ci_low = np.full((n_lang, n_lang), nan)
-    ci_high = np.full((n_lang, n_lang), nan)
-    n_paired = np.zeros((n_lang, n_lang), dtype=np.int64)
-    boot_zero_den = np.zeros((n_lang, n_lang), dtype=np.int64)
-    p_zero = np.full((n_lang, n_lang), nan)
-    p_one = np.full((n_lang, n_lang), nan)
-    for i, t in enumerate(langs):
-        single, self_ = per_seed.get((t, None)), per_seed.get((t, t))
-        if single is None or self_ is None:
-            continue
-        for j, d in enumerate(langs):
+            d = langs[j]
             cell = per_seed.get((t, d))
             if cell is None:
+                missing.append((t, d))
                 continue
-            seeds = sorted(set(single) & set(self_) & set(cell))
+            n_seeds[i, j] = len(cell)
+            if single is None:
+                mu[i, j] = float(np.mean(list(cell.values())))
+                continue
+            # One seed set per cell: the seeds it shares with single i (and self i when there is one).
+            seeds = sorted(set(single) & set(cell) & (set(self_) if self_ is not None else set(cell)))
             n_paired[i, j] = len(seeds)
-            if len(seeds) < 2 or not np.isfinite(C[i, j]):
+            partial[i, j] = len(seeds) < max(len(single), len(self_ or cell), len(cell))
+            if not seeds:
                 continue
             a_v = np.array([cell[s] for s in seeds])
             b_v = np.array([single[s] for s in seeds])
+            mu[i, j] = float(a_v.mean())
+            b_m = float(b_v.mean())
+            M[i, j] = (mu[i, j] - b_m) / b_m if b_m > 0 else nan
+            if self_ is None:
+                continue
             c_v = np.array([self_[s] for s in seeds])
-            ci_low[i, j], ci_high[i, j], boot_zero_den[i, j], p_zero[i, j], p_one[i, j] = _bootstrap_ci(
-                a_v, b_v, c_v, _cell_rng(seed, t, d), n_boot, ci
-            )
-    # Self cells are 1 by construction: not tests. BH runs over the off-diagonal cells of this matrix.
-    p_zero[diag, diag] = p_one[diag, diag] = nan
+            num, den = a_v - b_v, c_v - b_v
+            num_m, den_m = float(num.mean()), float(den.mean())
+            if den_m == 0:
+                continue  # a zero self gain leaves C undefined, not infinite
+            C[i, j] = 1.0 if i == j else num_m / den_m
+            if len(seeds) < 2:
+                continue
+            if i == j:  # C = 1 by construction: no uncertainty, no test
+                se[i, j], ci_low[i, j], ci_high[i, j], kind[i, j] = 0.0, 1.0, 1.0, "bounded"
+                continue
+            se[i, j] = delta_se(num, den)
+            fs = fieller(num, den, ci)
+            kind[i, j], ci_low[i, j], ci_high[i, j] = fs.kind, fs.low, fs.high
+            gap_low[i, j], gap_high[i, j] = fs.gap_low, fs.gap_high
+            rng = _cell_rng(seed, t, d) if test == "signflip" else None
+            p_zero[i, j] = float(paired_test(num, test, rng))
+            p_one[i, j] = float(paired_test(a_v - c_v, test, rng))
+            floor[i, j] = p_floor(len(seeds), test)
 
-    gain = np.diag(mu) - baseline
-    gain_se = np.sqrt(np.diag(v_cell) + v_base)
-    with np.errstate(invalid="ignore"):
-        defined = np.isfinite(gain) & np.isfinite(gain_se)
-        clearly_positive = defined & (gain > 0) & (gain - ill_z * gain_se > 0)
-
+    m_undefined = [t for i, t in enumerate(langs) if math.isfinite(baseline[i]) and baseline[i] <= 0]
     return CLTMResult(
         languages=langs,
         policy=policy,
@@ -585,20 +586,24 @@ def build_matrices(
         ci_high=ci_high,
         n_seeds=n_seeds,
         n_paired=n_paired,
-        boot_zero_den=boot_zero_den,
         self_gain=gain,
         self_gain_se=gain_se,
         ill_conditioned=~clearly_positive,
         n_single=n_single,
         missing=missing,
-        n_boot=n_boot,
         ci=ci,
+        test=test,
         seed=seed,
-        ill_z=ill_z,
         p_zero=p_zero,
         p_one=p_one,
         q_zero=bh(p_zero),
         q_one=bh(p_one),
+        p_floor=floor,
+        ci_kind=kind,
+        ci_gap_low=gap_low,
+        ci_gap_high=gap_high,
+        partial=partial,
+        m_undefined=m_undefined,
     )
 
 
@@ -652,19 +657,22 @@ def read_result(out_dir: Path) -> CLTMResult:
     langs = tuple(summ["languages"])
     idx = {t: i for i, t in enumerate(langs)}
     n = len(langs)
-    mats = {k: np.full((n, n), np.nan) for k in ("mu", "M", "C", "se", "ci_low", "ci_high")}
-    ints = {k: np.zeros((n, n), dtype=int) for k in ("n_seeds", "n_paired", "boot_zero_den")}
-    tests = {k: np.full((n, n), np.nan) for k in ("p_zero", "p_one", "q_zero", "q_one")}
+    floats = ("M", "C", "se", "ci_low", "ci_high", "p_zero", "p_one", "q_zero", "q_one", "p_floor",
+              "ci_gap_low", "ci_gap_high")
+    mats = {k: np.full((n, n), np.nan) for k in ("mu", *floats)}
+    ints = {k: np.zeros((n, n), dtype=int) for k in ("n_seeds", "n_paired")}
+    kind = np.full((n, n), "none", dtype=object)
+    partial = np.zeros((n, n), dtype=bool)
     for r in _read_tsv_text(out_dir / "cells.tsv"):
         i, j = idx[r["target"]], idx[r["donor"]]
-        for k in tests:  # absent from cells.tsv written before the significance columns
-            if k in r:
-                tests[k][i, j] = _parse(r[k])
         mats["mu"][i, j] = _parse(r["a"])
-        for k in ("M", "C", "se", "ci_low", "ci_high"):
-            mats[k][i, j] = _parse(r[k])
+        for k in floats:  # columns added in later versions are absent from older files: NaN
+            if k in r:
+                mats[k][i, j] = _parse(r[k])
         for k in ints:
             ints[k][i, j] = int(r[k])
+        kind[i, j] = r.get("ci_kind", "none")
+        partial[i, j] = r.get("partial") == "true"
     baseline, gain, gain_se = np.full(n, np.nan), np.full(n, np.nan), np.full(n, np.nan)
     ill, n_single = np.zeros(n, dtype=bool), np.zeros(n, dtype=int)
     for r in _read_tsv_text(out_dir / "self_gain.tsv"):
@@ -672,10 +680,11 @@ def read_result(out_dir: Path) -> CLTMResult:
         baseline[i], gain[i], gain_se[i] = _parse(r["b"]), _parse(r["self_gain"]), _parse(r["self_gain_se"])
         ill[i], n_single[i] = r["ill_conditioned"] == "true", int(r["n_single"])
     missing = [(r["target"], None if r["donor"] == SINGLE else r["donor"]) for r in _read_tsv_text(out_dir / "missing.tsv")]
+    inf = summ.get("inference", {})
     return CLTMResult(
-        languages=langs, policy=summ["policy"], metric=summ["metric"], mu=mats["mu"], baseline=baseline,
-        M=mats["M"], C=mats["C"], se=mats["se"], ci_low=mats["ci_low"], ci_high=mats["ci_high"],
-        n_seeds=ints["n_seeds"], n_paired=ints["n_paired"], boot_zero_den=ints["boot_zero_den"],
-        self_gain=gain, self_gain_se=gain_se, ill_conditioned=ill, n_single=n_single, missing=missing,
-        n_boot=summ["n_boot"], ci=summ["ci"], seed=summ["bootstrap_seed"], ill_z=summ["ill_z"], **tests,
+        languages=langs, policy=summ["policy"], metric=summ["metric"], mu=mats.pop("mu"), baseline=baseline,
+        n_seeds=ints["n_seeds"], n_paired=ints["n_paired"], self_gain=gain, self_gain_se=gain_se,
+        ill_conditioned=ill, n_single=n_single, missing=missing, ci=inf.get("ci", summ.get("ci", 0.95)),
+        test=inf.get("test", "bootstrap"), seed=inf.get("signflip_seed", 0), ci_kind=kind, partial=partial,
+        m_undefined=summ.get("m_undefined_targets", []), **mats,
     )

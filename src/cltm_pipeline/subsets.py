@@ -15,6 +15,7 @@ from typing import Literal, Mapping, Sequence
 import polars as pl
 
 from .io import stable_hash
+from .text import normalise
 
 __all__ = [
     "SINGLE",
@@ -29,6 +30,8 @@ __all__ = [
     "pool_counts",
     "check_capacity",
     "training_pool",
+    "eval_sentences",
+    "sentence_drops",
 ]
 
 #: Columns of every manifest (evaluation sets, seed tables, cell manifests), in this order.
@@ -152,11 +155,41 @@ def eval_sets(spec: SubsetSpec, target: str, table: pl.DataFrame) -> tuple[pl.Da
     return out[0], out[1]
 
 
-def _pool(spec: SubsetSpec, locale: str, table: pl.DataFrame, exclude: set[str]) -> pl.DataFrame:
-    """Training pool of a locale: outside its own test/dev speakers and outside the target's excluded speakers."""
+def eval_sentences(test: pl.DataFrame, dev: pl.DataFrame) -> set[str]:
+    """Normalised sentences of a target's test and dev sets: no training clip of its cells may repeat one."""
+    return {x for x in (normalise(t) for t in [*test["sentence"].to_list(), *dev["sentence"].to_list()]) if x}
+
+
+def _repeats(df: pl.DataFrame, sentences: set[str]) -> pl.Series:
+    """Rows of ``df`` whose normalised sentence is one of ``sentences`` (CV re-records sentences by other speakers)."""
+    if not sentences or df.height == 0:
+        return pl.Series([False] * df.height)
+    return df["sentence"].map_elements(lambda t: normalise(t) in sentences, return_dtype=pl.Boolean)
+
+
+def _pool(
+    spec: SubsetSpec, locale: str, table: pl.DataFrame, exclude: set[str], sentences: set[str] | None = None
+) -> pl.DataFrame:
+    """Training pool of a locale: outside its own test/dev speakers, the target's excluded speakers and
+    (when given) the target's test/dev sentences."""
     own = _speaker_split(spec, table)
     banned = list(own["test"] | own["dev"] | exclude)
-    return _genders(spec, table).filter(~pl.col("client_id").is_in(banned))
+    pool = _genders(spec, table).filter(~pl.col("client_id").is_in(banned))
+    return pool.filter(~_repeats(pool, sentences)) if sentences else pool
+
+
+def sentence_drops(
+    spec: SubsetSpec, target: str, tables: Mapping[str, pl.DataFrame], test: pl.DataFrame, dev: pl.DataFrame
+) -> dict[str, int]:
+    """Per locale of the task, the pool clips target ``target``'s cells lose because they repeat one of its
+    test or dev sentences."""
+    exclude = set(test["client_id"].to_list()) | set(dev["client_id"].to_list())
+    sentences = eval_sentences(test, dev)
+    out = {}
+    for locale in spec.languages:
+        pool = _pool(spec, locale, tables[locale], exclude)
+        out[locale] = int(_repeats(pool, sentences).sum())
+    return out
 
 
 def training_pool(spec: SubsetSpec, locale: str, table: pl.DataFrame) -> pl.DataFrame:
@@ -206,14 +239,16 @@ def draw_seed(
     """Every training unit target ``target`` needs at ``seed``: parts single, extra (self = single + extra) and one per donor.
 
     Donor clips are drawn from each donor's pool in an order keyed by (seed, donor), so a donor's draw is
-    the same for every target except where a target's test or dev speaker must be dropped.
+    the same for every target except where a target's test or dev speaker, or a clip repeating one of its
+    test or dev sentences (normalised), must be dropped.
     """
     exclude = set(test["client_id"].to_list()) | set(dev["client_id"].to_list())
-    parts = [_draw(spec, _pool(spec, target, tables[target], exclude), seed, target, ("single", "extra"),
+    sentences = eval_sentences(test, dev)
+    parts = [_draw(spec, _pool(spec, target, tables[target], exclude, sentences), seed, target, ("single", "extra"),
                    f"{spec.task}/{target} seed {seed}: target {target}")]
     for donor in spec.languages:
         if donor != target:
-            pool = _pool(spec, donor, tables[donor], exclude)
+            pool = _pool(spec, donor, tables[donor], exclude, sentences)
             parts.append(_draw(spec, pool, seed, donor, (f"donor:{donor}",), f"{spec.task}/{target} seed {seed}: donor {donor}"))
     return pl.concat(parts)
 
@@ -243,6 +278,12 @@ def check_invariants(spec: SubsetSpec, target: str, seed_table: pl.DataFrame, te
         r = leak.row(0, named=True)
         raise SubsetError(
             f"{where}: training clip {r['utt_id']} ({r['part']}, locale {r['locale']}) is by evaluation speaker {r['client_id'][:16]}…"
+        )
+    repeats = seed_table.filter(_repeats(seed_table, eval_sentences(test, dev)))
+    if repeats.height:
+        r = repeats.row(0, named=True)
+        raise SubsetError(
+            f"{where}: training clip {r['utt_id']} ({r['part']}, locale {r['locale']}) repeats a test/dev sentence: {r['sentence']!r}"
         )
     dup = seed_table.group_by("locale", "utt_id").len().filter(pl.col("len") > 1)
     if dup.height:

@@ -32,15 +32,14 @@ rule analyse:
     params:
         runs_dir=lambda w: f"{RESULTS}/runs/{w.task}/{w.arch}",
         seeds=lambda w: " ".join(map(str, CFG.seeds(w.task))),
-        n_boot=CFG.raw["bootstrap"]["n_boot"],
-        seed=CFG.raw["bootstrap"]["seed"],
+        seed=CFG.raw["inference"]["seed"],
     log:
         f"{RESULTS}/logs/analysis/{{task}}/{{arch}}.log",
     conda:
         "../envs/cpu.yaml"
     shell:
         "cltm analyse --matrix $(dirname {input.summary}) --runs-dir {params.runs_dir} --seeds {params.seeds}"
-        " --languages-sheet {input.sheet} --typology {input.typology} --n-boot {params.n_boot} --seed {params.seed}"
+        " --languages-sheet {input.sheet} --typology {input.typology} --seed {params.seed}"
         " --out {output} > {log} 2>&1"
 
 

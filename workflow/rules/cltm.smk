@@ -1,4 +1,4 @@
-# Per (task, arch): M, CLTM, delta-method SE, paired-seed bootstrap CI, self gain, missing cells.
+# Per (task, arch): M, CLTM, SE, Fieller intervals, paired tests with BH, self gain, missing cells.
 localrules:
     matrix,
 
@@ -16,14 +16,14 @@ rule matrix:
         seeds=lambda w: " ".join(map(str, CFG.seeds(w.task))),
         metric=lambda w: CFG.raw["tasks"][w.task]["metric"],
         policy=CFG.raw["aggregation"],
-        n_boot=CFG.raw["bootstrap"]["n_boot"],
-        ci=CFG.raw["bootstrap"]["ci"],
-        boot_seed=CFG.raw["bootstrap"]["seed"],
+        test=CFG.raw["inference"]["test"],
+        ci=CFG.raw["inference"]["ci"],
+        seed=CFG.raw["inference"]["seed"],
     log:
         f"{RESULTS}/logs/matrices/{{task}}/{{arch}}.log",
     conda:
         "../envs/cpu.yaml"
     shell:
         "cltm matrix --runs-dir {params.runs_dir} --languages {params.languages} --seeds {params.seeds}"
-        " --metric {params.metric} --policy {params.policy} --n-boot {params.n_boot} --ci {params.ci}"
-        " --boot-seed {params.boot_seed} --out $(dirname {output.cltm}) > {log} 2>&1"
+        " --metric {params.metric} --policy {params.policy} --test {params.test} --ci {params.ci}"
+        " --seed {params.seed} --out $(dirname {output.cltm}) > {log} 2>&1"

@@ -30,7 +30,8 @@ rule subsets:
         test=f"{RESULTS}/subsets/{{task}}/{{target}}/test.tsv",
         dev=f"{RESULTS}/subsets/{{task}}/{{target}}/dev.tsv",
     output:
-        f"{RESULTS}/subsets/{{task}}/{{target}}/seed{{seed}}.tsv",
+        table=f"{RESULTS}/subsets/{{task}}/{{target}}/seed{{seed}}.tsv",
+        stats=f"{RESULTS}/subsets/{{task}}/{{target}}/seed{{seed}}.json",
     params:
         spec=lambda w: subset_spec_json(w.task),
     log:
@@ -39,7 +40,8 @@ rule subsets:
         "../envs/cpu.yaml"
     shell:
         "cltm subsets --spec {params.spec:q} --target {wildcards.target} --seed {wildcards.seed}"
-        " --tables {input.tables} --test {input.test} --dev {input.dev} --out {output} > {log} 2>&1"
+        " --tables {input.tables} --test {input.test} --dev {input.dev} --out {output.table} --stats {output.stats}"
+        " > {log} 2>&1"
 
 
 # Artifacts a task declares (cltm_pipeline.tasks): per target from its evaluation sets (e.g. SV trials),

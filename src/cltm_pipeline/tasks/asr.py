@@ -48,13 +48,14 @@ BLANK, UNK, WORD_DELIMITER = "<blank>", "<unk>", "|"
 #: ``max_seconds`` and ``eval_batch_size`` do not apply: batches are made by duration and clips are whole).
 #: ``batch_seconds``: padded audio per batch (batch size x longest clip). ``max_clip_seconds``: longer
 #: training clips are left out (and counted). ``select_by``: the dev metric that picks the best step
-#: (the study: wer; ``asr_error`` follows the target's unit). ``asr_unit``: null takes the target's unit
+#: (default ``asr_error``: WER, or CER for targets whose unit is char — zh-*, yue, ja, th — where WER is
+#: nearly degenerate; the study selected by WER everywhere). ``asr_unit``: null takes the target's unit
 #: from the languages sheet (the workflow fills it per target); "word" or "char" forces one.
 #: ``fp16``: mixed precision, honoured on CUDA only. ``bucket_clips``: clips per length bucket.
 ASR_HPARAMS: dict[str, Any] = {
     "batch_seconds": 60.0,
     "max_clip_seconds": 20.0,
-    "select_by": "wer",
+    "select_by": "asr_error",
     "asr_unit": None,
     "fp16": False,
     "bucket_clips": 64,
