@@ -119,7 +119,7 @@ def with_analysis(entry: MatrixEntry, runs: pl.DataFrame, families: dict[str, st
     langs = list(entry.result.languages)
     dist = read_typology(typology, langs) if typology else {}
     a = analyse(entry.result, [families.get(t, "Unknown family") for t in langs], runs.iter_rows(), [], dist,
-                permutations=999, n_boot=500)
+                permutations=999)
     if typology:
         a["typology"] = {"source": typology["source"], "unknown_iso": typology["unknown_iso"],
                          "locales_without_iso": typology["locales_without_iso"]}
@@ -131,7 +131,7 @@ def demo_report(out: Path, sheet: pl.DataFrame, *, write_figures: bool, typology
     rng = np.random.default_rng(1)
     runs, inv = synth_runs(DEMO_LANGS, families, seeds=5, base=(0.62, 0.72), gain=(0.04, 0.09), noise=0.03,
                            rng=rng, flat={"hu"}, drop_cells=1, drop_seeds=2)
-    result = build_matrices(runs, DEMO_LANGS, n_boot=2000, seed=0, metric="macro_f1")
+    result = build_matrices(runs, DEMO_LANGS, metric="macro_f1")
     entry = with_analysis(MatrixEntry("gender", "tiny-hubert", "macro_f1", result), runs, families, typology)
     config = yaml.safe_load((REPO / "config" / "config.yaml").read_text(encoding="utf-8"))
     path = out / "demo_report.html"
@@ -150,11 +150,11 @@ def study_report(out: Path, sheet: pl.DataFrame, *, write_figures: bool, typolog
     runs, inv_g = synth_runs(gender_langs, families, seeds=10, base=(0.80, 0.93), gain=(0.02, 0.05),
                              noise=0.008, rng=rng, flat=FLAT_TARGETS, drop_cells=7, drop_seeds=40)
     gender = with_analysis(MatrixEntry("gender", "mhubert-147", "macro_f1",
-                                       build_matrices(runs, gender_langs, n_boot=1000, seed=0, metric="macro_f1")),
+                                       build_matrices(runs, gender_langs, metric="macro_f1")),
                            runs, families, typology)
     runs, inv_a = synth_runs(ASR_LANGS, families, seeds=10, base=(0.45, 0.75), gain=(0.04, 0.10),
                              noise=0.01, rng=rng, drop_cells=1, drop_seeds=3)
-    asr = with_analysis(MatrixEntry("asr", "mhubert-147", "1-wer", build_matrices(runs, ASR_LANGS, n_boot=1000, seed=0)),
+    asr = with_analysis(MatrixEntry("asr", "mhubert-147", "1-wer", build_matrices(runs, ASR_LANGS)),
                         runs, families, typology)
     inventory = pl.concat(
         [inventory_frame("gender", "mhubert-147", inv_g), inventory_frame("asr", "mhubert-147", inv_a)]

@@ -76,7 +76,7 @@ CONFIG = {"release": "resources/cv-demo", "aggregation": "mean", "tasks": {"gend
 
 @pytest.fixture(scope="module")
 def entry() -> MatrixEntry:
-    result = build_matrices(synthetic_runs(), LANGS, n_boot=200, seed=0, metric="macro_f1")
+    result = build_matrices(synthetic_runs(), LANGS, metric="macro_f1")
     return MatrixEntry("gender", "tiny", "macro_f1", result)
 
 
@@ -185,7 +185,7 @@ def test_54_languages_random_matrix(tmp_path):
         for donor in [None, *langs]:
             for seed in range(2):
                 rows.append((t, donor, seed, float(rng.uniform(0.5, 0.9))))
-    result = build_matrices(pl.DataFrame(rows, schema=RUNS_SCHEMA, orient="row"), langs, n_boot=10, seed=0)
+    result = build_matrices(pl.DataFrame(rows, schema=RUNS_SCHEMA, orient="row"), langs)
     entry = MatrixEntry("gender", "mhubert", "macro_f1", result)
     extra = MatrixEntry("asr", "mhubert", "1-wer", result)
     path = tmp_path / "big.html"
@@ -221,7 +221,7 @@ def _analysed(entry: MatrixEntry, task: str, arch: str) -> MatrixEntry:
                 "training": {"dev_curve": [[4, 0.5], [8, 0.8]]}} for t in r.languages]
     records += [{"target": t, "donor": None, "seed": 0, "cell": "single", "training": {"dev_curve": [[4, 0.5], [8, 0.7]]}}
                 for t in r.languages]
-    a = analyse(r, fam, synthetic_runs().iter_rows(), records, {"genetic": dist}, permutations=99, n_boot=50)
+    a = analyse(r, fam, synthetic_runs().iter_rows(), records, {"genetic": dist}, permutations=99)
     return MatrixEntry(task, arch, entry.metric, r, analysis=a)
 
 

@@ -222,6 +222,9 @@ def load_config(raw: Mapping[str, Any] | Path, source: str | None = None, root: 
             raise ConfigError(f"{raw}: cannot read config: {str(exc).splitlines()[0]}") from exc
     source = source or "config"
     cfg = copy.deepcopy(dict(raw))
+    if "bootstrap" in cfg:  # renamed with the move from a percentile bootstrap to paired tests (issue 12)
+        raise ConfigError(f"{source}: bootstrap: replaced by `inference: {{test: t, ci: 0.95, seed: 0}}` (paired "
+                          "tests and Fieller intervals; README, Inference)")
     schema = _schema("config.schema.yaml")
     validate(cfg, schema, source)
     _fill_defaults(cfg, schema)

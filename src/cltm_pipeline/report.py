@@ -500,16 +500,20 @@ def _cltm_hover(entry: MatrixEntry, perm: Sequence[int], langs: Sequence[_Lang])
             ]
             if i == j:
                 lines.append("self cell: C = 1 by construction")
-            elif math.isfinite(r.ci_low[i, j]) or math.isfinite(r.ci_high[i, j]):
-                lines.append(f"{ci} CI [{_f(r.ci_low[i, j])}, {_f(r.ci_high[i, j])}] "
-                             f"(paired bootstrap, {int(r.n_paired[i, j])} seeds)")
             else:
-                lines.append(f"{ci} CI: n/a ({int(r.n_paired[i, j])} paired seeds)")
+                lines.append(f"{ci} CI {interval_text(r, i, j)} (Fieller, {int(r.n_paired[i, j])} paired seeds)")
             if i != j and math.isfinite(r.p_zero[i, j]):
                 lines.append(f"vs 0: p = {_f(r.p_zero[i, j], '.3g')}, q = {_f(r.q_zero[i, j], '.3g')}"
                              f"{' <b>●</b>' if r.q_zero[i, j] < ALPHA else ''} · vs 1: p = {_f(r.p_one[i, j], '.3g')}, "
                              f"q = {_f(r.q_one[i, j], '.3g')}{' <b>◆</b>' if r.q_one[i, j] < ALPHA else ''}")
-            lines.append(f"M = {_f(r.M[i, j] * 100, '+.1f')} %")
+                if not r.testable()[i, j]:
+                    lines.append(f"untestable: with {int(r.n_paired[i, j])} seeds the {r.test} test's smallest p is "
+                                 f"{_f(r.p_floor[i, j], '.3g')} ≥ {ALPHA:g}; no mark means too few seeds, not no effect")
+            if r.partial[i, j]:
+                lines.append("partial: some seeds of single, self or this cell are missing; a, b, c, C use the "
+                             "paired seeds only")
+            lines.append(f"M = {_f(r.M[i, j] * 100, '+.1f')} %" if math.isfinite(r.M[i, j]) or r.baseline[i] > 0
+                         else "M undefined: b ≤ 0")
             lines.append(f"a = {_f(r.mu[i, j], '.4f')} · b = {_f(r.baseline[i], '.4f')} · "
                          f"c = {_f(r.mu[i, i], '.4f')}")
             lines.append(f"seeds: {int(r.n_seeds[i, j])} cell · {int(r.n_single[i])} single · "
@@ -520,6 +524,20 @@ def _cltm_hover(entry: MatrixEntry, perm: Sequence[int], langs: Sequence[_Lang])
             row.append("<br>".join(lines))
         out.append(row)
     return out
+
+
+def interval_text(r: CLTMResult, i: int, j: int) -> str:
+    """The Fieller set of cell (i, j) as written: [lo, hi], two rays, the whole line, or n/a."""
+    kind = str(r.ci_kind[i, j])
+    if kind == "bounded":
+        return f"[{_f(r.ci_low[i, j])}, {_f(r.ci_high[i, j])}]"
+    if kind == "rays":
+        return f"(−∞, {_f(r.ci_gap_low[i, j])}] ∪ [{_f(r.ci_gap_high[i, j])}, ∞)"
+    if kind == "unbounded":
+        return "(−∞, ∞)"
+    if math.isfinite(r.ci_low[i, j]) or math.isfinite(r.ci_high[i, j]):  # written before ci_kind existed
+        return f"[{_f(r.ci_low[i, j])}, {_f(r.ci_high[i, j])}]"
+    return "n/a"
 
 
 def _significance_marks(r: CLTMResult, perm: Sequence[int]) -> list[tuple[str, str, list[int], list[int]]]:
@@ -774,10 +792,12 @@ def _cltm_caption(entry: MatrixEntry, values_printed: bool = True) -> str:
     n_ill = int(np.sum(r.ill_conditioned))
     flag = (
         f'<span class="flag">⚠ {n_ill} row{"s" if n_ill != 1 else ""} ill-conditioned</span> (amber box, ⚠ on '
-        f"the label): the target's self gain c − b is not clearly positive (c − b − {r.ill_z:g}·SE ≤ 0, or "
-        "undefined), so the denominator of C is within seed noise and every C in that row is unreliable. "
-        "Such rows are shown, never hidden; see the self-gain table."
-        if n_ill else f"No row is ill-conditioned: every self gain c − b exceeds {r.ill_z:g} SE."
+        f"the label): the target's self gain c − b is not significantly positive (paired t-test over its seeds, "
+        f"{_pct(r.ci)} % two-sided, or undefined), so the denominator of C is within seed noise: every interval in "
+        "that row is unbounded and its C values are unreliable. Such rows are shown, never hidden; see the "
+        "self-gain table."
+        if n_ill else f"No row is ill-conditioned: every self gain c − b is significantly positive (paired t, "
+                      f"{_pct(r.ci)} %), so every interval of C is bounded."
     )
     values = "" if values_printed else \
         " Cells are too small for printed values at this size: hover for them."
@@ -791,21 +811,30 @@ def _cltm_caption(entry: MatrixEntry, values_printed: bool = True) -> str:
         f"<p>Colours are centred on 0 and saturate at ±{C_CLIP:g}; printed values are not clipped.{values} "
         "Grey “–”: missing runs or undefined C (hover says which). Dashed boxes: language families "
         "(solid: a family split into sub-families); outlined diagonal: self cells, C = 1 by construction. "
-        f"Hover a cell for the SE (delta method), the {_pct(r.ci)} % paired bootstrap CI ({r.n_boot} draws), "
-        f"the seed counts and M.</p>{_marks_caption(r)}<p>{flag}</p>"
+        f"Hover a cell for the SE (delta method), the {_pct(r.ci)} % Fieller interval of the ratio of paired-seed "
+        "means (two rays or the whole line when the self gain is not clearly positive), the seed counts and M.</p>"
+        f"{_marks_caption(r)}<p>{flag}</p>"
     )
 
 
 def _marks_caption(r: CLTMResult) -> str:
     """What the ● and ◆ marks on the CLTM mean, or why there are none."""
     if not np.isfinite(r.p_zero).any():
-        return ("<p>No per-cell significance marks: this matrix was written without bootstrap p-values "
+        return ("<p>No per-cell significance marks: this matrix was written without per-cell p-values "
                 "(older cltm matrix output, or fewer than 2 paired seeds per cell).</p>")
+    test = ("paired t-tests" if r.test == "t" else "exact sign-flip permutation tests" if r.test == "signflip"
+            else f"{_esc(r.test)} tests")
+    off = ~np.eye(len(r.languages), dtype=bool) & np.isfinite(r.p_zero)
+    untestable = int((off & ~r.testable()).sum())
+    warn = (f' <span class="flag">{untestable} of {int(off.sum())} cells cannot reach p &lt; {ALPHA:g} with their '
+            f"seeds at all (smallest attainable p ≥ {ALPHA:g}): for them no mark means too few seeds, not no "
+            "effect.</span>" if untestable else "")
     return (
         f"<p><b>●</b> (top right of a cell): C differs from 0 and <b>◆</b> (top left): C differs from 1, each at "
         f"a Benjamini–Hochberg false-discovery rate of {ALPHA:g} over the off-diagonal cells of this matrix, from "
-        "two-sided p-values of the same paired-seed bootstrap draws as the CI (hover for p and q). No mark: the "
-        "seeds cannot tell the cell from that value.</p>"
+        f"two-sided {test} on the paired seed differences a − b (C = 0) and a − c (C = 1); a cell is marked "
+        f"exactly when its {_pct(r.ci)} % interval excludes the value, before the BH adjustment (hover for p and q). "
+        f"No mark: the seeds cannot tell the cell from that value.{warn}</p>"
     )
 
 
@@ -852,8 +881,9 @@ def _matrix_section(entry: MatrixEntry, slug: str, languages: pl.DataFrame | Non
         f"<figcaption>{_m_caption(entry)}</figcaption></figure>",
         f'<h3 id="{slug}-self-gain">Self gain</h3>',
         "<p>The denominator of every C in a row: b is P of the single cell (N units of the target), c of the "
-        "self cell (2N units), SE = √(v<sub>b</sub> + v<sub>c</sub>) with v = seed variance / n. A row is "
-        f"flagged unless c − b − {entry.result.ill_z:g}·SE &gt; 0.</p>",
+        "self cell (2N units), both on the seeds they share; SE = sd(c<sub>s</sub> − b<sub>s</sub>) / √n over "
+        "those paired seeds. A row is flagged unless the self gain is significantly positive (paired t-test, "
+        f"{_pct(entry.result.ci)} % two-sided): exactly the rows whose Fieller intervals are bounded.</p>",
         _self_gain_table(entry, langs, perm),
         _missing_list(entry, langs),
         _analysis_sections(entry, langs, slug),
@@ -883,9 +913,11 @@ def _pc(x: float) -> str:
 
 
 def _best_mantel(a: Mapping) -> tuple[str, float, float] | None:
-    """The URIEL distance with the smallest Mantel p-value: (kind, r, p)."""
-    rows = [(k, v["r"], v["p"]) for k, v in (a.get("mantel") or {}).items()
-            if v.get("p") is not None and math.isfinite(float(v["p"]))]
+    """The URIEL distance with the smallest Holm-adjusted Mantel p-value: (kind, r, adjusted p).
+
+    Picking the smallest of several p-values is itself a test of "any link": unadjusted it is too optimistic."""
+    rows = [(k, v["r"], v["p_holm"]) for k, v in (a.get("mantel") or {}).items()
+            if v.get("p_holm") is not None and math.isfinite(float(v["p_holm"]))]
     return min(rows, key=lambda x: (x[2], x[0])) if rows else None
 
 
@@ -952,7 +984,7 @@ def _summary_section(matrices: Sequence[MatrixEntry], slugs: Sequence[str]) -> s
             f"<td class=num>{_f(_g(a, 'properties', 'asymmetry', 'value'))}</td>"
             f"<td class=num>{sig.get('above_zero', '–')} / {sig.get('below_zero', '–')} / {sig.get('tested', '–')}</td>"
             f"<td class=num>{_f(_g(a, 'map', 'stress'))}</td>"
-            + (f"<td>{_esc(best[0])}<br>r = {_f(best[1])}, p = {_f(best[2], '.2g')}</td>" if best else "<td>–</td>")
+            + (f"<td>{_esc(best[0])}<br>r = {_f(best[1])}, Holm p = {_f(best[2], '.2g')}</td>" if best else "<td>–</td>")
             + f"<td class=num>{_f(probe * 100, '.0f')}{'' if not math.isfinite(probe) else ' %'}"
             + ("" if not math.isfinite(chance) else f"<br><span class=meta>chance {_pc(chance)}</span>") + "</td>"
             f"<td class=num>{'<span class=flag>' + str(n_ill) + '</span>' if n_ill else 0}</td></tr>"
@@ -962,16 +994,16 @@ def _summary_section(matrices: Sequence[MatrixEntry], slugs: Sequence[str]) -> s
         "<th class=num>mean off-diag C [CI]</th><th class=num>% C&gt;0 / &lt;0 / &gt;1</th>"
         "<th class=num>intra-family share of + mass</th><th class=num>asym&shy;metry</th>"
         f"<th class=num>cells ≠ 0 at q&lt;{ALPHA:g}: &gt;0 / &lt;0 / tested</th><th class=num>map stress</th>"
-        "<th>strongest typology link (Mantel)</th><th class=num>lang-ID probe (self)</th>"
+        "<th>strongest typology link (Mantel, Holm-adjusted over the distances)</th><th class=num>lang-ID probe (self)</th>"
         "<th class=num>⚠ rows</th></tr>"
     )
     note = (
         "<p class=meta>How language-dependent each task is, side by side. <b>Mean off-diagonal C</b>: what a "
-        "donor's data is worth, on average, relative to the target's own (1 = as much, 0 = nothing); its CI "
-        "is a paired-seed bootstrap over the whole matrix. A linguistic task (ASR) is expected to show a lower "
+        "donor's data is worth, on average, relative to the target's own (1 = as much, 0 = nothing), over the "
+        "cells of well-conditioned rows; its CI is a paired-seed t interval (delta method, seed as the unit). A linguistic task (ASR) is expected to show a lower "
         "mean, more negative cells, a higher intra-family share (against the share of intra-family cells, "
         "“uniform”) and a stronger typology link than paralinguistic ones (gender, SV). Asymmetry: "
-        "‖C − Cᵀ‖<sub>F</sub> / ‖C‖<sub>F</sub>. Significance: BH-controlled per-cell bootstrap tests. "
+        "‖C − Cᵀ‖<sub>F</sub> / ‖C‖<sub>F</sub>. Significance: per-cell paired tests with BH false-discovery control. "
         "Probe: cross-validated accuracy of a linear language-ID classifier on the fine-tuned self models' "
         "embeddings. Each column is explained in the matrix's section.</p>"
     )
@@ -979,7 +1011,7 @@ def _summary_section(matrices: Sequence[MatrixEntry], slugs: Sequence[str]) -> s
         note += "<p class=meta>No analysis.json was given: run <code>cltm analyse</code> (rule analyse).</p>"
     fig = _summary_figure(matrices)
     plot = (f'<figure><div class="plot">{_figure_div(fig, "summary-plot")}</div><figcaption>Mean off-diagonal C '
-            "per task and architecture with its paired-seed bootstrap CI (bars cut at the frame); amber ⚠: the "
+            "per task and architecture with its paired-seed t interval (bars cut at the frame); amber ⚠: the "
             "matrix has ill-conditioned rows.</figcaption></figure>" if fig is not None else "")
     return (f'<section id="summary"><h2>Language dependence across tasks</h2><div class=scroll-x><table '
             f'class="summary"><thead>{head}</thead><tbody>{"".join(rows)}</tbody></table></div>{note}{plot}</section>')
@@ -1089,8 +1121,10 @@ def _analysis_sections(entry: MatrixEntry, langs: Sequence[_Lang], slug: str) ->
     out = [f'<h3 id="{slug}-properties-section">Matrix properties</h3>']
     rows = [
         ["mean off-diagonal C", f"{_f(_g(mean, 'mean'))} [{_f(_g(mean, 'ci_low'))}, {_f(_g(mean, 'ci_high'))}]",
-         f"{mean.get('n', 0)} cells; {_pct(mean.get('ci', 0.95))} % paired-seed bootstrap over the whole matrix "
-         f"({mean.get('n_boot', '–')} draws); median {_f(_g(mean, 'median'))}"],
+         f"{mean.get('n', 0)} cells of {mean.get('rows_used', '–')} well-conditioned rows "
+         f"({mean.get('cells_left_out', 0)} cells of {mean.get('rows_ill', 0)} ill-conditioned rows left out); "
+         f"{_pct(mean.get('ci', 0.95))} % paired-seed t interval over {mean.get('n_seeds', '–')} seeds (delta method); "
+         f"median {_f(_g(mean, 'median'))}"],
         ["share of cells C &gt; 0 / C &lt; 0 / C &gt; 1",
          f"{_pc(_g(sh, 'positive'))} / {_pc(_g(sh, 'negative'))} / "
          f"{_pc(_g(sh, 'above_one'))}", f"{sh.get('n', 0)} finite off-diagonal cells"],
@@ -1142,17 +1176,20 @@ def _analysis_sections(entry: MatrixEntry, langs: Sequence[_Lang], slug: str) ->
         for kind, v in sorted(mantel.items(), key=lambda kv: (order.get(kv[0], len(order)), kv[0])):
             left = [t for t in langs_all if t not in (v.get("used") or [])]
             mrows.append([_esc(kind), _f(v.get("r", math.nan)), _f(v.get("p", math.nan), ".3g"),
+                          _f(v.get("p_holm", math.nan), ".3g"),
                           f"{v.get('n_languages', 0)} / {v.get('n_pairs', 0)}",
                           ("exact, " if v.get("exact") else "") + f"{v.get('permutations', 0)} permutations",
                           _esc(", ".join(left)) or "–"])
-        out.append(_plain_table(["URIEL+ distance", "r", "p", "languages / pairs", "test", "left out (no data)"],
-                                mrows, "mantel", num=[1, 2, 3]))
+        out.append(_plain_table(["URIEL+ distance", "r", "p", "p (Holm)", "languages / pairs", "test",
+                                 "left out (no data)"], mrows, "mantel", num=[1, 2, 3, 4]))
         unknown = typ.get("unknown_iso") or []
         no_iso = typ.get("locales_without_iso") or []
         out.append(
             "<p class=meta>Pearson r between the symmetrised CLTM, (C[i, j] + C[j, i]) / 2, and the URIEL+ "
             "distance over language pairs; p from permuting languages (two-sided; every permutation when there "
-            "are few languages). Negative r: closer languages transfer more. Distances from "
+            "are few languages); p (Holm): adjusted for testing every distance against the same C, so the smallest "
+            "adjusted p keeps “any typology link” at its nominal level. Negative r: closer languages transfer more. "
+            "Distances from "
             f"{_esc(typ.get('source') or 'URIEL+')} on the languages sheet's ISO 639-3 codes; pairs without "
             "shared URIEL+ features are left out, never imputed."
             + (f" Codes URIEL+ does not know: {_esc(', '.join(unknown))}." if unknown else "")
@@ -1401,7 +1438,7 @@ def render_report(
         "itself. Every cell is scored on the target's own test set, averaged over seeds. In the "
         "Cross-Lingual Transfer Matrix, <b>C = 1</b> means the donor's data is worth as much as target "
         "data, <b>0</b> no effect, <b>below 0</b> interference. Rows are targets, columns donors, languages "
-        "grouped by family. Hover any cell for its uncertainty (delta-method SE and paired bootstrap CI); "
+        "grouped by family. Hover any cell for its uncertainty (delta-method SE and Fieller interval); "
         "rows whose own self gain is too small to divide by are flagged ⚠, never hidden."
     )
     parts = [
