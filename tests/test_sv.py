@@ -63,7 +63,7 @@ def corpus(tmp_path_factory) -> dict:
                 f0, tilt = base * rng.uniform(0.8, 1.2), rng.uniform(0.5, 2.0)
                 for c in range(4):
                     x = _voice(rng, f0 * rng.uniform(0.97, 1.03), tilt, rng.uniform(0.2, 0.35))
-                    rows.append((f"common_voice_{loc}_{g}{k}_{c}", loc, spk, g, split, x.size / SAMPLE_RATE, offset, x.size, "S."))
+                    rows.append((f"common_voice_{loc}_{g}{k}_{c}", loc, spk, g, split, x.size / SAMPLE_RATE, offset, x.size, f"S {loc} {g}{k} {c}."))
                     audio.append(x)
                     offset += x.size
         cols = ["utt_id", "locale", "client_id", "gender", "cv_split", "duration_s", "offset", "num_samples", "sentence"]

@@ -54,7 +54,7 @@ def corpus(tmp_path_factory) -> dict[str, Path]:
                 f0 = base * rng.uniform(0.85, 1.15)
                 for c in range(6):
                     x = _tone(rng, f0 * rng.uniform(0.95, 1.05), rng.uniform(0.2, 0.4))
-                    rows.append((f"common_voice_{loc}_{g}{k}_{c}", loc, spk, g, split, x.size / SAMPLE_RATE, offset, x.size, "Una frase."))
+                    rows.append((f"common_voice_{loc}_{g}{k}_{c}", loc, spk, g, split, x.size / SAMPLE_RATE, offset, x.size, f"Frase {loc} {g}{k} {c}."))
                     audio.append(x)
                     offset += x.size
         cols = ["utt_id", "locale", "client_id", "gender", "cv_split", "duration_s", "offset", "num_samples", "sentence"]
