@@ -148,7 +148,8 @@ def recommend(curve: pl.DataFrame, z: float = 2.0) -> dict[str, Any]:
     clear = [s["n"] for s in steps if s["all_clear"]]
     return {
         "rule": f"largest N on the ladder at which doubling N (single N -> self 2N) still gives a clearly positive "
-                f"gain for every target: c - b - {z:g} * sqrt(v_b + v_c) > 0, the matrix's well-conditioned-row test",
+                f"gain for every target: c - b - {z:g} * sqrt(v_b + v_c) > 0 (a screening threshold on the unpaired SE; the "
+                f"matrix's own flag is the paired t test of the self gain over seeds)",
         "z": z,
         "recommended_n": max(clear) if clear else None,
         "steps": steps,
