@@ -67,7 +67,27 @@ def unmapped_genders(df: pl.DataFrame) -> dict[str, int]:
     return {str(k): int(n) for k, n in bad.group_by("gender_raw").len().sort("gender_raw").iter_rows()}
 
 
-def _first_bad_row(path: Path) -> str:
+def row_width_error(path: Path, width: int, comment_prefix: str | None = None) -> str | None:
+    """"row N: K fields, the header has W" for the first row whose field count is not the header's (polars pads
+    a short row with empty strings, silently), else None. Rows are file lines, the header being row 1."""
+    lines = pl.read_csv(path, separator="\x00", has_header=False, quote_char=None, infer_schema=False,
+                        new_columns=["line"], empty_string_is_null=False).with_row_index("row", offset=1)
+    if comment_prefix:
+        lines = lines.filter(~pl.col("line").str.starts_with(comment_prefix))
+    fields = lines["line"].str.count_matches("\t", literal=True) + 1
+    bad = (fields != width).arg_true()
+    if not len(bad):
+        return None
+    return f"row {lines['row'][int(bad[0])]}: {fields[int(bad[0])]} fields, the header has {width}"
+
+
+def _check_width(path: Path, width: int) -> None:
+    """Refuse a TSV with a ragged row, naming it."""
+    if (where := row_width_error(path, width)) is not None:
+        raise CorpusError(f"{path}: cannot parse as a Common Voice TSV: {where}")
+
+
+def first_bad_row(path: Path) -> str:
     """Where a TSV that polars refused goes wrong: the first row that is not UTF-8 or has the wrong field count."""
     try:
         with open(path, "rb") as fh:
@@ -111,11 +131,12 @@ def read_tsv(path: Path, required: tuple[str, ...] = CORE_COLUMNS) -> pl.DataFra
             encoding="utf8",
         )
     except (pl.exceptions.ComputeError, pl.exceptions.NoDataError) as exc:  # ragged rows, bad UTF-8, empty file
-        where = _first_bad_row(path) or str(exc).splitlines()[0]
+        where = first_bad_row(path) or str(exc).splitlines()[0]
         raise CorpusError(f"{path}: cannot parse as a Common Voice TSV: {where}") from None
     missing = [c for c in required if c not in df.columns]
     if missing:
         raise CorpusError(f"{path}: missing column(s) {', '.join(missing)} (has: {', '.join(df.columns)})")
+    _check_width(path, len(df.columns))
     # Older releases say `accent` and lack sentence_id; give every release the same columns.
     if "accents" not in df.columns and "accent" in df.columns:
         df = df.rename({"accent": "accents"})

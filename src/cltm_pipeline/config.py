@@ -118,13 +118,17 @@ def read_languages(path: Path) -> pl.DataFrame:
     try:
         df = pl.read_csv(path, separator="\t", quote_char=None, infer_schema=False, comment_prefix="#")
     except (pl.exceptions.ComputeError, pl.exceptions.NoDataError) as exc:  # empty, ragged, not UTF-8
-        from .commonvoice import _first_bad_row
+        from .commonvoice import first_bad_row
 
-        where = _first_bad_row(path) if path.stat().st_size else "empty file"
+        where = first_bad_row(path) if path.stat().st_size else "empty file"
         raise ConfigError(f"{path}: cannot read the languages sheet: {where or str(exc).splitlines()[0]}") from None
     missing = [c for c in LANGUAGE_COLUMNS if c not in df.columns]
     if missing:
         raise ConfigError(f"{path}: missing column(s) {', '.join(missing)}")
+    from .commonvoice import row_width_error
+
+    if (where := row_width_error(path, len(df.columns), comment_prefix="#")) is not None:
+        raise ConfigError(f"{path}: cannot read the languages sheet: {where}")
     df = df.with_row_index("row", offset=2)
     for r in df.iter_rows(named=True):
         for c in LANGUAGE_COLUMNS:
