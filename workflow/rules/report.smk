@@ -24,6 +24,7 @@ rule report:
     params:
         config=json.dumps({**CFG.raw, "languages_sheet": SHEET}, sort_keys=True),
         matrices=lambda w, input: " ".join(shlex.quote(str(Path(p).parent)) for p in input.summaries),
+        figures=lambda w, output: str(Path(output.html).parent / "figures"),
         curves=lambda w, input: " ".join(shlex.quote(str(Path(p).parent)) for p in input.curves),
     log:
         f"{RESULTS}/logs/report.log",
@@ -31,5 +32,5 @@ rule report:
         "../envs/cpu.yaml"
     shell:
         "cltm report --config-json {params.config:q} --languages-sheet {input.sheet:q} --matrices {params.matrices}"
-        " --out {output.html:q} --figures \"$(dirname {output.html:q})\"/figures --learning-curves {params.curves}"
+        " --out {output.html:q} --figures {params.figures:q} --learning-curves {params.curves}"
         " > {log:q} 2>&1"
