@@ -151,7 +151,7 @@ def battery(tmp_path_factory) -> Battery:
             os.kill(proc.pid, signal.SIGKILL)  # Snakemake alone: its jobs must notice and exit by themselves
             proc.wait()
             res.reached.append(name)
-            deadline = time.monotonic() + 20
+            deadline = time.monotonic() + 60  # ~1 s each, but CI machines can be loaded
             while cltm_jobs(proc.pid) and time.monotonic() < deadline:
                 time.sleep(0.2)
             left = cltm_jobs(proc.pid)
@@ -217,7 +217,7 @@ def test_corrupt_or_lost_metrics_and_flags_are_retrained_by_a_plain_rerun(batter
     before = {p: v for p, v in snapshot(work).items() if p != truncated}
 
     dry = snakemake(work, "-n")
-    assert "train" in dry.stdout and "flag removed, the cell is retrained" in dry.stdout + dry.stderr
+    assert "train" in dry.stdout and "the cell is retrained" in dry.stdout + dry.stderr
     snakemake(work, "--cores", "2")  # a plain rerun, no --forcerun
 
     assert status(work) == ["gender", "mhubert", str(CELLS), "0", "0", str(CELLS)]
@@ -269,11 +269,10 @@ def tiny_disk(tmp_path):
 
 def fill(disk: Path) -> None:
     """Fill a filesystem to the last byte."""
-    with open(disk / "filler", "wb") as fh:
+    with open(disk / "filler", "wb", buffering=0) as fh:
         try:
             while True:
                 fh.write(b"\0" * 4096)
-                fh.flush()
         except OSError:
             pass
 

@@ -494,8 +494,9 @@ def watch_parent(env: str = "CLTM_PARENT_PID", every_s: float = 1.0) -> int | No
         print(f"cltm: parent process {pid} ({env}) is gone; exiting (rerun the workflow to resume)", file=sys.stderr, flush=True)
         os._exit(143)
 
-    if alive():
-        threading.Thread(target=watch, name="cltm-parent-watch", daemon=True).start()
+    if not alive():  # gone already (killed while this process was starting): do not start work as an orphan
+        watch()
+    threading.Thread(target=watch, name="cltm-parent-watch", daemon=True).start()
     return pid
 
 

@@ -64,10 +64,12 @@ def file_stamp(path: Path) -> list[int]:
 def read_flag(flag: Path) -> dict[str, list[int]] | None:
     """The metrics.json stamps a worker flag records (cell name -> stamp); None if absent or unreadable."""
     try:
-        stamps = json.loads(Path(flag).read_text(encoding="utf-8")).get("metrics")
-    except (OSError, UnicodeDecodeError, ValueError, AttributeError):
+        record = json.loads(Path(flag).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
         return None
-    return stamps if isinstance(stamps, dict) else None
+    if not isinstance(record, dict) or not isinstance(record.get("metrics", {}), dict):
+        return None
+    return record.get("metrics", {})  # a flag written before stamps existed has none: its cells are parsed
 
 
 def metrics_ok(path: Path, stamp: list[int] | None = None) -> bool:
@@ -86,31 +88,36 @@ def metrics_ok(path: Path, stamp: list[int] | None = None) -> bool:
     return isinstance(record, dict) and isinstance(record.get("metrics"), dict)
 
 
-def stale_flags(cfg: Config) -> list[tuple[Path, str]]:
-    """Worker flags that vouch for a cell whose metrics.json is missing, changed or corrupt, with the reason.
+def stale_flags(cfg: Config) -> list[tuple[str, str, Path, str]]:
+    """(task, arch, flag, reason) of every worker flag that vouches for a cell whose metrics.json is missing,
+    changed or corrupt, or that is missing itself while its matrix exists. Costs one stat per cell.
 
-    Snakemake tracks only the flags; removing these before the DAG is built makes a plain rerun retrain
-    exactly those cells (the worker skips every cell still current). Costs one stat per cell."""
+    Snakemake tracks only the flags, and does not rebuild a missing intermediate file while the files made
+    from it exist: removing such a flag and its matrix before the DAG is built makes a plain rerun retrain
+    exactly those cells (the worker skips every cell still current) and rebuild the matrix."""
     results, stale = cfg.raw["results"], []
     for task, t in cfg.raw["tasks"].items():
         langs = t["languages"]
         for arch in t["architectures"]:
+            matrix = Path(results) / "matrices" / task / arch / "summary.json"
             for seed in cfg.seeds(task):
                 for target in langs:
                     kw = dict(results=results, task=task, arch=arch, target=target, seed=seed)
                     flag = Path(FLAG_PATTERN.format(**kw))
                     if not flag.exists():
+                        if matrix.exists():
+                            stale.append((task, arch, flag, f"missing while {matrix} exists"))
                         continue
                     stamps = read_flag(flag)
                     if stamps is None:
-                        stale.append((flag, "unreadable flag"))
+                        stale.append((task, arch, flag, "unreadable flag"))
                         continue
                     for donor in [SINGLE, *langs]:
                         name = CELL_DIR.format(target=target, donor=donor, seed=seed)
                         path = Path(RUN_PATTERN.format(**kw, donor=donor))
-                        if name not in stamps or not metrics_ok(path, stamps[name]):
+                        if not metrics_ok(path, stamps.get(name)):
                             why = "missing" if not path.exists() else "changed or corrupt"
-                            stale.append((flag, f"{path} {why}"))
+                            stale.append((task, arch, flag, f"{path} {why}"))
                             break
     return stale
 

@@ -27,12 +27,15 @@ try:
 except (ConfigError, SubsetError, CorpusError) as exc:
     raise WorkflowError(f"invalid configuration: {exc}") from None
 
-# A worker flag vouches for its cells' metrics.json as written; one whose files were lost or damaged since
-# is removed here, before the DAG is built, so this (plain) run retrains exactly those cells.
+# A worker flag vouches for its cells' metrics.json as written. One whose files were lost or damaged since
+# is removed here, before the DAG is built, with the matrix built from it (Snakemake would not rebuild a
+# missing flag while the matrix exists), so this plain run retrains exactly those cells and the matrix.
 if workflow.is_main_process:
-    for _flag, _why in stale_flags(CFG):
-        logger.warning(f"{_flag}: {_why}; flag removed, the cell is retrained")
+    for _task, _arch, _flag, _why in stale_flags(CFG):
+        logger.warning(f"{_flag}: {_why}; the cell is retrained and the {_task}/{_arch} matrix rebuilt")
         _flag.unlink(missing_ok=True)
+        for _name in ("cltm.tsv", "cells.tsv", "summary.json"):  # the matrix rule's outputs (cltm.smk)
+            Path(CFG.raw["results"], "matrices", _task, _arch, _name).unlink(missing_ok=True)
 
 if "demo" not in CFG.raw and not Path(CFG.raw["release"]).is_dir():
     logger.warning(
