@@ -15,9 +15,12 @@ import numpy as np
 import soundfile as sf
 import soxr
 
-__all__ = ["SAMPLE_RATE", "Decoded", "decode_clip", "to_int16", "AudioCache"]
+__all__ = ["SAMPLE_RATE", "MIN_SECONDS", "Decoded", "decode_clip", "to_int16", "AudioCache"]
 
 SAMPLE_RATE = 16_000
+#: Shorter clips are quarantined: below one 25 ms frame plus margin no encoder gives a frame, and a CV clip
+#: this short holds no sentence.
+MIN_SECONDS = 0.1
 
 
 @dataclass(frozen=True)
@@ -58,6 +61,8 @@ def decode_clip(path: Path, sample_rate: int = SAMPLE_RATE, expected_s: float | 
         x = soxr.resample(x, sr, sample_rate, quality="HQ")
     if expected_s is not None and expected_s > 0 and len(x) < 0.5 * expected_s * sample_rate:
         return Decoded(None, f"truncated: decodes to {len(x) / sample_rate:.2f} s, release says {expected_s:.2f} s")
+    if len(x) < MIN_SECONDS * sample_rate:
+        return Decoded(None, f"too short: {len(x) / sample_rate:.3f} s, minimum {MIN_SECONDS:g} s")
     if not np.any(x):
         return Decoded(None, "digital silence")
     return Decoded(to_int16(x))

@@ -21,7 +21,7 @@ from .config import ConfigError
 from .io import read_manifest, write_json
 from .subsets import SINGLE, cell_manifest
 from .train import data_hash, run_cell
-from .workflow import CELL_DIR
+from .workflow import CELL_DIR, file_stamp
 
 __all__ = ["cell_paths", "cell_is_current", "run_cells", "add_train_cells_parser"]
 
@@ -97,8 +97,13 @@ def run_cells(
         except (KeyboardInterrupt, SystemExit):
             raise
         except Exception as exc:  # one broken cell must not take the other cells of the job with it
-            write_json(failed_path, {"cell": name, "error": f"{type(exc).__name__}: {exc}",
-                                     "traceback": traceback.format_exc()})
+            try:
+                write_json(failed_path, {"cell": name, "error": f"{type(exc).__name__}: {exc}",
+                                         "traceback": traceback.format_exc()})
+            except OSError as err:  # disk full, read-only: nothing more can be written, stop in one line
+                first = (str(exc).splitlines() or [""])[0][:200]
+                raise OSError(err.errno, f"{err.strerror}; cell {name} failed ({type(exc).__name__}: {first}) "
+                                         "and its failed.json could not be written", str(failed_path)) from None
             print(f"{name}: FAILED {type(exc).__name__}: {exc}", file=log, flush=True)
             outcome["failed"].append(name)
             continue
@@ -134,7 +139,12 @@ def cmd_train_cells(args: argparse.Namespace) -> None:
         print(f"cltm train-cells: error: {len(outcome['failed'])} cell(s) failed: {', '.join(outcome['failed'])} "
               f"(tracebacks in their failed.json)", file=sys.stderr)
         raise SystemExit(1)
-    write_json(Path(args.flag), {"cells": sorted(outcome["trained"] + outcome["skipped"]), "config_hash": args.config_hash})
+    # the flag vouches for each cell's metrics.json as written (size, mtime): the workflow's start-up check
+    # (workflow.stale_flags) drops a flag whose files were lost or damaged since, so a rerun retrains them
+    cells = sorted(outcome["trained"] + outcome["skipped"])
+    stamps = {name: file_stamp(cell_paths(Path(args.runs_dir), args.target, donor, args.seed)[0])
+              for name, donor in zip([f"{args.target}/{d}/seed{args.seed}" for d in args.donors], args.donors)}
+    write_json(Path(args.flag), {"cells": cells, "config_hash": args.config_hash, "metrics": stamps})
 
 
 def add_train_cells_parser(subparsers: Any) -> argparse.ArgumentParser:

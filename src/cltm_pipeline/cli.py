@@ -168,17 +168,22 @@ def cmd_matrix(args: argparse.Namespace) -> None:
     else:
         if not args.runs_dir or not args.metric:
             raise ConfigError("cltm matrix: give --runs-dir and --metric, or --study-csv")
+        if not Path(args.runs_dir).is_dir():
+            raise ConfigError(f"--runs-dir {args.runs_dir}: no such directory")
         paths = _run_paths(Path(args.runs_dir), args.languages, args.seeds)
+        if not paths:
+            raise ConfigError(f"--runs-dir {args.runs_dir}: no metrics.json under it"
+                              f"{' for the languages and seeds asked' if args.languages or args.seeds else ''}")
         try:
             runs, metric = read_run_metrics(paths, args.metric), args.metric
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
     res = build_matrices(runs, languages=args.languages, policy=args.policy, test=args.test, ci=args.ci,
-                         seed=args.seed, metric=metric)
+                         seed=args.seed, metric=metric, seeds=args.seeds)
     res.write(Path(args.out))
     summ = res.summary()
     print(f"matrix {args.out}: {summ['cells_finite']}/{summ['cells_all']} finite cells, {summ['cells_missing']} "
-          f"missing runs cells, ill-conditioned targets: {', '.join(summ['ill_conditioned_targets']) or 'none'}")
+          f"cells missing a run, ill-conditioned targets: {', '.join(summ['ill_conditioned_targets']) or 'none'}")
 
 
 def cmd_analyse(args: argparse.Namespace) -> None:
@@ -458,12 +463,66 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def watch_parent(env: str = "CLTM_PARENT_PID", every_s: float = 1.0) -> int | None:
+    """If ``$CLTM_PARENT_PID`` names a live process (the Snakemake that started this job), exit as soon as
+    it is gone: a `kill -9` of Snakemake would otherwise leave its jobs training on as orphans. Every
+    output is written atomically, so exiting mid-write leaves nothing that looks done. Returns the pid."""
+    import os
+    import threading
+
+    try:
+        pid = int(os.environ.get(env, ""))
+    except ValueError:
+        return None
+    if pid <= 1 or pid == os.getpid():
+        return None
+
+    def alive() -> bool:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True
+
+    def watch() -> None:
+        import time as _time
+
+        while alive():
+            _time.sleep(every_s)
+        print(f"cltm: parent process {pid} ({env}) is gone; exiting (rerun the workflow to resume)", file=sys.stderr, flush=True)
+        os._exit(143)
+
+    if not alive():  # gone already (killed while this process was starting): do not start work as an orphan
+        watch()
+    threading.Thread(target=watch, name="cltm-parent-watch", daemon=True).start()
+    return pid
+
+
+def _one_line(exc: BaseException) -> str:
+    """An OS error (disk full, permission, missing file) in one line, naming the file."""
+    if isinstance(exc, OSError) and exc.strerror:
+        return f"{exc.filename}: {exc.strerror}" if exc.filename else exc.strerror
+    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Entry point: run one subcommand; user errors print one line and exit 2."""
+    """Entry point: run one subcommand; user errors (and OS errors such as a full disk) print one line, exit 2."""
     args = build_parser().parse_args(argv)
+    watch_parent()
     try:
         args.func(args)
     except USER_ERRORS as exc:
+        print(f"cltm {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"cltm {args.command}: error: {_one_line(exc)}", file=sys.stderr)
+        return 2
+    except RuntimeError as exc:  # a ModelError says what and how to fix; models (torch) loaded only if used
+        models = sys.modules.get("cltm_pipeline.models")
+        if models is None or not isinstance(exc, models.ModelError):
+            raise
         print(f"cltm {args.command}: error: {exc}", file=sys.stderr)
         return 2
     return 0

@@ -113,6 +113,27 @@ def read_run_metrics(paths: Iterable[Path], metric: str) -> pl.DataFrame:
     return _runs_frame(rows).sort(["target", "donor", "seed"], nulls_last=False)
 
 
+def _utf8_rows(reader, path: Path):
+    """The rows of a csv.reader over a UTF-8 file; a byte that is not UTF-8 is a one-line error naming the line."""
+    while True:
+        try:
+            yield next(reader)
+        except StopIteration:
+            return
+        except UnicodeDecodeError:
+            with open(path, "rb") as fh:  # the decoder reads ahead: find the line ourselves
+                line = next((k for k, raw in enumerate(fh, start=1) if not _is_utf8(raw)), "?")
+            raise ValueError(f"{path}: line {line}: not UTF-8 (save the file as UTF-8)") from None
+
+
+def _is_utf8(raw: bytes) -> bool:
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
 def read_study_csv(
     path: Path,
     *,
@@ -143,7 +164,7 @@ def read_study_csv(
         raise ValueError(f"{path}: cannot open: {err}") from None
     with handle:
         reader = csv.reader(handle)
-        header = next(reader, None)
+        header = next(_utf8_rows(reader, path), None)
         if header is None:
             raise ValueError(f"{path}: empty file, expected a header line")
         header = [name.strip() for name in header]
@@ -157,7 +178,7 @@ def read_study_csv(
                 raise ValueError(f"{path}: header (line 1): no metric column (one of {known})")
             if len(found) > 1:
                 several = ", ".join(found)
-                raise ValueError(f"{path}: header (line 1): several metric columns ({several}); pass metric=")
+                raise ValueError(f"{path}: header (line 1): several metric columns ({several}); choose one with --metric")
             metric = found[0]
         elif metric not in _STUDY_METRICS:
             raise ValueError(f"{path}: unknown metric {metric!r} (known: {', '.join(_STUDY_METRICS)})")
@@ -167,8 +188,9 @@ def read_study_csv(
 
         rows: list[tuple[str, str | None, int, float]] = []
         first_seen: dict[tuple[str, str | None, int], int] = {}
+        spelling: dict[str, tuple[str, int]] = {}
         row_no = 0
-        for fields in reader:
+        for fields in _utf8_rows(reader, path):
             if not fields or all(not f.strip() for f in fields):
                 continue  # blank line
             row_no += 1
@@ -215,6 +237,10 @@ def read_study_csv(
                     f"{where}: duplicate (target, donor, seed) = {key}, first at row {first_seen[key]}"
                 )
             first_seen[key] = row_no
+            for lang in (target, donor):  # CV locales are case-sensitive (zh-CN): ES next to es is a typo
+                if lang is not None and spelling.setdefault(lang.casefold(), (lang, row_no))[0] != lang:
+                    other, at = spelling[lang.casefold()]
+                    raise ValueError(f"{where}: language {lang!r} differs only in case from {other!r} (row {at})")
             rows.append((target, donor, seed, _performance(metric, raw)))
     return _runs_frame(rows).sort(["target", "donor", "seed"], nulls_last=False), metric
 
@@ -469,6 +495,7 @@ def build_matrices(
     ci: float = 0.95,
     seed: int = 0,
     metric: str | None = None,
+    seeds: Sequence[int] | None = None,
 ) -> CLTMResult:
     """Compute M, C, SE, Fieller intervals, paired tests and self gain from the long run table.
 
@@ -480,6 +507,7 @@ def build_matrices(
     "signflip") of C = 0 and C = 1 on a_s − b_s and a_s − c_s. A row is ill-conditioned unless its self
     gain is significantly positive (paired t at level ``ci``): exactly when its Fieller sets are bounded.
     M = (a − b) / b is NaN where b ≤ 0 (a relative gain over a non-positive P has no meaning).
+    With ``seeds`` (the seeds the grid asked for), a cell lacking any of them is listed as missing too.
     """
     if not 0.0 < ci < 1.0:
         raise ValueError(f"ci must be in (0, 1), got {ci}")
@@ -511,11 +539,12 @@ def build_matrices(
     n_single = np.zeros(n_lang, dtype=np.int64)
     clearly_positive = np.zeros(n_lang, dtype=bool)
     missing: list[Cell] = []
+    expected = set(seeds or ())
     for i, t in enumerate(langs):
         single, self_ = per_seed.get((t, None)), per_seed.get((t, t))
-        if single is None:
+        if single is None or not expected <= set(single):
             missing.append((t, None))
-        else:
+        if single is not None:
             n_single[i] = len(single)
         if single is not None and self_ is not None:
             shared = sorted(set(single) & set(self_))
@@ -532,8 +561,9 @@ def build_matrices(
         for j in [i, *(k for k in range(n_lang) if k != i)]:
             d = langs[j]
             cell = per_seed.get((t, d))
-            if cell is None:
+            if cell is None or not expected <= set(cell):
                 missing.append((t, d))
+            if cell is None:
                 continue
             n_seeds[i, j] = len(cell)
             if single is None:

@@ -16,6 +16,7 @@ __all__ = [
     "CORE_COLUMNS",
     "CorpusError",
     "normalise_gender",
+    "unmapped_genders",
     "read_tsv",
     "read_validated",
     "read_clip_durations",
@@ -52,9 +53,59 @@ class CorpusError(ValueError):
 
 
 def normalise_gender(raw: str | None) -> str:
-    """Map a CV gender label of either generation to female / male / other / unknown."""
-    key = (raw or "").strip().lower()
-    return _GENDER_MAP.get(key, "other" if key else "unknown")
+    """Map a CV gender label of either generation to female / male / other / unknown.
+
+    A label of neither generation (``F``, ``woman``, a typo) is ``unknown``, not ``other``: nothing says the
+    speaker described themselves outside female/male. :func:`unmapped_genders` counts such labels."""
+    return _GENDER_MAP.get((raw or "").strip().lower(), "unknown")
+
+
+def unmapped_genders(df: pl.DataFrame) -> dict[str, int]:
+    """Raw gender labels of a :func:`read_locale` table that neither CV vocabulary knows, with their counts."""
+    raw = df["gender_raw"].fill_null("")
+    bad = df.filter(~raw.str.strip_chars().str.to_lowercase().is_in(list(_GENDER_MAP)))
+    return {str(k): int(n) for k, n in bad.group_by("gender_raw").len().sort("gender_raw").iter_rows()}
+
+
+def row_width_error(path: Path, width: int, comment_prefix: str | None = None) -> str | None:
+    """"row N: K fields, the header has W" for the first row whose field count is not the header's (polars pads
+    a short row with empty strings, silently), else None. Rows are file lines, the header being row 1."""
+    lines = pl.read_csv(path, separator="\x00", has_header=False, quote_char=None, infer_schema=False,
+                        new_columns=["line"], empty_string_is_null=False).with_row_index("row", offset=1)
+    if comment_prefix:
+        lines = lines.filter(~pl.col("line").str.starts_with(comment_prefix))
+    fields = lines["line"].str.count_matches("\t", literal=True) + 1
+    bad = (fields != width).arg_true()
+    if not len(bad):
+        return None
+    return f"row {lines['row'][int(bad[0])]}: {fields[int(bad[0])]} fields, the header has {width}"
+
+
+def _check_width(path: Path, width: int) -> None:
+    """Refuse a TSV with a ragged row, naming it."""
+    if (where := row_width_error(path, width)) is not None:
+        raise CorpusError(f"{path}: cannot parse as a Common Voice TSV: {where}")
+
+
+def first_bad_row(path: Path) -> str:
+    """Where a TSV that polars refused goes wrong: the first row that is not UTF-8 or has the wrong field count."""
+    try:
+        with open(path, "rb") as fh:
+            header = fh.readline()
+            if not header.strip():
+                return "empty file (no header line)"
+            width = header.count(b"\t") + 1
+            for row, line in enumerate(fh, start=2):
+                try:
+                    line.decode("utf-8")
+                except UnicodeDecodeError as exc:
+                    return f"row {row}: not UTF-8 (byte {line[exc.start]:#04x} at column {exc.start + 1})"
+                fields = line.rstrip(b"\r\n").count(b"\t") + 1
+                if line.strip() and fields != width:
+                    return f"row {row}: {fields} fields, the header has {width}"
+    except OSError as exc:
+        return f"cannot read: {exc.strerror}"
+    return ""
 
 
 def locale_dir(release: Path, locale: str) -> Path:
@@ -79,11 +130,13 @@ def read_tsv(path: Path, required: tuple[str, ...] = CORE_COLUMNS) -> pl.DataFra
             empty_string_is_null=False,
             encoding="utf8",
         )
-    except pl.exceptions.ComputeError as exc:  # ragged rows, bad UTF-8
-        raise CorpusError(f"{path}: cannot parse as a Common Voice TSV: {str(exc).splitlines()[0]}") from exc
+    except (pl.exceptions.ComputeError, pl.exceptions.NoDataError) as exc:  # ragged rows, bad UTF-8, empty file
+        where = first_bad_row(path) or str(exc).splitlines()[0]
+        raise CorpusError(f"{path}: cannot parse as a Common Voice TSV: {where}") from None
     missing = [c for c in required if c not in df.columns]
     if missing:
         raise CorpusError(f"{path}: missing column(s) {', '.join(missing)} (has: {', '.join(df.columns)})")
+    _check_width(path, len(df.columns))
     # Older releases say `accent` and lack sentence_id; give every release the same columns.
     if "accents" not in df.columns and "accent" in df.columns:
         df = df.rename({"accent": "accents"})
@@ -115,6 +168,12 @@ def read_validated(locale_path: Path) -> pl.DataFrame:
     empty = df.filter((pl.col("client_id") == "") | (pl.col("path") == ""))
     if empty.height:
         raise CorpusError(f"{path}: row {empty['row'][0]}: empty client_id or path")
+    # a clip listed twice would enter a test set twice or be drawn twice: refuse, naming both rows
+    dup = df.filter(pl.col("path").is_duplicated())
+    if dup.height:
+        first = dup.filter(pl.col("path") == dup["path"][0])["row"].to_list()
+        raise CorpusError(f"{path}: rows {first[0]} and {first[1]}: clip {dup['path'][0]} listed twice "
+                          f"({dup.height} rows repeat a path; remove the duplicates)")
     return df
 
 

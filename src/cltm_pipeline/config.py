@@ -19,7 +19,7 @@ import yaml
 
 from .subsets import SubsetSpec
 
-__all__ = ["ConfigError", "Config", "load_config", "read_languages", "SCHEMA_DIR", "config_hash"]
+__all__ = ["ConfigError", "Config", "load_config", "read_languages", "read_yaml", "resolve_path", "SCHEMA_DIR", "config_hash"]
 
 SCHEMA_DIR = Path(__file__).resolve().parents[2] / "workflow" / "schemas"
 LANGUAGE_COLUMNS = ("locale", "name", "family", "iso639_3")
@@ -53,6 +53,18 @@ def _fill_defaults(instance: Any, schema: Mapping[str, Any]) -> None:
                 _fill_defaults(value, extra)
 
 
+def _error_text(err: jsonschema.ValidationError) -> str:
+    """A schema error in words: for a oneOf/anyOf, what each alternative wanted, not "is not valid under any"."""
+    if err.validator in ("oneOf", "anyOf") and err.context:
+        wants = []
+        for sub in sorted(err.context, key=lambda e: e.relative_schema_path[0] if e.relative_schema_path else 0):
+            text = sub.message.removeprefix(f"{sub.instance!r} ")
+            if text not in wants:
+                wants.append(text)
+        return f"{err.instance!r} is not valid: {' or '.join(wants)}"
+    return err.message
+
+
 def validate(instance: Mapping[str, Any], schema: Mapping[str, Any], source: str) -> None:
     """Validate against a JSON schema; raise ConfigError naming the first offending key path."""
     validator = jsonschema.Draft202012Validator(schema)
@@ -60,7 +72,42 @@ def validate(instance: Mapping[str, Any], schema: Mapping[str, Any], source: str
     if errors:
         err = errors[0]
         key = ".".join(map(str, err.absolute_path)) or "(top level)"
-        raise ConfigError(f"{source}: {key}: {err.message}")
+        raise ConfigError(f"{source}: {key}: {_error_text(err)}")
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """A safe YAML loader that refuses a key given twice in one mapping (PyYAML keeps the last silently)."""
+
+
+def _no_duplicates(loader: _StrictLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
+    seen: dict[Any, int] = {}
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        if key in seen:
+            mark = key_node.start_mark
+            raise yaml.constructor.ConstructorError(
+                None, None, f"duplicate key {key!r} (first at line {seen[key]})", mark)
+        seen[key] = key_node.start_mark.line + 1
+    return loader.construct_mapping(node, deep=deep)
+
+
+_StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _no_duplicates)
+
+
+def read_yaml(path: Path) -> Any:
+    """A YAML file through the strict loader; any problem is one ConfigError with file, line and column."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read config: {exc}") from None
+    try:
+        return yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+        what = " ".join(x for x in (getattr(exc, "context", None), getattr(exc, "problem", None)) if x)
+        raise ConfigError(f"{path}: {where}{what or str(exc).splitlines()[0]}") from None
 
 
 def read_languages(path: Path) -> pl.DataFrame:
@@ -68,10 +115,20 @@ def read_languages(path: Path) -> pl.DataFrame:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path}: languages sheet not found")
-    df = pl.read_csv(path, separator="\t", quote_char=None, infer_schema=False, comment_prefix="#")
+    try:
+        df = pl.read_csv(path, separator="\t", quote_char=None, infer_schema=False, comment_prefix="#")
+    except (pl.exceptions.ComputeError, pl.exceptions.NoDataError) as exc:  # empty, ragged, not UTF-8
+        from .commonvoice import first_bad_row
+
+        where = first_bad_row(path) if path.stat().st_size else "empty file"
+        raise ConfigError(f"{path}: cannot read the languages sheet: {where or str(exc).splitlines()[0]}") from None
     missing = [c for c in LANGUAGE_COLUMNS if c not in df.columns]
     if missing:
         raise ConfigError(f"{path}: missing column(s) {', '.join(missing)}")
+    from .commonvoice import row_width_error
+
+    if (where := row_width_error(path, len(df.columns), comment_prefix="#")) is not None:
+        raise ConfigError(f"{path}: cannot read the languages sheet: {where}")
     df = df.with_row_index("row", offset=2)
     for r in df.iter_rows(named=True):
         for c in LANGUAGE_COLUMNS:
@@ -98,6 +155,8 @@ class Config:
     raw: dict[str, Any]
     languages: pl.DataFrame
     source: str
+    #: the languages sheet as resolved (see :func:`resolve_path`); rules read this path
+    sheet: Path = Path("config/languages.tsv")
 
     @property
     def release(self) -> Path:
@@ -188,6 +247,14 @@ def _check_models_and_tasks(cfg: dict[str, Any], source: str) -> None:
                               f"(registered: {', '.join(sorted(ARCHITECTURES))})")
         if "tiny" in m and m["source"] != "tiny":
             raise ConfigError(f"{source}: models.{name}.tiny: only meaningful with source: tiny")
+        local = Path(m["source"]).expanduser()
+        # a hub id is "name" or "org/name"; anything path-like must be a local save_pretrained directory
+        if m["source"].startswith((".", "/", "~")) or m["source"].count("/") > 1 or local.is_dir():
+            if not local.is_dir():
+                raise ConfigError(f"{source}: models.{name}.source: {m['source']!r}: no such local directory")
+            if not (local / "config.json").is_file():
+                raise ConfigError(f"{source}: models.{name}.source: {m['source']!r}: the directory has no config.json "
+                                  "(expected a save_pretrained layout)")
     for task, t in cfg["tasks"].items():
         if task not in TASKS:
             raise ConfigError(f"{source}: tasks.{task}: not a registered task (registered: {', '.join(sorted(TASKS))})")
@@ -212,14 +279,23 @@ def _check_models_and_tasks(cfg: dict[str, Any], source: str) -> None:
                 a["resources"].setdefault(key, default)
 
 
+def resolve_path(path: str | Path, root: Path | None) -> Path:
+    """A config path as every reader sees it: absolute as given; relative against the working directory
+    (Snakemake's ``-d``), or, absent there, against ``root`` (the workflow's directory, which ships
+    config/languages.tsv), so `snakemake -s path/to/Snakefile` run elsewhere finds the same file."""
+    path = Path(path)
+    if path.is_absolute() or path.exists() or root is None or not (root / path).exists():
+        return path
+    return Path(root).resolve() / path
+
+
 def load_config(raw: Mapping[str, Any] | Path, source: str | None = None, root: Path | None = None) -> Config:
     """Validate a config (a mapping or a YAML path), fill defaults, read and cross-check the languages sheet."""
     if isinstance(raw, (str, Path)):
         source = source or str(raw)
-        try:
-            raw = yaml.safe_load(Path(raw).read_text(encoding="utf-8")) or {}
-        except (OSError, yaml.YAMLError) as exc:
-            raise ConfigError(f"{raw}: cannot read config: {str(exc).splitlines()[0]}") from exc
+        raw = read_yaml(Path(raw)) or {}
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{source}: expected a mapping of config keys, got {type(raw).__name__}")
     source = source or "config"
     cfg = copy.deepcopy(dict(raw))
     if "bootstrap" in cfg:  # renamed with the move from a percentile bootstrap to paired tests (issue 12)
@@ -235,9 +311,7 @@ def load_config(raw: Mapping[str, Any] | Path, source: str | None = None, root: 
                 f"{source}: tasks.{task}.regime.n: {n} must be a whole{' even' if t['balance'] == 'gender' else ''} "
                 f"number of utterances{' (split equally over female and male)' if t['balance'] == 'gender' else ''}"
             )
-    sheet = Path(cfg["languages_sheet"])
-    if root is not None and not sheet.is_absolute():
-        sheet = root / sheet
+    sheet = resolve_path(cfg["languages_sheet"], root)
     languages = read_languages(sheet)
     known = set(languages["locale"].to_list())
     for task, t in cfg["tasks"].items():
@@ -248,7 +322,7 @@ def load_config(raw: Mapping[str, Any] | Path, source: str | None = None, root: 
     _check_learning_curve(cfg, source)
     if "demo" in cfg:
         _check_demo(cfg, source, known, sheet)
-    return Config(cfg, languages, source)
+    return Config(cfg, languages, source, sheet)
 
 
 def _check_demo(cfg: dict[str, Any], source: str, known: set[str], sheet: Path) -> None:

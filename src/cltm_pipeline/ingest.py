@@ -11,7 +11,7 @@ import numpy as np
 import polars as pl
 
 from .audio import SAMPLE_RATE, Decoded, decode_clip
-from .commonvoice import CorpusError, read_locale
+from .commonvoice import CorpusError, read_locale, unmapped_genders
 from .io import stable_hash, write_json, write_npy, write_parquet, write_tsv
 
 __all__ = ["IngestResult", "select_clips", "decode_all", "ingest_locale"]
@@ -74,6 +74,10 @@ def ingest_locale(
     """
     locale_path, out_dir = Path(locale_path), Path(out_dir)
     df = select_clips(read_locale(locale_path, locale), max_clips_per_speaker)
+    unmapped = unmapped_genders(df)
+    if unmapped:  # not an error (a new CV label must not fail a locale), but never silent: counted and logged
+        print(f"ingest {locale}: {sum(unmapped.values())} clip(s) with a gender label of neither CV vocabulary, "
+              f"taken as unknown (out of the gender task): {unmapped}", file=sys.stderr)
     clips_dir = locale_path / "clips"
     decoded = decode_all(
         [clips_dir / p for p in df["path"]], df["cv_duration_s"].to_list(), workers=workers, sample_rate=sample_rate
@@ -118,6 +122,7 @@ def ingest_locale(
             "quarantined": result.quarantined,
             "audio_seconds": round(result.audio_seconds, 3),
             "max_clips_per_speaker": max_clips_per_speaker,
+            "gender_unmapped": unmapped,
         },
     )
     if bad.height:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -44,6 +45,13 @@ def atomic_path(path: Path) -> Iterator[Path]:
     try:
         yield Path(tmp)
         os.replace(tmp, path)  # atomic on POSIX within one filesystem
+    except OSError as exc:  # a full disk: say which output could not be written, and why, in one line
+        if exc.filename is None:
+            code = exc.errno
+            if code is None and shutil.disk_usage(path.parent).free < (1 << 20):  # numpy's writers lose errno
+                code = errno.ENOSPC
+            raise OSError(code, os.strerror(code) if code else str(exc), str(path)) from None
+        raise
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)

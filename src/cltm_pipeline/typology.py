@@ -58,6 +58,8 @@ def uriel_distances(
         if len(codes) >= 2:
             with contextlib.redirect_stdout(io.StringIO()):
                 sub = np.asarray(u.new_distance(kind, codes), dtype=float)
+            if sub.ndim == 0:  # URIEL+ answers a pair of codes with the scalar distance, not a 2x2 matrix
+                sub = np.array([[0.0, float(sub)], [float(sub), 0.0]])
             sub = np.where(sub < 0, np.nan, sub)
             pos = {c: k for k, c in enumerate(codes)}
             for a in idx:

@@ -2,27 +2,39 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import polars as pl
 
 from .commonvoice import read_locale
-from .config import Config
+from .config import Config, ConfigError
 from .subsets import SINGLE, cell_kind, check_capacity
 
-__all__ = ["check_release_capacity"]
+__all__ = ["check_release_capacity", "stale_flags", "metrics_ok", "file_stamp", "read_flag", "inventory"]
 
 
 def check_release_capacity(cfg: Config) -> str:
-    """Check every task's regime against the release's metadata (no audio decoding); skip absent locales.
+    """Check every task's regime against the release's metadata (no audio decoding), or against the ingested
+    table where ingestion has run (quarantined clips excluded); a locale absent from a real release is an error.
 
     Returns a short description of what could be checked. A generated demo release that does not exist
     yet is checked again by each subsets job once it does.
     """
     tables: dict[str, pl.DataFrame] = {}
+    if "demo" not in cfg.raw and Path(cfg.release).is_dir():  # a real release: every locale must be in it
+        for task, t in cfg.raw["tasks"].items():
+            for k, locale in enumerate(t["languages"]):
+                if not (Path(cfg.release) / locale / "validated.tsv").is_file():
+                    raise ConfigError(f"tasks.{task}.languages.{k}: locale {locale!r} is not in the release "
+                                      f"{cfg.release} (no {Path(cfg.release) / locale / 'validated.tsv'})")
     for locale in cfg.locales:
         d = Path(cfg.release) / locale
-        if (d / "validated.tsv").is_file():
+        ingested = Path(cfg.raw["results"]) / "ingest" / locale / "utterances.parquet"
+        if (d / "validated.tsv").is_file() and ingested.is_file() \
+                and ingested.stat().st_mtime >= (d / "validated.tsv").stat().st_mtime:
+            tables[locale] = pl.read_parquet(ingested)  # after quarantine: what subsets will draw from
+        elif (d / "validated.tsv").is_file():
             tables[locale] = read_locale(d, locale)
     for task in cfg.tasks:
         check_capacity(cfg.subset_spec(task), tables)
@@ -39,6 +51,77 @@ FAILED_PATTERN = "{results}/runs/{task}/{arch}/" + CELL_DIR + "/failed.json"
 RUN_LOG_PATTERN = "{results}/logs/runs/{task}/{arch}/{target}/seed{seed}.log"
 
 
+#: The worker flag of one (task, arch, target, seed): written once every cell of it is done.
+FLAG_PATTERN = "{results}/runs/{task}/{arch}/{target}/seed{seed}.done"
+
+
+def file_stamp(path: Path) -> list[int]:
+    """(size, mtime in ns) of a file: what a worker flag records of each metrics.json it vouches for."""
+    st = Path(path).stat()
+    return [st.st_size, st.st_mtime_ns]
+
+
+def read_flag(flag: Path) -> dict[str, list[int]] | None:
+    """The metrics.json stamps a worker flag records (cell name -> stamp); None if absent or unreadable."""
+    try:
+        record = json.loads(Path(flag).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        return None
+    if not isinstance(record, dict) or not isinstance(record.get("metrics", {}), dict):
+        return None
+    return record.get("metrics", {})  # a flag written before stamps existed has none: its cells are parsed
+
+
+def metrics_ok(path: Path, stamp: list[int] | None = None) -> bool:
+    """Whether a cell's metrics.json is done: it has the stamp its worker flag recorded, or (no stamp) it
+    parses as a metrics record. A truncated, emptied or lost file is not done."""
+    path = Path(path)
+    if stamp is not None:
+        try:
+            return file_stamp(path) == list(stamp)
+        except OSError:
+            return False
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        return False
+    return isinstance(record, dict) and isinstance(record.get("metrics"), dict)
+
+
+def stale_flags(cfg: Config) -> list[tuple[str, str, Path, str]]:
+    """(task, arch, flag, reason) of every worker flag that vouches for a cell whose metrics.json is missing,
+    changed or corrupt, or that is missing itself while its matrix exists. Costs one stat per cell.
+
+    Snakemake tracks only the flags, and does not rebuild a missing intermediate file while the files made
+    from it exist: removing such a flag and its matrix before the DAG is built makes a plain rerun retrain
+    exactly those cells (the worker skips every cell still current) and rebuild the matrix."""
+    results, stale = cfg.raw["results"], []
+    for task, t in cfg.raw["tasks"].items():
+        langs = t["languages"]
+        for arch in t["architectures"]:
+            matrix = Path(results) / "matrices" / task / arch / "summary.json"
+            for seed in cfg.seeds(task):
+                for target in langs:
+                    kw = dict(results=results, task=task, arch=arch, target=target, seed=seed)
+                    flag = Path(FLAG_PATTERN.format(**kw))
+                    if not flag.exists():
+                        if matrix.exists():
+                            stale.append((task, arch, flag, f"missing while {matrix} exists"))
+                        continue
+                    stamps = read_flag(flag)
+                    if stamps is None:
+                        stale.append((task, arch, flag, "unreadable flag"))
+                        continue
+                    for donor in [SINGLE, *langs]:
+                        name = CELL_DIR.format(target=target, donor=donor, seed=seed)
+                        path = Path(RUN_PATTERN.format(**kw, donor=donor))
+                        if not metrics_ok(path, stamps.get(name)):
+                            why = "missing" if not path.exists() else "changed or corrupt"
+                            stale.append((task, arch, flag, f"{path} {why}"))
+                            break
+    return stale
+
+
 def grid(cfg: Config) -> pl.DataFrame:
     """Every training run the config asks for: task, arch, target, donor ("-" single), seed, cell kind."""
     rows = []
@@ -53,14 +136,21 @@ def grid(cfg: Config) -> pl.DataFrame:
 
 
 def inventory(cfg: Config) -> pl.DataFrame:
-    """The grid with each run's status from the files on disk: done, failed (the worker recorded an error) or missing."""
+    """The grid with each run's status from the files on disk: done (metrics.json as its worker flag recorded
+    it, or parseable), failed (the worker recorded an error) or missing (absent, truncated, corrupt)."""
     g = grid(cfg)
     results = cfg.raw["results"]
     paths, status, logs = [], [], []
+    flags: dict[tuple, dict[str, list[int]]] = {}
     for task, arch, target, donor, seed in g.select("task", "arch", "target", "donor", "seed").iter_rows():
         kw = dict(results=results, task=task, arch=arch, target=target, donor=donor, seed=seed)
         p, failed = Path(RUN_PATTERN.format(**kw)), Path(FAILED_PATTERN.format(**kw))
         paths.append(str(p))
         logs.append(RUN_LOG_PATTERN.format(**kw))
-        status.append("done" if p.is_file() else "failed" if failed.is_file() else "missing")
+        flag = (task, arch, target, seed)
+        if flag not in flags:
+            flags[flag] = read_flag(Path(FLAG_PATTERN.format(**kw))) or {}
+        stamp = flags[flag].get(CELL_DIR.format(target=target, donor=donor, seed=seed))
+        status.append("done" if metrics_ok(p, stamp) or (stamp is not None and metrics_ok(p))
+                      else "failed" if failed.is_file() else "missing")
     return g.with_columns(pl.Series("status", status), pl.Series("path", paths), pl.Series("log", logs))

@@ -8,7 +8,7 @@ localrules:
 # other languages asked (minutes for the study's 54 languages, seconds for the demo).
 rule typology:
     input:
-        sheet=CFG.raw["languages_sheet"],
+        sheet=SHEET,
     output:
         f"{RESULTS}/typology/uriel.json",
     params:
@@ -18,7 +18,7 @@ rule typology:
     conda:
         "../envs/cpu.yaml"
     shell:
-        "cltm typology --languages-sheet {input.sheet} --locales {params.locales} --out {output} > {log} 2>&1"
+        "cltm typology --languages-sheet {input.sheet:q} --locales {params.locales} --out {output:q} > {log:q} 2>&1"
 
 
 rule analyse:
@@ -26,7 +26,7 @@ rule analyse:
         summary=f"{RESULTS}/matrices/{{task}}/{{arch}}/summary.json",
         cells=f"{RESULTS}/matrices/{{task}}/{{arch}}/cells.tsv",
         typology=f"{RESULTS}/typology/uriel.json",
-        sheet=CFG.raw["languages_sheet"],
+        sheet=SHEET,
     output:
         f"{RESULTS}/matrices/{{task}}/{{arch}}/analysis.json",
     params:
@@ -38,9 +38,9 @@ rule analyse:
     conda:
         "../envs/cpu.yaml"
     shell:
-        "cltm analyse --matrix $(dirname {input.summary}) --runs-dir {params.runs_dir} --seeds {params.seeds}"
-        " --languages-sheet {input.sheet} --typology {input.typology} --seed {params.seed}"
-        " --out {output} > {log} 2>&1"
+        "cltm analyse --matrix \"$(dirname {input.summary:q})\" --runs-dir {params.runs_dir:q} --seeds {params.seeds}"
+        " --languages-sheet {input.sheet:q} --typology {input.typology:q} --seed {params.seed}"
+        " --out {output:q} > {log:q} 2>&1"
 
 
 # (validated with the rest of the config in common.smk)
@@ -74,6 +74,6 @@ rule learning_curve:
         "../envs/gpu.yaml"
     shell:
         "cltm learning-curve --task {wildcards.task} --arch {wildcards.arch} --spec {params.spec:q}"
-        " --model-dir $(dirname {input.model}) --ingest-root $(dirname $(dirname {input.tables[0]}))"
+        " --model-dir \"$(dirname {input.model:q})\" --ingest-root \"$(dirname \"$(dirname {input.tables[0]:q})\")\""
         " --languages {params.languages} --ladder {params.ladder} --seeds {params.seeds} --hparams {params.hparams:q}"
-        " --metric {params.metric} --z {params.z} --jobs {threads} --out $(dirname {output.curve}) > {log} 2>&1"
+        " --metric {params.metric} --z {params.z} --jobs {threads} --out \"$(dirname {output.curve:q})\" > {log:q} 2>&1"

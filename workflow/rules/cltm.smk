@@ -24,6 +24,6 @@ rule matrix:
     conda:
         "../envs/cpu.yaml"
     shell:
-        "cltm matrix --runs-dir {params.runs_dir} --languages {params.languages} --seeds {params.seeds}"
+        "cltm matrix --runs-dir {params.runs_dir:q} --languages {params.languages} --seeds {params.seeds}"
         " --metric {params.metric} --policy {params.policy} --test {params.test} --ci {params.ci}"
-        " --seed {params.seed} --out $(dirname {output.cltm}) > {log} 2>&1"
+        " --seed {params.seed} --out \"$(dirname {output.cltm:q})\" > {log:q} 2>&1"

@@ -1,25 +1,41 @@
 # Config validation (before any job is submitted), wildcard constraints and input functions.
 import json
+import os
 import re
 import shlex
 import sys
 from pathlib import Path
 
 # Jobs call the `cltm` of the environment running Snakemake (the README's .venv), activated or not.
-shell.prefix(f'export PATH="{Path(sys.executable).parent}:$PATH"; ')
+# CLTM_PARENT_PID: a `cltm` job exits when this Snakemake process is gone (kill -9 leaves no orphan
+# worker training on; cltm_pipeline.cli).
+shell.prefix(f'export PATH="{Path(sys.executable).parent}:$PATH" CLTM_PARENT_PID={os.getpid()}; ')
 
-from cltm_pipeline.config import ConfigError, load_config
+from cltm_pipeline.config import ConfigError, load_config, read_yaml
 from cltm_pipeline.subsets import SubsetError
 from cltm_pipeline.config import config_hash
 from cltm_pipeline.subsets import SINGLE
-from cltm_pipeline.workflow import check_release_capacity
+from cltm_pipeline.workflow import check_release_capacity, stale_flags
+from cltm_pipeline.commonvoice import CorpusError
 from cltm_pipeline.tasks import TASKS as TASK_REGISTRY, artifact_names
 
 try:
+    for _configfile in workflow.configfiles:  # Snakemake's own YAML loading keeps a duplicated key silently
+        read_yaml(Path(_configfile))
     CFG = load_config(config, source="config", root=Path(workflow.basedir))
     check_release_capacity(CFG)
-except (ConfigError, SubsetError) as exc:
+except (ConfigError, SubsetError, CorpusError) as exc:
     raise WorkflowError(f"invalid configuration: {exc}") from None
+
+# A worker flag vouches for its cells' metrics.json as written. One whose files were lost or damaged since
+# is removed here, before the DAG is built, with the matrix built from it (Snakemake would not rebuild a
+# missing flag while the matrix exists), so this plain run retrains exactly those cells and the matrix.
+if workflow.is_main_process:
+    for _task, _arch, _flag, _why in stale_flags(CFG):
+        logger.warning(f"{_flag}: {_why}; the cell is retrained and the {_task}/{_arch} matrix rebuilt")
+        _flag.unlink(missing_ok=True)
+        for _name in ("cltm.tsv", "cells.tsv", "summary.json"):  # the matrix rule's outputs (cltm.smk)
+            Path(CFG.raw["results"], "matrices", _task, _arch, _name).unlink(missing_ok=True)
 
 if "demo" not in CFG.raw and not Path(CFG.raw["release"]).is_dir():
     logger.warning(
@@ -40,6 +56,8 @@ def _grid_summary():
 logger.info(_grid_summary())
 
 RESULTS = CFG.raw["results"]
+# relative to the working directory, else to this workflow's directory (config.resolve_path), as validated
+SHEET = str(CFG.sheet)
 RELEASE = CFG.raw["release"]
 LOCALES = CFG.locales
 TASKS = CFG.tasks
@@ -66,10 +84,18 @@ def ingest_table(locale):
     return f"{RESULTS}/ingest/{locale}/utterances.parquet"
 
 
-def release_tsv(wildcards):
-    """The locale's validated.tsv; absent from a real release only in a dry-run of a grid without data."""
-    path = f"{RELEASE}/{wildcards.locale}/validated.tsv"
-    return path if "demo" in CFG.raw or Path(path).exists() else []
+#: What ingestion reads of a locale besides its clips (split files and durations are optional in a release).
+RELEASE_FILES = ("validated.tsv", "train.tsv", "dev.tsv", "test.tsv", "clip_durations.tsv")
+
+
+def release_files(wildcards):
+    """What the locale's ingestion reads, so an edit to any of it reruns ingestion: the TSVs present and the
+    clips directory (a clip added, removed or replaced changes its mtime; a clip edited in place does not).
+    The demo's files are all outputs of demo_corpus; a real release's may be absent only in a dry-run."""
+    d = f"{RELEASE}/{wildcards.locale}"
+    if "demo" in CFG.raw:
+        return [f"{d}/{name}" for name in RELEASE_FILES]
+    return [p for p in (*(f"{d}/{name}" for name in RELEASE_FILES), f"{d}/clips") if Path(p).exists()]
 
 
 def subset_tables(wildcards):

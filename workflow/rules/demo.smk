@@ -5,7 +5,7 @@ if "demo" in CFG.raw:
 
     rule demo_corpus:
         output:
-            expand("{release}/{locale}/validated.tsv", release=RELEASE, locale=[*DEMO["languages"], *DEMO_CLEAN]),
+            expand("{release}/{locale}/{name}", release=RELEASE, locale=[*DEMO["languages"], *DEMO_CLEAN], name=RELEASE_FILES),
             readme=f"{RELEASE}/README.txt",
         params:
             release=lambda w, output: Path(output.readme).parent,
@@ -19,5 +19,5 @@ if "demo" in CFG.raw:
         conda:
             "../envs/cpu.yaml"
         shell:
-            "cltm demo-corpus --out {params.release} --languages {params.languages} --clean-languages {params.clean}"
-            " --seed {params.seed} --speakers-per-gender {params.speakers} --clips-per-speaker {params.clips} > {log} 2>&1"
+            "cltm demo-corpus --out {params.release:q} --languages {params.languages} --clean-languages {params.clean}"
+            " --seed {params.seed} --speakers-per-gender {params.speakers} --clips-per-speaker {params.clips} > {log:q} 2>&1"

@@ -27,6 +27,6 @@ rule embed:
     conda:
         "../envs/gpu.yaml"
     shell:
-        "cltm embed --task {wildcards.task} --arch {wildcards.arch} --model-dir $(dirname {input.model})"
-        " --locale {wildcards.locale} --manifests {input.manifests} --ingest-root {params.ingest_root}"
-        " --hparams {params.hparams:q} --threads {threads} --out {output} > {log} 2>&1"
+        "cltm embed --task {wildcards.task} --arch {wildcards.arch} --model-dir \"$(dirname {input.model:q})\""
+        " --locale {wildcards.locale} --manifests {input.manifests:q} --ingest-root {params.ingest_root:q}"
+        " --hparams {params.hparams:q} --threads {threads} --out {output:q} > {log:q} 2>&1"

@@ -1,7 +1,7 @@
 # One job per locale: parse the release's TSVs, decode clips to 16 kHz, cache audio, quarantine bad clips.
 rule ingest:
     input:
-        release_tsv,
+        release_files,
     output:
         table=f"{RESULTS}/ingest/{{locale}}/utterances.parquet",
         audio=f"{RESULTS}/ingest/{{locale}}/audio.npy",
@@ -24,5 +24,5 @@ rule ingest:
     conda:
         "../envs/cpu.yaml"
     shell:
-        "cltm ingest --release {params.release} --locale {wildcards.locale} --out $(dirname {output.table})"
-        " --workers {threads} --min-clips {params.min_clips} {params.cap} > {log} 2>&1"
+        "cltm ingest --release {params.release:q} --locale {wildcards.locale} --out \"$(dirname {output.table:q})\""
+        " --workers {threads} --min-clips {params.min_clips} {params.cap} > {log:q} 2>&1"

@@ -11,5 +11,5 @@ rule prepare_model:
     conda:
         "../envs/gpu.yaml"
     shell:
-        "cltm prepare-model --arch {params.arch} --source {params.source:q} --out $(dirname {output})"
-        " {params.tiny} > {log} 2>&1"
+        "cltm prepare-model --arch {params.arch} --source {params.source:q} --out \"$(dirname {output:q})\""
+        " {params.tiny} > {log:q} 2>&1"

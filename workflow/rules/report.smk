@@ -8,7 +8,7 @@ rule report:
         summaries=[f"{RESULTS}/matrices/{task}/{arch}/summary.json" for task, arch in matrices()],
         analyses=[f"{RESULTS}/matrices/{task}/{arch}/analysis.json" for task, arch in matrices()],
         curves=LC_OUTPUTS,
-        sheet=CFG.raw["languages_sheet"],
+        sheet=SHEET,
     output:
         html=f"{RESULTS}/report/index.html",
         figures=[
@@ -22,14 +22,15 @@ rule report:
             for kind in ("cltm", "m")
         ],
     params:
-        config=json.dumps(CFG.raw, sort_keys=True),
-        matrices=lambda w, input: " ".join(str(Path(p).parent) for p in input.summaries),
-        curves=lambda w, input: " ".join(str(Path(p).parent) for p in input.curves),
+        config=json.dumps({**CFG.raw, "languages_sheet": SHEET}, sort_keys=True),
+        matrices=lambda w, input: " ".join(shlex.quote(str(Path(p).parent)) for p in input.summaries),
+        figures=lambda w, output: str(Path(output.html).parent / "figures"),
+        curves=lambda w, input: " ".join(shlex.quote(str(Path(p).parent)) for p in input.curves),
     log:
         f"{RESULTS}/logs/report.log",
     conda:
         "../envs/cpu.yaml"
     shell:
-        "cltm report --config-json {params.config:q} --languages-sheet {input.sheet} --matrices {params.matrices}"
-        " --out {output.html} --figures $(dirname {output.html})/figures --learning-curves {params.curves}"
-        " > {log} 2>&1"
+        "cltm report --config-json {params.config:q} --languages-sheet {input.sheet:q} --matrices {params.matrices}"
+        " --out {output.html:q} --figures {params.figures:q} --learning-curves {params.curves}"
+        " > {log:q} 2>&1"

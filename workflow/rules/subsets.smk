@@ -20,8 +20,8 @@ rule eval_sets:
     conda:
         "../envs/cpu.yaml"
     shell:
-        "cltm eval-sets --spec {params.spec:q} --target {wildcards.target} --table {input.table}"
-        " --test {output.test} --dev {output.dev} > {log} 2>&1"
+        "cltm eval-sets --spec {params.spec:q} --target {wildcards.target} --table {input.table:q}"
+        " --test {output.test:q} --dev {output.dev:q} > {log:q} 2>&1"
 
 
 rule subsets:
@@ -40,8 +40,8 @@ rule subsets:
         "../envs/cpu.yaml"
     shell:
         "cltm subsets --spec {params.spec:q} --target {wildcards.target} --seed {wildcards.seed}"
-        " --tables {input.tables} --test {input.test} --dev {input.dev} --out {output.table} --stats {output.stats}"
-        " > {log} 2>&1"
+        " --tables {input.tables:q} --test {input.test:q} --dev {input.dev:q} --out {output.table:q} --stats {output.stats:q}"
+        " > {log:q} 2>&1"
 
 
 # Artifacts a task declares (cltm_pipeline.tasks): per target from its evaluation sets (e.g. SV trials),
@@ -62,7 +62,7 @@ rule target_artifact:
         "../envs/cpu.yaml"
     shell:
         "cltm task-artifact --task {wildcards.task} --name {wildcards.artifact} --spec {params.spec:q}"
-        " --test {input.test} --dev {input.dev} --out {output} > {log} 2>&1"
+        " --test {input.test:q} --dev {input.dev:q} --out {output:q} > {log:q} 2>&1"
 
 
 rule task_artifact:
@@ -80,7 +80,7 @@ rule task_artifact:
         "../envs/cpu.yaml"
     shell:
         "cltm task-artifact --task {wildcards.task} --name {wildcards.artifact} --spec {params.spec:q}"
-        " --tables {input.tables} --out {output} > {log} 2>&1"
+        " --tables {input.tables:q} --out {output:q} > {log:q} 2>&1"
 
 
 rule probe_set:
@@ -95,4 +95,4 @@ rule probe_set:
     conda:
         "../envs/cpu.yaml"
     shell:
-        "cltm probe-set --spec {params.spec:q} --tables {input.tables} --out {output} > {log} 2>&1"
+        "cltm probe-set --spec {params.spec:q} --tables {input.tables:q} --out {output:q} > {log:q} 2>&1"

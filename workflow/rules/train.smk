@@ -3,9 +3,9 @@
 # cells are skipped on a rerun, so a failure or kill costs only the cells not yet written.
 rule train:
     input:
-        # ancient: adding a donor rewrites a seed table without changing the parts a finished cell used
-        # (draws are keyed by seed and locale); the worker's data-hash check catches any real change
-        seed_table=ancient(f"{RESULTS}/subsets/{{task}}/{{target}}/seed{{seed}}.tsv"),
+        # not ancient: a rewritten seed table (a donor added, or the subsets job rerun after a kill) reruns the
+        # worker, which skips every cell whose data hash is unchanged, so only the affected cells train
+        seed_table=f"{RESULTS}/subsets/{{task}}/{{target}}/seed{{seed}}.tsv",
         test=f"{RESULTS}/subsets/{{task}}/{{target}}/test.tsv",
         dev=f"{RESULTS}/subsets/{{task}}/{{target}}/dev.tsv",
         model=model_flag,
@@ -24,10 +24,10 @@ rule train:
         hparams=lambda w: arch_hparams_json(w.task, w.arch, w.target),
         config_hash=lambda w: cell_config_hash(w.task, w.arch, w.target),
         artifacts=lambda w: " ".join(
-            f"--artifact {n}={p}"
+            f"--artifact {shlex.quote(f'{n}={p}')}"
             for n, p in {**cell_artifacts(w.task, w.target), **embedding_artifacts(w.task, w.arch)}.items()
         ),
-        probe=lambda w, input: f"--probe {input.probe}" if input.probe else "",
+        probe=lambda w, input: f"--probe {shlex.quote(str(input.probe))}" if input.probe else "",
     threads: lambda w: arch_resources(w.task, w.arch)["threads"]
     resources:
         mem_mb=lambda w, attempt: arch_resources(w.task, w.arch)["mem_mb"] * attempt,
@@ -38,8 +38,8 @@ rule train:
     conda:
         "../envs/gpu.yaml"
     shell:
-        "cltm train-cells --task {wildcards.task} --arch {wildcards.arch} --model-dir $(dirname {input.model})"
-        " --seed-table {input.seed_table} --test {input.test} --dev {input.dev} --ingest-root {params.ingest_root}"
+        "cltm train-cells --task {wildcards.task} --arch {wildcards.arch} --model-dir \"$(dirname {input.model:q})\""
+        " --seed-table {input.seed_table:q} --test {input.test:q} --dev {input.dev:q} --ingest-root {params.ingest_root:q}"
         " --target {wildcards.target} --donors {params.donors} --seed {wildcards.seed}"
         " --hparams {params.hparams:q} --config-hash {params.config_hash} --threads {threads}"
-        " {params.artifacts} {params.probe} --runs-dir {params.runs_dir} --flag {output} > {log} 2>&1"
+        " {params.artifacts} {params.probe} --runs-dir {params.runs_dir:q} --flag {output:q} > {log:q} 2>&1"

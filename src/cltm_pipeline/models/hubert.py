@@ -71,6 +71,10 @@ def _missing(source: str, why: str) -> ModelError:
     )
 
 
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).splitlines() or [type(exc).__name__])[0][:160]
+
+
 def _quiet_transformers() -> None:
     from transformers.utils import logging as hf_logging
 
@@ -125,8 +129,10 @@ def _prepare_pretrained(source: str, out_dir: Path) -> dict[str, Any]:
     target = str(local) if is_dir else source
     try:
         model = HubertModel.from_pretrained(target, local_files_only=_offline() or is_dir)
-    except OSError as exc:
-        raise _missing(source, f"weights not loadable: {str(exc).splitlines()[0][:160]}") from None
+    except Exception as exc:  # OSError, a corrupt config (ValueError) or truncated weights (SafetensorError)
+        if is_dir:  # the user's own directory: the hub has nothing to do with it
+            raise ModelError(f"model {source!r}: cannot load the local directory: {_first_line(exc)}") from None
+        raise _missing(source, f"weights not loadable: {_first_line(exc)}") from None
     model.save_pretrained(out_dir)
     try:
         fe = Wav2Vec2FeatureExtractor.from_pretrained(target, local_files_only=_offline() or is_dir)
@@ -147,7 +153,11 @@ def load_encoder(model_dir: Path, freeze_feature_encoder: bool = True) -> tuple[
     _quiet_transformers()
     from transformers import HubertModel
 
-    encoder = HubertModel.from_pretrained(model_dir, local_files_only=True)
+    try:
+        encoder = HubertModel.from_pretrained(model_dir, local_files_only=True)
+    except Exception as exc:  # truncated model.safetensors, corrupt config.json
+        raise ModelError(f"{model_dir}: cannot load the prepared model ({_first_line(exc)}); delete the directory "
+                         "and rerun to prepare it again") from None
     pre = model_dir / "preprocessor_config.json"
     do_normalize = json.loads(pre.read_text())["do_normalize"] if pre.is_file() else True
     if freeze_feature_encoder:
