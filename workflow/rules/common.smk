@@ -12,7 +12,7 @@ from cltm_pipeline.config import ConfigError, load_config
 from cltm_pipeline.subsets import SubsetError
 from cltm_pipeline.config import config_hash
 from cltm_pipeline.subsets import SINGLE
-from cltm_pipeline.workflow import check_release_capacity
+from cltm_pipeline.workflow import check_release_capacity, pool_sizes
 from cltm_pipeline.tasks import TASKS as TASK_REGISTRY, artifact_names
 
 try:
@@ -38,6 +38,10 @@ def _grid_summary():
 
 
 logger.info(_grid_summary())
+
+# Clips per binary gender of each locale's ingested training pool (the hash-ranked sample that is decoded).
+POOL_CLIPS = pool_sizes(CFG)
+logger.info("ingest pools (clips per binary gender, sized from the grid): " + ", ".join(f"{k} {v:,}" for k, v in POOL_CLIPS.items()))
 
 RESULTS = CFG.raw["results"]
 RELEASE = CFG.raw["release"]
@@ -166,12 +170,17 @@ def embedding_artifacts(task, arch):
     return {f"emb:{loc}": f"{RESULTS}/embeddings/{task}/{arch}/{loc}.json" for loc in CFG.raw["tasks"][task]["languages"]}
 
 
+def seed_tables(wildcards):
+    """Every seed table of a task (every target and seed)."""
+    task = wildcards.task
+    return [f"{RESULTS}/subsets/{task}/{t}/seed{s}.tsv" for t in CFG.raw["tasks"][task]["languages"] for s in CFG.seeds(task)]
+
+
 def embed_manifests(wildcards):
     """What the embed job of a locale reads: the locale's evaluation sets and every seed table of the task
     (each holds the locale's rows it trains on, as target or donor)."""
-    task, langs = wildcards.task, CFG.raw["tasks"][wildcards.task]["languages"]
-    evals = [f"{RESULTS}/subsets/{task}/{wildcards.locale}/{name}.tsv" for name in ("test", "dev")]
-    return evals + [f"{RESULTS}/subsets/{task}/{t}/seed{s}.tsv" for t in langs for s in CFG.seeds(task)]
+    evals = [f"{RESULTS}/subsets/{wildcards.task}/{wildcards.locale}/{name}.tsv" for name in ("test", "dev")]
+    return evals + seed_tables(wildcards)
 
 
 def probe_input(task, arch):

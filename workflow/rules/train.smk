@@ -14,7 +14,8 @@ rule train:
         # a frozen encoder's embedding caches (rule embed); ancient: a growing store keeps its manifest
         embeddings=lambda w: [ancient(p) for p in embedding_artifacts(w.task, w.arch).values()],
         probe=lambda w: [ancient(p) for p in probe_input(w.task, w.arch)],
-        audio=lambda w: [f"{RESULTS}/ingest/{loc}/audio.npy" for loc in CFG.raw["tasks"][w.task]["languages"]],
+        # every language's table and audio, as one flag (rule task_ingested)
+        ingested=f"{RESULTS}/ready/{{task}}/ingested.json",
     output:
         f"{RESULTS}/runs/{{task}}/{{arch}}/{{target}}/seed{{seed}}.done",
     params:
