@@ -19,7 +19,7 @@ from typing import Iterator, Sequence
 import numpy as np
 import polars as pl
 
-from .audio import SAMPLE_RATE, decode_clip
+from .audio import SAMPLE_RATE, decode_clips
 from .commonvoice import GENDERS, CorpusError, LocaleScan, read_locale, scan_locale
 from .io import NpyAppender, write_json, write_parquet, write_tsv
 from .progress import Progress
@@ -77,11 +77,6 @@ def pool_sample(scan: LocaleScan, eligible: np.ndarray, pool_clips: int | None) 
     return keep
 
 
-def _decode_chunk(args: tuple[list[str], list[float | None], int]) -> list[tuple[np.ndarray | None, str | None]]:
-    paths, expected, sr = args
-    return [(d.samples, d.reason) for d in (decode_clip(Path(p), sr, e) for p, e in zip(paths, expected))]
-
-
 def decode_stream(
     paths: Sequence[str], expected_s: Sequence[float | None], workers: int = 1, sample_rate: int = SAMPLE_RATE,
     chunk: int = CHUNK_CLIPS,
@@ -91,13 +86,16 @@ def decode_stream(
     jobs = ((list(paths[i : i + chunk]), list(expected_s[i : i + chunk]), sample_rate) for i in range(0, len(paths), chunk))
     if workers <= 1:
         for job in jobs:
-            yield from _decode_chunk(job)
+            yield from decode_clips(job)
         return
-    # forkserver: a forked copy of a process running polars' thread pool can deadlock
-    with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("forkserver")) as pool:
+    # forkserver: a forked copy of a process running polars' thread pool can deadlock; workers fork from a
+    # server that has imported only the decoder, so they start in milliseconds and stay small
+    ctx = multiprocessing.get_context("forkserver")
+    ctx.set_forkserver_preload(["cltm_pipeline.audio"])
+    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
         window: deque = deque()
         for job in jobs:
-            window.append(pool.submit(_decode_chunk, job))
+            window.append(pool.submit(decode_clips, job))
             if len(window) >= 2 * workers:
                 yield from window.popleft().result()
         while window:

@@ -34,3 +34,22 @@ rule embed:
         "cltm embed --task {wildcards.task} --arch {wildcards.arch} --model-dir $(dirname {input.model})"
         " --locale {wildcards.locale} --manifests {params.manifests} --ingest-root {params.ingest_root}"
         " --hparams {params.hparams:q} --threads {threads} --out {output} > {log} 2>&1"
+
+
+# One flag per (task, arch) standing for every language's embedding cache: train jobs depend on it instead
+# of on each language's manifest (see task_ingested).
+localrules:
+    task_embeddings,
+
+
+rule task_embeddings:
+    input:
+        lambda w: list(embedding_artifacts(w.task, w.arch).values()),
+    output:
+        f"{RESULTS}/ready/{{task}}/{{arch}}/embeddings.json",
+    log:
+        f"{RESULTS}/logs/ready/{{task}}/{{arch}}/embeddings.log",
+    conda:
+        "../envs/cpu.yaml"
+    shell:
+        "cltm ready --inputs {input} --out {output} > {log} 2>&1"

@@ -1,0 +1,142 @@
+"""Ingestion at scale: peak memory and time of the metadata pass and of `cltm ingest` against locale size.
+
+Builds generated Common Voice-layout locales of 10k, 50k and 200k validated rows (demo.scale_locale: real
+demo mp3s hard-linked under new names, so decoding is real and the disk holds only links), then, each in a
+fresh process, measures:
+
+- the metadata pass (chunked scan of validated.tsv, per-speaker cap, pool sample, full rows of the chosen
+  clips): wall time, peak RSS;
+- the full ingestion with the same --pool-clips at every size: wall time, peak RSS of the main process and
+  of its decode workers (summed, sampled every 50 ms), clips decoded, pool size.
+
+Peak RSS should not grow with the locale (the issue's goal: 200k <= 1.2 x 10k). Then decode throughput
+of 2 workers against a one-process loop on the same clips, side by side (trust the ratio more than the
+rates: machines are shared).
+
+    .venv/bin/python bench/ingest_scale.py [--source DIR/es] [--rows 10000 50000 200000] [--pool-clips 1000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import psutil
+
+
+def _watch_children(peak: list[float], stop: threading.Event) -> None:
+    """Track the largest summed RSS of this process's descendants (the decode workers and their server)."""
+    me = psutil.Process()
+    while not stop.wait(0.05):
+        total = 0
+        for c in me.children(recursive=True):
+            try:
+                total += c.memory_info().rss
+            except psutil.Error:
+                pass
+        peak[0] = max(peak[0], total / 2**20)
+
+
+def _child(mode: str, locale_dir: Path, out: Path, pool_clips: int, workers: int) -> None:
+    """Run one measured step in this (fresh) process and print its figures as JSON."""
+    peak, stop = [0.0], threading.Event()
+    watcher = threading.Thread(target=_watch_children, args=(peak, stop), daemon=True)
+    watcher.start()
+    t0 = time.perf_counter()
+    if mode == "metadata":
+        from cltm_pipeline.commonvoice import read_locale, scan_locale
+        from cltm_pipeline.ingest import capped, pool_sample
+
+        scan = scan_locale(locale_dir, "es")
+        eligible = capped(scan, None) & ~scan.evaluation
+        pool = pool_sample(scan, eligible, pool_clips)
+        table = read_locale(locale_dir, "es", rows=scan.row[pool | scan.evaluation])
+        figures = {"rows": scan.rows, "pool": int(pool.sum()), "decoded": 0, "table_rows": table.height}
+    else:
+        from cltm_pipeline.ingest import ingest_locale
+
+        res = ingest_locale(locale_dir, "es", out, workers=workers, pool_clips=pool_clips)
+        figures = {"pool": res.pool, "decoded": res.kept + res.quarantined}
+    figures["wall_s"] = time.perf_counter() - t0
+    figures["rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    stop.set()
+    watcher.join()
+    figures["workers_rss_mb"] = peak[0]
+    print(json.dumps(figures))
+
+
+def _measure(mode: str, locale_dir: Path, out: Path, pool_clips: int, workers: int) -> dict:
+    cmd = [sys.executable, __file__, "--child", mode, "--locale-dir", str(locale_dir), "--out", str(out),
+           "--pool-clips", str(pool_clips), "--workers", str(workers)]
+    res = subprocess.run(cmd, capture_output=True, text=True, check=True)
+    return json.loads(res.stdout.strip().splitlines()[-1])
+
+
+def _throughput(locale_dir: Path, clips: int, repeats: int) -> tuple[float, float]:
+    """Clips/s of decode_stream with 1 and 2 workers on the same clips, alternating, best of ``repeats``."""
+    from cltm_pipeline.commonvoice import read_tsv
+    from cltm_pipeline.ingest import decode_stream
+
+    v = read_tsv(locale_dir / "validated.tsv").head(clips)
+    paths = [str(locale_dir / "clips" / p) for p in v["path"]]
+    rates: dict[int, list[float]] = {1: [], 2: []}
+    for _ in range(repeats):
+        for w in (1, 2):
+            t0 = time.perf_counter()
+            n = sum(1 for _ in decode_stream(paths, [None] * len(paths), workers=w))
+            rates[w].append(n / (time.perf_counter() - t0))
+    return max(rates[1]), max(rates[2])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--source", type=Path, help="a demo locale directory to scale (default: build the demo's es)")
+    ap.add_argument("--rows", type=int, nargs="+", default=[10_000, 50_000, 200_000])
+    ap.add_argument("--pool-clips", type=int, default=1000)
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--throughput-clips", type=int, default=600)
+    ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--child", choices=["metadata", "ingest"], help=argparse.SUPPRESS)
+    ap.add_argument("--locale-dir", type=Path, help=argparse.SUPPRESS)
+    ap.add_argument("--out", type=Path, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.child:
+        _child(args.child, args.locale_dir, args.out, args.pool_clips, args.workers)
+        return
+
+    from cltm_pipeline.demo import DEFAULT_LANGUAGES, build_demo_corpus, scale_locale
+
+    with tempfile.TemporaryDirectory() as tmp:
+        source = args.source
+        if source is None:
+            langs = tuple(lang for lang in DEFAULT_LANGUAGES if lang.locale == "es")
+            source = build_demo_corpus(Path(tmp) / "cv", languages=langs, speakers_per_gender=12, clips_per_speaker=10, seed=0) / "es"
+        print(f"pool_clips {args.pool_clips} per binary gender, {args.workers} decode workers")
+        print(f"{'rows':>8} {'step':<9} {'wall s':>7} {'peak RSS MB':>11} {'workers MB':>10} {'decoded':>8} {'pool':>6}")
+        figures = {}
+        for rows in args.rows:
+            d = Path(tmp) / f"r{rows}" / "es"
+            scale_locale(source, d, rows)
+            for mode in ("metadata", "ingest"):
+                f = _measure(mode, d, Path(tmp) / f"out{rows}", args.pool_clips, args.workers)
+                figures[rows, mode] = f
+                workers = f"{f['workers_rss_mb']:.0f}" if mode == "ingest" else "-"
+                print(f"{rows:>8,} {mode:<9} {f['wall_s']:>7.1f} {f['rss_mb']:>11.0f} {workers:>10} {f['decoded']:>8,} {f['pool']:>6,}",
+                      flush=True)
+        lo, hi = min(args.rows), max(args.rows)
+        for mode in ("metadata", "ingest"):
+            print(f"peak RSS {mode}: {hi:,} rows / {lo:,} rows = {figures[hi, mode]['rss_mb'] / figures[lo, mode]['rss_mb']:.2f}x")
+        one, two = _throughput(Path(tmp) / f"r{lo}" / "es", args.throughput_clips, args.repeats)
+        print(f"decode throughput: 1 process {one:.1f} clips/s, 2 workers {two:.1f} clips/s, ratio {two / one:.2f}x "
+              f"({args.throughput_clips} clips, best of {args.repeats})")
+
+
+if __name__ == "__main__":
+    main()
