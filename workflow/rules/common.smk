@@ -89,12 +89,16 @@ def arch_resources(task, arch):
     return arch_block(task, arch)["resources"]
 
 
+#: The languages sheet by locale (looked up once per train job while planning: a filter each time costs seconds).
+SHEET_ROWS = {r["locale"]: r for r in CFG.languages.iter_rows(named=True)}
+
+
 def target_hparams(task, arch, target=None):
     """The architecture's hparams; a null one named like a languages-sheet column (e.g. ``asr_unit``)
     takes the target's value from the sheet."""
     hp = dict(arch_block(task, arch)["hparams"])
     if target is not None:
-        row = CFG.languages.filter(CFG.languages["locale"] == target).row(0, named=True)
+        row = SHEET_ROWS[target]
         hp.update({k: row[k] for k, v in hp.items() if v is None and k in row and k != "locale"})
     return hp
 
