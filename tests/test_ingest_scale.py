@@ -90,3 +90,22 @@ def test_quarantine_names_file_row_and_reason(big):
         assert r["file"].startswith(str(locale_dir / "clips")) and r["reason"]
         assert lines[r["row"] - 1].split("\t")[1] == r["file"].rsplit("/", 1)[1]  # the row is the file's TSV line
     assert {r.split(":")[0] for r in q["reason"]} >= {"missing file", "empty file"}
+
+
+def test_chunked_read_of_chosen_rows_equals_the_whole_read(big):
+    from cltm_pipeline.commonvoice import read_locale
+
+    locale_dir, _ = big
+    rows = np.array([2, 3, 41, 42, 43, 5_000, 12_345, ROWS + 1])  # first, chunk edges, last
+    whole = read_locale(locale_dir, "es")
+    assert read_locale(locale_dir, "es", rows=rows).equals(whole.filter(pl.col("row").is_in(rows.tolist())))
+
+
+def test_a_ragged_row_is_named_by_the_scan(tmp_path):
+    from cltm_pipeline.commonvoice import CorpusError
+
+    lines = ["client_id\tpath\tsentence\tgender"] + [f"c{i}\tp{i}.mp3\ts\tmale" for i in range(10)]
+    lines[7] += "\textra"
+    (tmp_path / "validated.tsv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    with pytest.raises(CorpusError, match=r"validated\.tsv: row 8: 5 fields, the header has 4$"):
+        scan_locale(tmp_path, "xx", chunk_rows=4)

@@ -8,10 +8,10 @@ points the config at a directory they already have.
 from __future__ import annotations
 
 import io
+import re
 from dataclasses import dataclass
-from itertools import islice
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import numpy as np
 import polars as pl
@@ -24,7 +24,6 @@ __all__ = [
     "CorpusError",
     "normalise_gender",
     "read_tsv",
-    "read_tsv_chunks",
     "LocaleScan",
     "scan_locale",
     "read_validated",
@@ -53,6 +52,8 @@ _GENDER_MAP = {
     "": "unknown",
 }
 
+_EXTENSION = re.compile(r"\.[A-Za-z0-9]+$")
+
 #: CV's own speaker-disjoint split files, in the order membership is assigned.
 SPLIT_FILES = ("test", "dev", "train")
 
@@ -75,14 +76,11 @@ def locale_dir(release: Path, locale: str) -> Path:
     return d
 
 
-def read_tsv(path: Path, required: tuple[str, ...] = CORE_COLUMNS) -> pl.DataFrame:
-    """Read a CV TSV with quoting disabled (CV sentences carry unbalanced quotes), all columns as text."""
-    path = Path(path)
-    if not path.is_file():
-        raise CorpusError(f"{path}: file not found")
+def _parse(source: Path | io.BytesIO, path: Path, required: tuple[str, ...]) -> pl.DataFrame:
+    """Parse CV TSV text (quoting disabled, every column as text) and give every release the same columns."""
     try:
         df = pl.read_csv(
-            path,
+            source,
             separator="\t",
             quote_char=None,
             infer_schema=False,  # every column as String: ids and votes must round-trip exactly
@@ -103,50 +101,57 @@ def read_tsv(path: Path, required: tuple[str, ...] = CORE_COLUMNS) -> pl.DataFra
     return df.with_columns(pl.col(c).fill_null("") for c in df.columns)
 
 
-#: Rows per chunk when a TSV is read in pieces (a 1.8 M-row validated.tsv is never held whole).
-CHUNK_ROWS = 50_000
+def read_tsv(path: Path, required: tuple[str, ...] = CORE_COLUMNS) -> pl.DataFrame:
+    """Read a CV TSV with quoting disabled (CV sentences carry unbalanced quotes), all columns as text."""
+    path = Path(path)
+    if not path.is_file():
+        raise CorpusError(f"{path}: file not found")
+    return _parse(path, path, required)
 
 
-def read_tsv_chunks(
-    path: Path, required: tuple[str, ...] = CORE_COLUMNS, chunk_rows: int = CHUNK_ROWS
-) -> Iterator[tuple[int, pl.DataFrame]]:
-    """Read a CV TSV in chunks of ``chunk_rows`` rows, as :func:`read_tsv` would (quoting disabled, all text).
+#: Rows per block of :class:`LocaleScan` arrays built while streaming a TSV.
+CHUNK_ROWS = 10_000
 
-    Yields ``(start, chunk)``, ``start`` the 0-based index of the chunk's first data row. Quoting is disabled,
-    so one line is one row and the file can be cut at line ends.
-    """
+
+def _header(path: Path, required: tuple[str, ...]) -> tuple[bytes, list[str]]:
+    """A TSV's header line and column names, checked for ``required``."""
     path = Path(path)
     if not path.is_file():
         raise CorpusError(f"{path}: file not found")
     with open(path, "rb") as fh:
-        header = fh.readline()
-        start = 0
-        while True:
-            lines = list(islice(fh, chunk_rows))
-            if not lines and start:
-                return
-            try:
-                df = pl.read_csv(
-                    io.BytesIO(header + b"".join(lines)), separator="\t", quote_char=None, infer_schema=False,
-                    empty_string_is_null=False, encoding="utf8",
-                )
-            except pl.exceptions.ComputeError as exc:
-                raise CorpusError(
-                    f"{path}: cannot parse rows {start + 2}-{start + 1 + len(lines)} as a Common Voice TSV: "
-                    f"{str(exc).splitlines()[0]}"
-                ) from exc
-            missing = [c for c in required if c not in df.columns]
-            if missing:
-                raise CorpusError(f"{path}: missing column(s) {', '.join(missing)} (has: {', '.join(df.columns)})")
-            if "accents" not in df.columns and "accent" in df.columns:
-                df = df.rename({"accent": "accents"})
-            for col in ("sentence_id", "age", "accents", "locale"):
-                if col not in df.columns:
-                    df = df.with_columns(pl.lit("").alias(col))
-            yield start, df.with_columns(pl.col(c).fill_null("") for c in df.columns)
-            start += len(lines)
-            if not lines:
-                return
+        header = fh.readline().rstrip(b"\r\n")
+    try:
+        cols = header.decode("utf-8").split("\t")
+    except UnicodeDecodeError as exc:
+        raise CorpusError(f"{path}: row 1: header is not UTF-8 ({exc.reason})") from None
+    missing = [c for c in required if c not in cols]
+    if missing:
+        raise CorpusError(f"{path}: missing column(s) {', '.join(missing)} (has: {', '.join(cols)})")
+    return header, cols
+
+
+def _lines(path: Path) -> Iterator[tuple[int, bytes]]:
+    """(file row, line without its line end) of every non-empty data line; the header is row 1. Quoting is
+    disabled, so a line is a row: a TSV is streamed in constant memory."""
+    with open(path, "rb") as fh:
+        fh.readline()
+        for row, line in enumerate(fh, start=2):
+            line = line.rstrip(b"\r\n")
+            if line:
+                yield row, line
+
+
+def _read_rows(path: Path, required: tuple[str, ...], keep: Callable[[int, bytes], bool]) -> pl.DataFrame:
+    """The rows of a TSV for which ``keep(row, line)`` holds, with their file ``row``, parsed as :func:`read_tsv`
+    would; the file is streamed and only the kept lines are parsed, so memory grows with them, not the file."""
+    header, _ = _header(path, required)
+    rows, lines = [], []
+    for row, line in _lines(path):
+        if keep(row, line):
+            rows.append(row)
+            lines.append(line)
+    df = _parse(io.BytesIO(b"\n".join([header, *lines, b""])), path, required)
+    return df.select(pl.Series("row", rows, dtype=pl.UInt32), *df.columns)
 
 
 def read_clip_durations(path: Path, paths: pl.Series | None = None) -> pl.DataFrame:
@@ -191,43 +196,54 @@ class LocaleScan:
         return len(self.row)
 
 
-def _utt_hash(key: str, paths: pl.Series) -> np.ndarray:
-    return (
-        paths.str.replace(r"\.[A-Za-z0-9]+$", "")
-        .map_elements(lambda u: stable_hash(key, u), return_dtype=pl.UInt64)
-        .to_numpy()
-    )
-
-
 def scan_locale(d: Path, locale: str, chunk_rows: int = CHUNK_ROWS) -> LocaleScan:
-    """One pass over a locale's ``validated.tsv`` in chunks, keeping :class:`LocaleScan`'s columns only."""
+    """One streamed pass over a locale's ``validated.tsv`` keeping :class:`LocaleScan`'s columns only (no
+    per-row Python objects outlive a block of ``chunk_rows`` rows)."""
     d = Path(d)
     path = d / "validated.tsv"
-    evaluation: set[str] = set()
+    _, cols = _header(path, CORE_COLUMNS)
+    ic, ip, ig = (cols.index(c) for c in ("client_id", "path", "gender"))
+    evaluation: set[bytes] = set()
     for name in ("test", "dev"):
         p = d / f"{name}.tsv"
         if p.is_file():
-            evaluation.update(read_tsv(p, required=("path",))["path"].to_list())
-    members = pl.Series(sorted(evaluation), dtype=pl.String).implode()
-    speakers: dict[str, int] = {}
-    parts: dict[str, list[np.ndarray]] = {k: [] for k in ("row", "speaker", "gender", "evaluation", "cap_hash", "pool_hash")}
-    codes = {g: i for i, g in enumerate(GENDERS)}
-    for start, df in read_tsv_chunks(path, chunk_rows=chunk_rows):
-        empty = df.with_row_index("row", offset=start + 2).filter((pl.col("client_id") == "") | (pl.col("path") == ""))
-        if empty.height:
-            raise CorpusError(f"{path}: row {empty['row'][0]}: empty client_id or path")
-        parts["row"].append(np.arange(start + 2, start + 2 + df.height, dtype=np.uint32))
-        parts["speaker"].append(
-            np.fromiter((speakers.setdefault(c, len(speakers)) for c in df["client_id"]), dtype=np.uint32, count=df.height)
-        )
-        parts["gender"].append(
-            np.fromiter((codes[normalise_gender(g)] for g in df["gender"]), dtype=np.uint8, count=df.height)
-        )
-        parts["evaluation"].append(df["path"].is_in(members).to_numpy())
-        parts["cap_hash"].append(_utt_hash("cap", df["path"]))
-        parts["pool_hash"].append(_utt_hash("pool", df["path"]))
-    cat = {k: np.concatenate(v) if v else np.zeros(0) for k, v in parts.items()}
-    return LocaleScan(locale, **cat)
+            evaluation.update(x.encode("utf-8") for x in read_tsv(p, required=("path",))["path"].to_list())
+    speakers: dict[bytes, int] = {}
+    genders: dict[bytes, int] = {}
+    dtypes = {"row": np.uint32, "speaker": np.uint32, "gender": np.uint8, "evaluation": bool,
+              "cap_hash": np.uint64, "pool_hash": np.uint64}
+    parts: dict[str, list[np.ndarray]] = {k: [] for k in dtypes}
+    block: dict[str, list] = {k: [] for k in dtypes}
+
+    def flush() -> None:
+        for k, v in block.items():
+            parts[k].append(np.array(v, dtype=dtypes[k]))
+            v.clear()
+
+    for row, line in _lines(path):
+        f = line.split(b"\t")
+        if len(f) != len(cols):
+            raise CorpusError(f"{path}: row {row}: {len(f)} fields, the header has {len(cols)}")
+        client, clip, gender = f[ic], f[ip], f[ig]
+        if not client or not clip:
+            raise CorpusError(f"{path}: row {row}: empty client_id or path")
+        try:
+            utt = _EXTENSION.sub("", clip.decode("utf-8"))
+            code = genders.get(gender)
+            if code is None:
+                code = genders[gender] = GENDERS.index(normalise_gender(gender.decode("utf-8")))
+        except UnicodeDecodeError as exc:
+            raise CorpusError(f"{path}: row {row}: not UTF-8 ({exc.reason})") from None
+        block["row"].append(row)
+        block["speaker"].append(speakers.setdefault(client, len(speakers)))
+        block["gender"].append(code)
+        block["evaluation"].append(clip in evaluation)
+        block["cap_hash"].append(stable_hash("cap", utt))
+        block["pool_hash"].append(stable_hash("pool", utt))
+        if len(block["row"]) >= chunk_rows:
+            flush()
+    flush()
+    return LocaleScan(locale, **{k: np.concatenate(v) for k, v in parts.items()})
 
 
 def read_validated(locale_path: Path) -> pl.DataFrame:
@@ -240,27 +256,18 @@ def read_validated(locale_path: Path) -> pl.DataFrame:
     return df
 
 
-def _select_rows(path: Path, rows: np.ndarray, required: tuple[str, ...] = CORE_COLUMNS) -> pl.DataFrame:
-    """The data rows of a TSV whose file row numbers (header = 1) are in ``rows``, read chunk by chunk."""
-    want = np.asarray(rows, dtype=np.int64)
-    out = []
-    for start, df in read_tsv_chunks(path, required):
-        lo, hi = np.searchsorted(want, [start + 2, start + 2 + df.height])
-        if hi > lo:
-            out.append(df.with_row_index("row", offset=start + 2)[want[lo:hi] - start - 2])
-        elif not out and start == 0:
-            out.append(df.with_row_index("row", offset=2).head(0))
-    return pl.concat(out)
+def _select_rows(path: Path, rows: np.ndarray) -> pl.DataFrame:
+    """The data rows of a TSV whose file row numbers (header = 1) are in ``rows``, the file streamed."""
+    want = set(np.asarray(rows).tolist())
+    return _read_rows(path, CORE_COLUMNS, lambda row, _: row in want)
 
 
 def _paths_in(path: Path, paths: pl.Series, required: tuple[str, ...]) -> pl.DataFrame:
-    """Rows (with their file ``row``) of a large TSV whose first required column is one of ``paths``, read
-    chunk by chunk."""
-    keep = paths.implode()
-    return pl.concat(
-        [df.with_row_index("row", offset=start + 2).filter(pl.col(required[0]).is_in(keep))
-         for start, df in read_tsv_chunks(path, required)]
-    )
+    """Rows (with their file ``row``) of a large TSV whose first required column is one of ``paths``, the file
+    streamed."""
+    k = _header(path, required)[1].index(required[0])
+    want = {p.encode("utf-8") for p in paths.to_list()}
+    return _read_rows(path, required, lambda _, line: line.split(b"\t", k + 1)[k] in want)
 
 
 def read_locale(d: Path, locale: str, rows: np.ndarray | None = None) -> pl.DataFrame:
