@@ -31,6 +31,15 @@ from pathlib import Path
 import psutil
 
 
+def _peak_rss_mb() -> float:
+    """This process's peak RSS (VmHWM). Not ru_maxrss: Linux carries that across fork and exec, so a child
+    would report its parent's size (here: the parent that generated a 200k-row locale)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def _watch_children(peak: list[float], stop: threading.Event) -> None:
     """Track the largest summed RSS of this process's descendants (the decode workers and their server)."""
     me = psutil.Process()
@@ -65,7 +74,7 @@ def _child(mode: str, locale_dir: Path, out: Path, pool_clips: int, workers: int
         res = ingest_locale(locale_dir, "es", out, workers=workers, pool_clips=pool_clips)
         figures = {"pool": res.pool, "decoded": res.kept + res.quarantined}
     figures["wall_s"] = time.perf_counter() - t0
-    figures["rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    figures["rss_mb"] = _peak_rss_mb()
     stop.set()
     watcher.join()
     figures["workers_rss_mb"] = peak[0]
