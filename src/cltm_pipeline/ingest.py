@@ -11,6 +11,7 @@ from __future__ import annotations
 import multiprocessing
 import sys
 from collections import deque
+from contextlib import contextmanager
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -77,6 +78,21 @@ def pool_sample(scan: LocaleScan, eligible: np.ndarray, pool_clips: int | None) 
     return keep
 
 
+@contextmanager
+def _main_module_hidden() -> Iterator[None]:
+    """Start worker processes without re-running the main script in each (what spawn and forkserver do):
+    ``cltm``'s imports the whole CLI (polars and more), seconds per worker; the workers need only
+    ``cltm_pipeline.audio``."""
+    main = sys.modules["__main__"]
+    saved = {k: main.__dict__[k] for k in ("__file__", "__spec__") if k in main.__dict__}
+    main.__dict__.pop("__file__", None)
+    main.__spec__ = None
+    try:
+        yield
+    finally:
+        main.__dict__.update(saved)
+
+
 def decode_stream(
     paths: Sequence[str], expected_s: Sequence[float | None], workers: int = 1, sample_rate: int = SAMPLE_RATE,
     chunk: int = CHUNK_CLIPS,
@@ -94,8 +110,12 @@ def decode_stream(
     ctx.set_forkserver_preload(["cltm_pipeline.audio"])
     with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
         window: deque = deque()
-        for job in jobs:
-            window.append(pool.submit(decode_clips, job))
+        for k, job in enumerate(jobs):
+            if k < 2 * workers:  # workers start on demand, while the window first fills
+                with _main_module_hidden():
+                    window.append(pool.submit(decode_clips, job))
+            else:
+                window.append(pool.submit(decode_clips, job))
             if len(window) >= 2 * workers:
                 yield from window.popleft().result()
         while window:
