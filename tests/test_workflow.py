@@ -66,10 +66,16 @@ def test_dry_run_of_the_default_config_lists_every_stage(tmp_path):
         "target_artifact": sum(L[t] * len(get_task(t).target_artifacts) for t in tasks),
         "embed": sum(L[t] for t, b in tasks.items() for a in b["architectures"] if get_architecture(a).embedding_cache),
         "matrix": sum(len(b["architectures"]) for b in tasks.values()), "report": 1,
+        # one "inputs ready" aggregate per task (and per cached-encoder arch), not one edge per language
+        "task_ingested": len(tasks), "task_seed_tables": sum(
+            any(get_architecture(a).embedding_cache for a in b["architectures"]) for b in tasks.values()),
+        "task_embeddings": sum(get_architecture(a).embedding_cache for b in tasks.values() for a in b["architectures"]),
     }
     expected = {rule: count for rule, count in expected.items() if count}
     for rule, count in expected.items():
         assert any(line.split() == [rule, str(count)] for line in out.splitlines()), (rule, out[-1500:])
+    # each locale's training pool, sized from the grid, is in the log (the demo's locales are smaller)
+    assert "ingest pools (clips per binary gender, sized from the grid): es 320," in out
 
 
 @pytest.fixture(scope="module")

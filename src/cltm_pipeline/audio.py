@@ -15,7 +15,7 @@ import numpy as np
 import soundfile as sf
 import soxr
 
-__all__ = ["SAMPLE_RATE", "MIN_SECONDS", "Decoded", "decode_clip", "to_int16", "AudioCache"]
+__all__ = ["SAMPLE_RATE", "MIN_SECONDS", "Decoded", "decode_clip", "decode_clips", "to_int16", "AudioCache"]
 
 SAMPLE_RATE = 16_000
 #: Shorter clips are quarantined: below one 25 ms frame plus margin no encoder gives a frame, and a CV clip
@@ -66,6 +66,13 @@ def decode_clip(path: Path, sample_rate: int = SAMPLE_RATE, expected_s: float | 
     if not np.any(x):
         return Decoded(None, "digital silence")
     return Decoded(to_int16(x))
+
+
+def decode_clips(job: tuple[list[str], list[float | None], int]) -> list[tuple[np.ndarray | None, str | None]]:
+    """Decode a chunk of clips ``(paths, expected seconds, sample rate)`` to (int16 samples or None, reason):
+    the unit of work of ingestion's decode workers (this module imports no more than decoding needs)."""
+    paths, expected, sr = job
+    return [(d.samples, d.reason) for d in (decode_clip(Path(p), sr, e) for p, e in zip(paths, expected))]
 
 
 class AudioCache:

@@ -63,10 +63,11 @@ def cmd_ingest(args: argparse.Namespace) -> None:
         workers=args.workers,
         min_clips=args.min_clips,
         max_clips_per_speaker=args.max_clips_per_speaker,
+        pool_clips=args.pool_clips,
     )
     dt = time.perf_counter() - t0
     print(
-        f"ingest {res.locale}: {res.kept} clips kept, {res.quarantined} quarantined, "
+        f"ingest {res.locale}: {res.kept} clips kept (training pool {res.pool}), {res.quarantined} quarantined, "
         f"{res.audio_seconds:.0f} s of audio in {dt:.1f} s"
     )
 
@@ -326,6 +327,17 @@ def cmd_status(args: argparse.Namespace) -> None:
     print(f"({inv.height:,} cells checked in {time.perf_counter() - t0:.2f} s)")
 
 
+def cmd_ready(args: argparse.Namespace) -> None:
+    """Record that every input of a stage aggregate exists (the workflow's per-task "inputs ready" flag)."""
+    from .io import write_json
+
+    missing = [p for p in args.inputs if not Path(p).exists()]
+    if missing:
+        raise FileNotFoundError(f"{len(missing)} input(s) of {args.out} missing, e.g. {missing[0]}")
+    write_json(Path(args.out), {"inputs": sorted(args.inputs)})
+    print(f"ready: {len(args.inputs)} input(s) -> {args.out}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``cltm``."""
     p = argparse.ArgumentParser(prog="cltm", description="Cross-Lingual Transfer Matrix pipeline stages.")
@@ -339,6 +351,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("config", nargs="?", default="config/config.yaml", help="workflow config (default: %(default)s)")
     s.add_argument("--show", type=int, default=20, help="failed cells to list (default: %(default)s)")
     s.set_defaults(func=cmd_status)
+
+    s = sub.add_parser("ready", help=cmd_ready.__doc__)
+    s.add_argument("--inputs", nargs="+", required=True, help="files the aggregate stands for")
+    s.add_argument("--out", required=True, help="the flag (JSON listing the inputs)")
+    s.set_defaults(func=cmd_ready)
 
     s = sub.add_parser("demo-corpus", help=cmd_demo_corpus.__doc__)
     s.add_argument("--out", required=True, help="release directory to write")
@@ -356,6 +373,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--workers", type=int, default=1, help="decoding processes")
     s.add_argument("--min-clips", type=int, default=1, help="fail the locale below this many usable clips")
     s.add_argument("--max-clips-per-speaker", type=int, help="cap on training-pool clips per speaker")
+    s.add_argument("--pool-clips", type=int,
+                   help="decode only a hash-ranked sample of the non-test/dev clips holding this many per binary gender "
+                        "(default: all); the workflow passes the size its grid can draw")
     s.set_defaults(func=cmd_ingest)
 
     s = sub.add_parser("eval-sets", help=cmd_eval_sets.__doc__)

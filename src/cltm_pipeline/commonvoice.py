@@ -7,17 +7,25 @@ points the config at a directory they already have.
 
 from __future__ import annotations
 
+import io
+import re
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable, Iterator
 
+import numpy as np
 import polars as pl
+
+from .io import stable_hash
 
 __all__ = [
     "GENDERS",
     "CORE_COLUMNS",
     "CorpusError",
     "normalise_gender",
-    "unmapped_genders",
     "read_tsv",
+    "LocaleScan",
+    "scan_locale",
     "read_validated",
     "read_clip_durations",
     "read_locale",
@@ -44,6 +52,8 @@ _GENDER_MAP = {
     "": "unknown",
 }
 
+_EXTENSION = re.compile(r"\.[A-Za-z0-9]+$")
+
 #: CV's own speaker-disjoint split files, in the order membership is assigned.
 SPLIT_FILES = ("test", "dev", "train")
 
@@ -56,15 +66,8 @@ def normalise_gender(raw: str | None) -> str:
     """Map a CV gender label of either generation to female / male / other / unknown.
 
     A label of neither generation (``F``, ``woman``, a typo) is ``unknown``, not ``other``: nothing says the
-    speaker described themselves outside female/male. :func:`unmapped_genders` counts such labels."""
+    speaker described themselves outside female/male. :func:`scan_locale` counts such labels."""
     return _GENDER_MAP.get((raw or "").strip().lower(), "unknown")
-
-
-def unmapped_genders(df: pl.DataFrame) -> dict[str, int]:
-    """Raw gender labels of a :func:`read_locale` table that neither CV vocabulary knows, with their counts."""
-    raw = df["gender_raw"].fill_null("")
-    bad = df.filter(~raw.str.strip_chars().str.to_lowercase().is_in(list(_GENDER_MAP)))
-    return {str(k): int(n) for k, n in bad.group_by("gender_raw").len().sort("gender_raw").iter_rows()}
 
 
 def row_width_error(path: Path, width: int, comment_prefix: str | None = None) -> str | None:
@@ -116,14 +119,11 @@ def locale_dir(release: Path, locale: str) -> Path:
     return d
 
 
-def read_tsv(path: Path, required: tuple[str, ...] = CORE_COLUMNS) -> pl.DataFrame:
-    """Read a CV TSV with quoting disabled (CV sentences carry unbalanced quotes), all columns as text."""
-    path = Path(path)
-    if not path.is_file():
-        raise CorpusError(f"{path}: file not found")
+def _parse(source: Path | io.BytesIO, path: Path, required: tuple[str, ...]) -> pl.DataFrame:
+    """Parse CV TSV text (quoting disabled, every column as text) and give every release the same columns."""
     try:
         df = pl.read_csv(
-            path,
+            source,
             separator="\t",
             quote_char=None,
             infer_schema=False,  # every column as String: ids and votes must round-trip exactly
@@ -136,7 +136,8 @@ def read_tsv(path: Path, required: tuple[str, ...] = CORE_COLUMNS) -> pl.DataFra
     missing = [c for c in required if c not in df.columns]
     if missing:
         raise CorpusError(f"{path}: missing column(s) {', '.join(missing)} (has: {', '.join(df.columns)})")
-    _check_width(path, len(df.columns))
+    if isinstance(source, Path):  # streamed reads check every line's width as they go (scan_locale)
+        _check_width(path, len(df.columns))
     # Older releases say `accent` and lack sentence_id; give every release the same columns.
     if "accents" not in df.columns and "accent" in df.columns:
         df = df.rename({"accent": "accents"})
@@ -146,12 +147,68 @@ def read_tsv(path: Path, required: tuple[str, ...] = CORE_COLUMNS) -> pl.DataFra
     return df.with_columns(pl.col(c).fill_null("") for c in df.columns)
 
 
-def read_clip_durations(path: Path) -> pl.DataFrame:
-    """Read ``clip_durations.tsv`` (``clip``, ``duration[ms]``) as clip path -> seconds."""
-    df = read_tsv(path, required=("clip", "duration[ms]"))
-    bad = df.with_row_index("row", offset=2).filter(
-        pl.col("duration[ms]").str.strip_chars().cast(pl.Int64, strict=False).is_null()
-    )
+def read_tsv(path: Path, required: tuple[str, ...] = CORE_COLUMNS) -> pl.DataFrame:
+    """Read a CV TSV with quoting disabled (CV sentences carry unbalanced quotes), all columns as text."""
+    path = Path(path)
+    if not path.is_file():
+        raise CorpusError(f"{path}: file not found")
+    return _parse(path, path, required)
+
+
+#: Rows per block of :class:`LocaleScan` arrays built while streaming a TSV.
+CHUNK_ROWS = 10_000
+
+
+def _header(path: Path, required: tuple[str, ...]) -> tuple[bytes, list[str]]:
+    """A TSV's header line and column names, checked for ``required``."""
+    path = Path(path)
+    if not path.is_file():
+        raise CorpusError(f"{path}: file not found")
+    with open(path, "rb") as fh:
+        header = fh.readline().rstrip(b"\r\n")
+    try:
+        cols = header.decode("utf-8").split("\t")
+    except UnicodeDecodeError as exc:
+        raise CorpusError(f"{path}: row 1: header is not UTF-8 ({exc.reason})") from None
+    missing = [c for c in required if c not in cols]
+    if missing:
+        raise CorpusError(f"{path}: missing column(s) {', '.join(missing)} (has: {', '.join(cols)})")
+    return header, cols
+
+
+def _lines(path: Path) -> Iterator[tuple[int, bytes]]:
+    """(file row, line without its line end) of every non-empty data line; the header is row 1. Quoting is
+    disabled, so a line is a row: a TSV is streamed in constant memory."""
+    with open(path, "rb") as fh:
+        fh.readline()
+        for row, line in enumerate(fh, start=2):
+            line = line.rstrip(b"\r\n")
+            if line:
+                yield row, line
+
+
+def _read_rows(path: Path, required: tuple[str, ...], keep: Callable[[int, bytes], bool]) -> pl.DataFrame:
+    """The rows of a TSV for which ``keep(row, line)`` holds, with their file ``row``, parsed as :func:`read_tsv`
+    would; the file is streamed and only the kept lines are parsed, so memory grows with them, not the file."""
+    header, _ = _header(path, required)
+    rows, lines = [], []
+    for row, line in _lines(path):
+        if keep(row, line):
+            rows.append(row)
+            lines.append(line)
+    df = _parse(io.BytesIO(b"\n".join([header, *lines, b""])), path, required)
+    return df.select(pl.Series("row", rows, dtype=pl.UInt32), *df.columns)
+
+
+def read_clip_durations(path: Path, paths: pl.Series | None = None) -> pl.DataFrame:
+    """Read ``clip_durations.tsv`` (``clip``, ``duration[ms]``) as clip path -> seconds; with ``paths``, only
+    those clips, the file read in chunks."""
+    required = ("clip", "duration[ms]")
+    if paths is None:
+        df = read_tsv(path, required=required).with_row_index("row", offset=2)
+    else:
+        df = _paths_in(path, paths, required)
+    bad = df.filter(pl.col("duration[ms]").str.strip_chars().cast(pl.Int64, strict=False).is_null())
     if bad.height:
         r = bad.row(0, named=True)
         raise CorpusError(f"{path}: row {r['row']}: duration[ms] {r['duration[ms]']!r} is not an integer")
@@ -159,6 +216,97 @@ def read_clip_durations(path: Path) -> pl.DataFrame:
         pl.col("clip").alias("path"),
         (pl.col("duration[ms]").str.strip_chars().cast(pl.Int64) / 1000.0).alias("cv_duration_s"),
     ).unique("path", keep="first", maintain_order=True)
+
+
+@dataclass(frozen=True)
+class LocaleScan:
+    """The whole of one locale's ``validated.tsv`` in a few bytes per row: what choosing clips needs.
+
+    Arrays in file order: ``row`` (file row, header = 1), ``speaker`` (an id per client_id, equal ids for
+    equal client_ids), ``gender`` (index into :data:`GENDERS`), ``evaluation`` (listed in CV's test.tsv
+    or dev.tsv) and ``cap_hash`` / ``pool_hash`` (keyed hashes of the utterance id, in which order clips are
+    kept under the per-speaker cap and sampled into the training pool).
+    """
+
+    locale: str
+    row: np.ndarray
+    speaker: np.ndarray
+    gender: np.ndarray
+    evaluation: np.ndarray
+    cap_hash: np.ndarray
+    pool_hash: np.ndarray
+    #: raw gender labels of neither CV vocabulary, with their counts (taken as unknown)
+    unmapped: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def rows(self) -> int:
+        """Validated rows of the locale."""
+        return len(self.row)
+
+
+def scan_locale(d: Path, locale: str, chunk_rows: int = CHUNK_ROWS) -> LocaleScan:
+    """One streamed pass over a locale's ``validated.tsv`` keeping :class:`LocaleScan`'s columns only (no
+    per-row Python objects outlive a block of ``chunk_rows`` rows)."""
+    d = Path(d)
+    path = d / "validated.tsv"
+    _, cols = _header(path, CORE_COLUMNS)
+    ic, ip, ig = (cols.index(c) for c in ("client_id", "path", "gender"))
+    evaluation: set[bytes] = set()
+    for name in ("test", "dev"):
+        p = d / f"{name}.tsv"
+        if p.is_file():
+            evaluation.update(x.encode("utf-8") for x in read_tsv(p, required=("path",))["path"].to_list())
+    speakers: dict[bytes, int] = {}
+    genders: dict[bytes, int] = {}
+    unmapped: dict[bytes, int] = {}
+    dtypes = {"row": np.uint32, "speaker": np.uint32, "gender": np.uint8, "evaluation": bool,
+              "cap_hash": np.uint64, "pool_hash": np.uint64}
+    parts: dict[str, list[np.ndarray]] = {k: [] for k in dtypes}
+    block: dict[str, list] = {k: [] for k in dtypes}
+
+    def flush() -> None:
+        for k, v in block.items():
+            parts[k].append(np.array(v, dtype=dtypes[k]))
+            v.clear()
+
+    for row, line in _lines(path):
+        f = line.split(b"\t")
+        if len(f) != len(cols):
+            raise CorpusError(f"{path}: row {row}: {len(f)} fields, the header has {len(cols)}")
+        client, clip, gender = f[ic], f[ip], f[ig]
+        if not client or not clip:
+            raise CorpusError(f"{path}: row {row}: empty client_id or path")
+        try:
+            utt = _EXTENSION.sub("", clip.decode("utf-8"))
+            code = genders.get(gender)
+            if code is None:
+                label = gender.decode("utf-8")
+                code = genders[gender] = GENDERS.index(normalise_gender(label))
+                if label.strip().lower() not in _GENDER_MAP:
+                    unmapped[gender] = 0
+        except UnicodeDecodeError as exc:
+            raise CorpusError(f"{path}: row {row}: not UTF-8 ({exc.reason})") from None
+        if gender in unmapped:
+            unmapped[gender] += 1
+        block["row"].append(row)
+        block["speaker"].append(speakers.setdefault(client, len(speakers)))
+        block["gender"].append(code)
+        block["evaluation"].append(clip in evaluation)
+        block["cap_hash"].append(stable_hash("cap", utt))
+        block["pool_hash"].append(stable_hash("pool", utt))
+        if len(block["row"]) >= chunk_rows:
+            flush()
+    flush()
+    scan = LocaleScan(locale, **{k: np.concatenate(v) for k, v in parts.items()},
+                      unmapped={k.decode("utf-8"): n for k, n in sorted(unmapped.items())})
+    # a clip listed twice would enter a test set twice or be drawn twice: refuse, naming both rows
+    order = np.argsort(scan.pool_hash, kind="stable")
+    same = np.flatnonzero(scan.pool_hash[order][1:] == scan.pool_hash[order][:-1])
+    if same.size:
+        r1, r2 = sorted((int(scan.row[order][same[0]]), int(scan.row[order][same[0] + 1])))
+        raise CorpusError(f"{path}: rows {r1} and {r2}: the same clip listed twice ({same.size} rows repeat a "
+                          f"clip; remove the duplicates)")
+    return scan
 
 
 def read_validated(locale_path: Path) -> pl.DataFrame:
@@ -177,23 +325,40 @@ def read_validated(locale_path: Path) -> pl.DataFrame:
     return df
 
 
-def read_locale(d: Path, locale: str) -> pl.DataFrame:
+def _select_rows(path: Path, rows: np.ndarray) -> pl.DataFrame:
+    """The data rows of a TSV whose file row numbers (header = 1) are in ``rows``, the file streamed."""
+    want = set(np.asarray(rows).tolist())
+    return _read_rows(path, CORE_COLUMNS, lambda row, _: row in want)
+
+
+def _paths_in(path: Path, paths: pl.Series, required: tuple[str, ...]) -> pl.DataFrame:
+    """Rows (with their file ``row``) of a large TSV whose first required column is one of ``paths``, the file
+    streamed."""
+    k = _header(path, required)[1].index(required[0])
+    want = {p.encode("utf-8") for p in paths.to_list()}
+    return _read_rows(path, required, lambda _, line: line.split(b"\t", k + 1)[k] in want)
+
+
+def read_locale(d: Path, locale: str, rows: np.ndarray | None = None) -> pl.DataFrame:
     """One locale directory's validated utterances with normalised gender, CV split and CV duration.
 
     Columns: row, utt_id, locale, client_id, path, sentence_id, sentence, age, gender, gender_raw,
     accents, cv_split (train/dev/test/none), cv_duration_s (null without clip_durations.tsv).
+    With ``rows`` (sorted file row numbers), only those rows, and the TSVs are read in chunks: memory
+    grows with ``rows``, not with the locale.
     """
     d = Path(d)
-    df = read_validated(d)
+    df = read_validated(d) if rows is None else _select_rows(d / "validated.tsv", rows)
     split = pl.lit("none")
     for name in reversed(SPLIT_FILES):  # test wins if a clip were listed twice
         p = d / f"{name}.tsv"
         if p.is_file():
-            members = read_tsv(p, required=("path",))["path"]
+            members = (read_tsv(p, required=("path",)) if rows is None else _paths_in(p, df["path"], ("path",)))["path"]
             split = pl.when(pl.col("path").is_in(members.implode())).then(pl.lit(name)).otherwise(split)
     durations = d / "clip_durations.tsv"
     if durations.is_file():
-        df = df.join(read_clip_durations(durations), on="path", how="left", maintain_order="left")
+        cv = read_clip_durations(durations, None if rows is None else df["path"])
+        df = df.join(cv, on="path", how="left", maintain_order="left")
     else:
         df = df.with_columns(pl.lit(None, dtype=pl.Float64).alias("cv_duration_s"))
     return df.select(

@@ -45,6 +45,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import polars as pl
 import soundfile as sf
 import soxr
 
@@ -54,6 +55,7 @@ __all__ = [
     "DEMO_VOICES",
     "DemoLanguage",
     "build_demo_corpus",
+    "scale_locale",
 ]
 
 
@@ -609,3 +611,67 @@ def _write_group(root: Path, languages: tuple[DemoLanguage, ...], speakers_per_g
         )
 
     return next_id
+
+
+def _letters(k: int) -> str:
+    """``k`` spelt in letters a-z (a word that survives text normalisation)."""
+    out = ""
+    while True:
+        k, r = divmod(k, 26)
+        out = chr(97 + r) + out
+        if not k:
+            return out
+
+
+def scale_locale(src: Path, dst: Path, rows: int, clips_per_speaker: int = 20) -> Path:
+    """A Common Voice-layout locale of ``rows`` validated clips built from a demo locale, for scale benchmarks
+    and tests: ``src``'s test and dev rows as they are, then new training rows, each a hard link to one of
+    ``src``'s training mp3s under a new name (decoding stays real, the disk holds only links), read by new
+    speakers of ``clips_per_speaker`` clips and one gender each, with sentences made distinct by a suffix.
+    A template that is broken in ``src`` (missing, empty, truncated mp3) stays broken in its copies.
+    """
+    from .commonvoice import read_tsv
+
+    src, dst = Path(src), Path(dst)
+    (dst / "clips").mkdir(parents=True, exist_ok=True)
+    validated = read_tsv(src / "validated.tsv")
+    cols = validated.columns
+    evaluation = set()
+    for name in ("test", "dev"):
+        split = read_tsv(src / f"{name}.tsv", required=("path",))
+        evaluation |= set(split["path"].to_list())
+        split.write_csv(dst / f"{name}.tsv", separator="\t", quote_style="never")
+    kept = validated.filter(_is_in("path", evaluation))
+    templates = validated.filter(~_is_in("path", evaluation))
+    by_gender = {g: templates.filter(templates["gender"].str.starts_with(g)).to_dicts() for g in ("female", "male")}
+    durations = read_tsv(src / "clip_durations.tsv", required=("clip", "duration[ms]"))
+    dur = dict(zip(durations["clip"].to_list(), durations["duration[ms]"].to_list()))
+    for p in kept["path"]:
+        if (src / "clips" / p).is_file() and not (dst / "clips" / p).exists():
+            os.link(src / "clips" / p, dst / "clips" / p)
+    locale = str(validated["locale"][0]) if "locale" in cols else dst.name
+    new: list[dict[str, str]] = []
+    for k in range(max(0, rows - kept.height)):
+        spk = k // clips_per_speaker
+        pool = by_gender["female" if spk % 2 else "male"]
+        t = dict(pool[k % len(pool)])
+        path = f"common_voice_{locale}_s{k:08d}.mp3"
+        if (src / "clips" / t["path"]).is_file():
+            target = dst / "clips" / path
+            if not target.exists():
+                os.link(src / "clips" / t["path"], target)
+        dur[path] = dur.get(t["path"], "")
+        t.update(path=path, client_id=hashlib.sha512(f"scale-{locale}-{spk}".encode()).hexdigest(),
+                 sentence=f"{t['sentence'].rstrip('.')} {_letters(k)}.", sentence_id=hashlib.sha256(path.encode()).hexdigest())
+        new.append(t)
+    table = pl.concat([kept, pl.DataFrame(new, schema={c: pl.String for c in cols})]) if new else kept
+    table.write_csv(dst / "validated.tsv", separator="\t", quote_style="never")
+    table.filter(~_is_in("path", evaluation)).write_csv(dst / "train.tsv", separator="\t", quote_style="never")
+    pl.DataFrame({"clip": table["path"], "duration[ms]": [dur.get(p, "") or "0" for p in table["path"]]}).write_csv(
+        dst / "clip_durations.tsv", separator="\t", quote_style="never")
+    return dst
+
+
+def _is_in(col: str, values: set[str]) -> Any:
+    """``pl.col(col).is_in(values)``."""
+    return pl.col(col).is_in(pl.Series(sorted(values), dtype=pl.String).implode())

@@ -5,8 +5,10 @@ never on the cell or seed, so the workflow computes it once per utterance (rule 
 (task, arch, locale)) and every cell of every seed reads it back.
 
 On disk, beside the manifest ``<locale>.json`` that the rule declares as its output, the store
-``<locale>.store/`` holds append-only shards ``shard-NNNN.npz`` (``utt_id`` and ``emb`` arrays) and
-``stats.json`` (utterances held, encoder forward passes per run). A rerun (a new seed, a new language
+``<locale>.store/`` holds append-only shards, each ``shard-NNNN.npy`` (``[rows, D]`` float32, memory-mapped
+on read, so a cell reads only the rows it uses) with its index ``shard-NNNN.json`` (spec hash and utterance
+ids, written last: a shard without its index is ignored), and ``stats.json`` (utterances held, encoder
+forward passes per run). A rerun (a new seed, a new language
 adding rows) embeds only the utterances no shard holds yet; a shard written for another model, crop or
 ingest is ignored. The manifest holds only what the embeddings depend on (model provenance, crop,
 pooling, the locale's ingest summary), so it stays byte-identical as the store grows: cells hash the
@@ -26,11 +28,14 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 import polars as pl
 
-from .io import atomic_path, read_manifest, write_json
+from .io import read_manifest, write_json, write_npy
+from .progress import Progress
 
 __all__ = ["cache_spec", "embed_rows", "update_cache", "load_cache", "store_dir", "add_embed_parser"]
 
 _FORMAT = 1
+#: Clips embedded between progress lines.
+_PROGRESS_BLOCK = 512
 
 
 def store_dir(manifest: Path) -> Path:
@@ -69,13 +74,13 @@ def embed_rows(embed: Callable[..., Any], rows: pl.DataFrame, ingest_root: Path,
     return np.concatenate(out).astype(np.float32)
 
 
-def _shards(manifest: Path, spec_hash: str) -> list[Path]:
-    d = store_dir(manifest)
+def _shards(manifest: Path, spec_hash: str) -> list[tuple[Path, list[str]]]:
+    """The store's complete shards written for ``spec_hash``: (embedding .npy, its utterance ids)."""
     out = []
-    for p in sorted(d.glob("shard-*.npz")):
-        with np.load(p, allow_pickle=False) as z:
-            if str(z["spec"]) == spec_hash:
-                out.append(p)
+    for index in sorted(store_dir(manifest).glob("shard-*.json")):
+        meta = json.loads(index.read_text(encoding="utf-8"))
+        if meta["spec"] == spec_hash:
+            out.append((index.with_suffix(".npy"), meta["utt_id"]))
     return out
 
 
@@ -90,20 +95,22 @@ def update_cache(manifest: Path, spec: Mapping[str, Any], rows: pl.DataFrame, em
     manifest = Path(manifest)
     sh = _spec_hash(spec)
     have: set[str] = set()
-    shards = _shards(manifest, sh)
-    for p in shards:
-        with np.load(p, allow_pickle=False) as z:
-            have.update(z["utt_id"].tolist())
+    for _, ids in _shards(manifest, sh):
+        have.update(ids)
     rows = rows.unique("utt_id", keep="first").sort("utt_id")
     todo = rows.filter(~pl.col("utt_id").is_in(list(have)))
     if todo.height:
-        emb = embed_rows(embed, todo, ingest_root, spec["max_seconds"], batch_size, device)
         d = store_dir(manifest)
         d.mkdir(parents=True, exist_ok=True)
-        k = 1 + max((int(p.stem.split("-")[1]) for p in d.glob("shard-*.npz")), default=-1)
-        with atomic_path(d / f"shard-{k:04d}.npz") as tmp:
-            with open(tmp, "wb") as fh:
-                np.savez(fh, utt_id=np.array(todo["utt_id"].to_list()), emb=emb, spec=np.array(sh))
+        k = 1 + max((int(p.stem.split("-")[1]) for p in d.glob("shard-*.*")), default=-1)
+        progress = Progress(f"embed {spec['locale']}", todo.height, "clips")
+        parts, block = [], batch_size * max(1, _PROGRESS_BLOCK // batch_size)  # whole batches: same bytes as one call
+        for lo in range(0, todo.height, block):
+            parts.append(embed_rows(embed, todo.slice(lo, block), ingest_root, spec["max_seconds"], batch_size, device))
+            progress.update(min(block, todo.height - lo))
+        progress.finish()
+        write_npy(d / f"shard-{k:04d}.npy", np.concatenate(parts).astype(np.float32))
+        write_json(d / f"shard-{k:04d}.json", {"spec": sh, "utt_id": todo["utt_id"].to_list()})  # last: marks it complete
     counts = {"requested": rows.height, "cached": rows.height - todo.height, "embedded": todo.height,
               "held": len(have) + todo.height}
     stats_path = store_dir(manifest) / "stats.json"
@@ -116,18 +123,17 @@ def update_cache(manifest: Path, spec: Mapping[str, Any], rows: pl.DataFrame, em
 
 
 def load_cache(manifests: Sequence[Path], utt_ids: Sequence[str]) -> np.ndarray:
-    """Embeddings of ``utt_ids`` (in that order) from the caches of ``manifests`` (any locales)."""
+    """Embeddings of ``utt_ids`` (in that order) from the caches of ``manifests`` (any locales); shards are
+    memory-mapped and only the wanted rows are read."""
     want = set(utt_ids)
     found: dict[str, np.ndarray] = {}
     for m in manifests:
         spec = json.loads(Path(m).read_text(encoding="utf-8"))
-        for p in _shards(Path(m), _spec_hash(spec)):
-            with np.load(p, allow_pickle=False) as z:
-                ids = z["utt_id"].tolist()
-                keep = [i for i, u in enumerate(ids) if u in want]
-                if keep:
-                    emb = z["emb"][keep]
-                    found.update(zip((ids[i] for i in keep), emb))
+        for path, ids in _shards(Path(m), _spec_hash(spec)):
+            keep = [i for i, u in enumerate(ids) if u in want]
+            if keep:
+                emb = np.load(path, mmap_mode="r")[keep]  # fancy indexing copies just these rows
+                found.update(zip((ids[i] for i in keep), emb))
     missing = [u for u in utt_ids if u not in found]
     if missing:
         raise KeyError(f"{len(missing)} utterance(s) not in the embedding cache, e.g. {missing[0]} "

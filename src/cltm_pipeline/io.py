@@ -24,6 +24,7 @@ __all__ = [
     "write_tsv",
     "write_parquet",
     "write_npy",
+    "NpyAppender",
     "read_manifest",
     "sha256_file",
     "stable_hash",
@@ -110,6 +111,58 @@ def write_npy(path: Path, array: np.ndarray) -> None:
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as fh:
             np.save(fh, array, allow_pickle=False)
+
+
+class NpyAppender:
+    """A 1-D ``.npy`` written block by block (the length need not be known up front), renamed into place
+    only by :meth:`close`: a killed writer leaves a hidden temporary file, never a store that looks complete.
+
+    The bytes equal ``np.save`` of the concatenated blocks: a header for the largest possible length is
+    reserved first (numpy pads headers to 64 bytes, so it has the final header's size) and rewritten at the end.
+    """
+
+    def __init__(self, path: Path, dtype: np.dtype | str):
+        self.path, self.dtype, self.length = Path(path), np.dtype(dtype), 0
+        self._ctx = atomic_path(self.path)
+        self._tmp = self._ctx.__enter__()
+        self._fh = open(self._tmp, "wb")
+        self._header_len = len(self._header(np.iinfo(np.int64).max))
+        self._fh.write(b"\0" * self._header_len)
+
+    def _header(self, length: int) -> bytes:
+        import io as _io
+
+        buf = _io.BytesIO()
+        np.lib.format.write_array_header_1_0(
+            buf, {"descr": np.lib.format.dtype_to_descr(self.dtype), "fortran_order": False, "shape": (length,)}
+        )
+        return buf.getvalue()
+
+    def append(self, block: np.ndarray) -> None:
+        """Append one block (cast to the store's dtype)."""
+        self._fh.write(np.ascontiguousarray(block, dtype=self.dtype).tobytes())
+        self.length += len(block)
+
+    def close(self) -> None:
+        """Write the final header and rename the file into place."""
+        header = self._header(self.length)
+        if len(header) != self._header_len:  # cannot happen for 1-D arrays (header padded to 64 bytes)
+            raise RuntimeError(f"{self.path}: npy header changed size")
+        self._fh.seek(0)
+        self._fh.write(header)
+        self._fh.close()
+        self._ctx.__exit__(None, None, None)
+
+    def abort(self) -> None:
+        """Drop the partial file."""
+        self._fh.close()
+        self._ctx.__exit__(RuntimeError, RuntimeError("aborted"), None)
+
+    def __enter__(self) -> "NpyAppender":
+        return self
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        self.close() if exc_type is None else self.abort()
 
 
 def read_manifest(path: Path) -> pl.DataFrame:

@@ -16,6 +16,8 @@ from functools import lru_cache
 
 import numpy as np
 
+from .progress import Progress
+
 __all__ = ["DISTANCES", "read_typology", "typology_table", "uriel_distances", "uriel_version"]
 
 #: The URIEL distance types the report correlates with the CLTM, in display order.
@@ -50,6 +52,7 @@ def uriel_distances(
     idx = [k for k, c in enumerate(iso_codes) if c in known]
     n = len(iso_codes)
     out: dict[str, np.ndarray] = {}
+    progress = Progress(f"typology: {len(idx)} languages", len(kinds), "distance kinds", every_s=0.0)
     for kind in kinds:
         full = np.full((n, n), np.nan)
         # URIEL+ refuses duplicate-free lists of fewer than two languages; two locales may share a code
@@ -68,6 +71,7 @@ def uriel_distances(
         for k in idx:
             full[k, k] = 0.0  # URIEL+ rounds a language's distance to itself to 1e-4 at times
         out[kind] = full
+        progress.update()  # one line per kind: URIEL+ computes a kind's whole matrix in one call
     return out, unknown
 
 

@@ -3,15 +3,48 @@
 from __future__ import annotations
 
 import json
+from math import ceil
 from pathlib import Path
 
 import polars as pl
 
 from .commonvoice import read_locale
 from .config import Config, ConfigError
-from .subsets import SINGLE, cell_kind, check_capacity
+from .subsets import SINGLE, SubsetSpec, cell_kind, check_capacity
 
-__all__ = ["check_release_capacity", "stale_flags", "metrics_ok", "file_stamp", "read_flag", "inventory"]
+__all__ = ["check_release_capacity", "pool_sizes", "stale_flags", "metrics_ok", "file_stamp", "read_flag", "inventory"]
+
+
+def pool_sizes(cfg: Config) -> dict[str, int]:
+    """Per locale, the clips per binary gender its ingested training pool holds (``cltm ingest --pool-clips``).
+
+    The largest draw any task (or the learning curve) makes from the locale in one seed is its self cell as a
+    target, 2 x N units (its draw as a donor is the first N of the same order); times the seeds, so seeds
+    draw as independently as from the whole locale; times ``ingest.pool_safety`` for quarantined clips and
+    clips a target drops (its test/dev speakers and sentences); plus the probe set. Hours are converted at
+    ``ingest.pool_seconds_per_clip``. ``ingest.pool_clips`` overrides the result for every locale.
+    """
+    from .probe import PROBE_MAX_CLIPS
+
+    ing = cfg.raw["ingest"]
+    if ing.get("pool_clips") is not None:
+        return {loc: int(ing["pool_clips"]) for loc in cfg.locales}
+
+    def per_gender(spec: SubsetSpec, n: float) -> float:
+        clips = n if spec.unit == "utterances" else n * 3600.0 / ing["pool_seconds_per_clip"]
+        return clips / 2 if spec.balance == "gender" else clips
+
+    need: dict[str, float] = dict.fromkeys(cfg.locales, 0.0)
+    for task in cfg.tasks:
+        spec = cfg.subset_spec(task)
+        for loc in spec.languages:
+            need[loc] = max(need[loc], 2 * per_gender(spec, spec.n) * len(spec.seeds))
+    lc = cfg.raw.get("learning_curve")
+    if lc is not None:
+        spec = cfg.subset_spec(lc["task"])
+        for loc in lc["languages"]:
+            need[loc] = max(need[loc], 2 * per_gender(spec, max(lc["ladder"])) * len(cfg.learning_curve_seeds()))
+    return {loc: int(ceil(v * ing["pool_safety"])) + PROBE_MAX_CLIPS for loc, v in need.items()}
 
 
 def check_release_capacity(cfg: Config) -> str:

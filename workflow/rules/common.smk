@@ -15,7 +15,7 @@ from cltm_pipeline.config import ConfigError, load_config, read_yaml
 from cltm_pipeline.subsets import SubsetError
 from cltm_pipeline.config import config_hash
 from cltm_pipeline.subsets import SINGLE
-from cltm_pipeline.workflow import check_release_capacity, stale_flags
+from cltm_pipeline.workflow import check_release_capacity, pool_sizes, stale_flags
 from cltm_pipeline.commonvoice import CorpusError
 from cltm_pipeline.tasks import TASKS as TASK_REGISTRY, artifact_names
 
@@ -54,6 +54,10 @@ def _grid_summary():
 
 
 logger.info(_grid_summary())
+
+# Clips per binary gender of each locale's ingested training pool (the hash-ranked sample that is decoded).
+POOL_CLIPS = pool_sizes(CFG)
+logger.info("ingest pools (clips per binary gender, sized from the grid): " + ", ".join(f"{k} {v:,}" for k, v in POOL_CLIPS.items()))
 
 RESULTS = CFG.raw["results"]
 # relative to the working directory, else to this workflow's directory (config.resolve_path), as validated
@@ -111,12 +115,16 @@ def arch_resources(task, arch):
     return arch_block(task, arch)["resources"]
 
 
+#: The languages sheet by locale (looked up once per train job while planning: a filter each time costs seconds).
+SHEET_ROWS = {r["locale"]: r for r in CFG.languages.iter_rows(named=True)}
+
+
 def target_hparams(task, arch, target=None):
     """The architecture's hparams; a null one named like a languages-sheet column (e.g. ``asr_unit``)
     takes the target's value from the sheet."""
     hp = dict(arch_block(task, arch)["hparams"])
     if target is not None:
-        row = CFG.languages.filter(CFG.languages["locale"] == target).row(0, named=True)
+        row = SHEET_ROWS[target]
         hp.update({k: row[k] for k, v in hp.items() if v is None and k in row and k != "locale"})
     return hp
 
@@ -192,12 +200,17 @@ def embedding_artifacts(task, arch):
     return {f"emb:{loc}": f"{RESULTS}/embeddings/{task}/{arch}/{loc}.json" for loc in CFG.raw["tasks"][task]["languages"]}
 
 
+def seed_tables(wildcards):
+    """Every seed table of a task (every target and seed)."""
+    task = wildcards.task
+    return [f"{RESULTS}/subsets/{task}/{t}/seed{s}.tsv" for t in CFG.raw["tasks"][task]["languages"] for s in CFG.seeds(task)]
+
+
 def embed_manifests(wildcards):
     """What the embed job of a locale reads: the locale's evaluation sets and every seed table of the task
     (each holds the locale's rows it trains on, as target or donor)."""
-    task, langs = wildcards.task, CFG.raw["tasks"][wildcards.task]["languages"]
-    evals = [f"{RESULTS}/subsets/{task}/{wildcards.locale}/{name}.tsv" for name in ("test", "dev")]
-    return evals + [f"{RESULTS}/subsets/{task}/{t}/seed{s}.tsv" for t in langs for s in CFG.seeds(task)]
+    evals = [f"{RESULTS}/subsets/{wildcards.task}/{wildcards.locale}/{name}.tsv" for name in ("test", "dev")]
+    return evals + seed_tables(wildcards)
 
 
 def probe_input(task, arch):

@@ -9,7 +9,10 @@
 # A rerun (new seeds or languages) embeds only clips its store does not hold yet (cltm_pipeline.embeddings).
 rule embed:
     input:
-        manifests=embed_manifests,
+        test=f"{RESULTS}/subsets/{{task}}/{{locale}}/test.tsv",
+        dev=f"{RESULTS}/subsets/{{task}}/{{locale}}/dev.tsv",
+        # stands for every seed table of the task (rule task_seed_tables): one edge, not targets x seeds
+        seed_tables=f"{RESULTS}/ready/{{task}}/seed_tables.json",
         model=model_flag,
         audio=f"{RESULTS}/ingest/{{locale}}/audio.npy",
     output:
@@ -17,6 +20,7 @@ rule embed:
     params:
         ingest_root=lambda w, input: str(Path(input.audio).parent.parent),
         hparams=lambda w: arch_hparams_json(w.task, w.arch),
+        manifests=lambda w: " ".join(embed_manifests(w)),
     threads: lambda w: arch_resources(w.task, w.arch)["threads"]
     resources:
         mem_mb=lambda w, attempt: arch_resources(w.task, w.arch)["mem_mb"] * attempt,
@@ -28,5 +32,24 @@ rule embed:
         "../envs/gpu.yaml"
     shell:
         "cltm embed --task {wildcards.task} --arch {wildcards.arch} --model-dir \"$(dirname {input.model:q})\""
-        " --locale {wildcards.locale} --manifests {input.manifests:q} --ingest-root {params.ingest_root:q}"
+        " --locale {wildcards.locale} --manifests {params.manifests:q} --ingest-root {params.ingest_root:q}"
         " --hparams {params.hparams:q} --threads {threads} --out {output:q} > {log:q} 2>&1"
+
+
+# One flag per (task, arch) standing for every language's embedding cache: train jobs depend on it instead
+# of on each language's manifest (see task_ingested).
+localrules:
+    task_embeddings,
+
+
+rule task_embeddings:
+    input:
+        lambda w: list(embedding_artifacts(w.task, w.arch).values()),
+    output:
+        f"{RESULTS}/ready/{{task}}/{{arch}}/embeddings.json",
+    log:
+        f"{RESULTS}/logs/ready/{{task}}/{{arch}}/embeddings.log",
+    conda:
+        "../envs/cpu.yaml"
+    shell:
+        "cltm ready --inputs {input:q} --out {output:q} > {log:q} 2>&1"

@@ -15,6 +15,7 @@ rule ingest:
             if CFG.raw["ingest"].get("max_clips_per_speaker")
             else ""
         ),
+        pool=lambda w: POOL_CLIPS[w.locale],
     threads: CFG.raw["ingest"]["workers"]
     resources:
         mem_mb=4000,
@@ -25,4 +26,25 @@ rule ingest:
         "../envs/cpu.yaml"
     shell:
         "cltm ingest --release {params.release:q} --locale {wildcards.locale} --out \"$(dirname {output.table:q})\""
-        " --workers {threads} --min-clips {params.min_clips} {params.cap} > {log:q} 2>&1"
+        " --workers {threads} --min-clips {params.min_clips} {params.cap} --pool-clips {params.pool} > {log:q} 2>&1"
+
+
+# One flag per task standing for every language's ingested table and audio: train and subsets jobs depend on
+# it instead of on each language's files, so the DAG's edges grow with jobs, not jobs x languages (the
+# worker's data hash still covers what a cell reads).
+localrules:
+    task_ingested,
+
+
+rule task_ingested:
+    input:
+        tables=subset_tables,
+        audio=lambda w: [f"{RESULTS}/ingest/{loc}/audio.npy" for loc in CFG.raw["tasks"][w.task]["languages"]],
+    output:
+        f"{RESULTS}/ready/{{task}}/ingested.json",
+    log:
+        f"{RESULTS}/logs/ready/{{task}}/ingested.log",
+    conda:
+        "../envs/cpu.yaml"
+    shell:
+        "cltm ready --inputs {input:q} --out {output:q} > {log:q} 2>&1"

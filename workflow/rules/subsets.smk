@@ -26,7 +26,7 @@ rule eval_sets:
 
 rule subsets:
     input:
-        tables=subset_tables,
+        ingested=f"{RESULTS}/ready/{{task}}/ingested.json",
         test=f"{RESULTS}/subsets/{{task}}/{{target}}/test.tsv",
         dev=f"{RESULTS}/subsets/{{task}}/{{target}}/dev.tsv",
     output:
@@ -34,13 +34,14 @@ rule subsets:
         stats=f"{RESULTS}/subsets/{{task}}/{{target}}/seed{{seed}}.json",
     params:
         spec=lambda w: subset_spec_json(w.task),
+        tables=lambda w: " ".join(subset_tables(w)),
     log:
         f"{RESULTS}/logs/subsets/{{task}}/{{target}}/seed{{seed}}.log",
     conda:
         "../envs/cpu.yaml"
     shell:
         "cltm subsets --spec {params.spec:q} --target {wildcards.target} --seed {wildcards.seed}"
-        " --tables {input.tables:q} --test {input.test:q} --dev {input.dev:q} --out {output.table:q} --stats {output.stats:q}"
+        " --tables {params.tables:q} --test {input.test:q} --dev {input.dev:q} --out {output.table:q} --stats {output.stats:q}"
         " > {log:q} 2>&1"
 
 
@@ -96,3 +97,22 @@ rule probe_set:
         "../envs/cpu.yaml"
     shell:
         "cltm probe-set --spec {params.spec:q} --tables {input.tables:q} --out {output:q} > {log:q} 2>&1"
+
+
+# One flag per task standing for every seed table of the task: each embed job depends on it instead of on
+# every (target, seed) table (see task_ingested).
+localrules:
+    task_seed_tables,
+
+
+rule task_seed_tables:
+    input:
+        seed_tables,
+    output:
+        f"{RESULTS}/ready/{{task}}/seed_tables.json",
+    log:
+        f"{RESULTS}/logs/ready/{{task}}/seed_tables.log",
+    conda:
+        "../envs/cpu.yaml"
+    shell:
+        "cltm ready --inputs {input:q} --out {output:q} > {log:q} 2>&1"

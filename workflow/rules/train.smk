@@ -12,9 +12,11 @@ rule train:
         # ancient too: the data hash covers the artifacts' content (a probe set is not part of the results)
         artifacts=lambda w: [ancient(p) for p in cell_artifacts(w.task, w.target).values()],
         # a frozen encoder's embedding caches (rule embed); ancient: a growing store keeps its manifest
-        embeddings=lambda w: [ancient(p) for p in embedding_artifacts(w.task, w.arch).values()],
+        # (as one flag, rule task_embeddings)
+        embeddings=lambda w: [ancient(f"{RESULTS}/ready/{w.task}/{w.arch}/embeddings.json")] if embedding_artifacts(w.task, w.arch) else [],
         probe=lambda w: [ancient(p) for p in probe_input(w.task, w.arch)],
-        audio=lambda w: [f"{RESULTS}/ingest/{loc}/audio.npy" for loc in CFG.raw["tasks"][w.task]["languages"]],
+        # every language's table and audio, as one flag (rule task_ingested)
+        ingested=f"{RESULTS}/ready/{{task}}/ingested.json",
     output:
         f"{RESULTS}/runs/{{task}}/{{arch}}/{{target}}/seed{{seed}}.done",
     params:
