@@ -36,8 +36,9 @@ def cltm(capsys, *args: str) -> tuple[int, str, str]:
 
 
 def one_line_error(err: str, command: str) -> str:
-    """The stderr of a refused command: exactly one line, `cltm <command>: error: ...`, no traceback."""
-    lines = [line for line in err.splitlines() if line.strip()]
+    """The stderr of a refused command: exactly one error line, `cltm <command>: error: ...`, no traceback (the
+    command's own progress lines, `<command> <what>: ...`, written before it failed, are not errors)."""
+    lines = [line for line in err.splitlines() if line.strip() and not line.startswith(f"{command} ")]
     assert "Traceback" not in err, err
     assert len(lines) == 1, err
     assert lines[0].startswith(f"cltm {command}: error: "), err

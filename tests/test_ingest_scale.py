@@ -107,5 +107,5 @@ def test_a_ragged_row_is_named_by_the_scan(tmp_path):
     lines = ["client_id\tpath\tsentence\tgender"] + [f"c{i}\tp{i}.mp3\ts\tmale" for i in range(10)]
     lines[7] += "\textra"
     (tmp_path / "validated.tsv").write_text("\n".join(lines) + "\n", encoding="utf-8")
-    with pytest.raises(CorpusError, match=r"validated\.tsv: row 8: 5 fields, the header has 4$"):
+    with pytest.raises(CorpusError, match=r"validated\.tsv: cannot parse as a Common Voice TSV: row 8: 5 fields, the header has 4$"):
         scan_locale(tmp_path, "xx", chunk_rows=4)

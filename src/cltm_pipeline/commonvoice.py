@@ -166,6 +166,8 @@ def _header(path: Path, required: tuple[str, ...]) -> tuple[bytes, list[str]]:
         raise CorpusError(f"{path}: file not found")
     with open(path, "rb") as fh:
         header = fh.readline().rstrip(b"\r\n")
+    if not header.strip():
+        raise CorpusError(f"{path}: cannot parse as a Common Voice TSV: empty file (no header line)")
     try:
         cols = header.decode("utf-8").split("\t")
     except UnicodeDecodeError as exc:
@@ -272,7 +274,7 @@ def scan_locale(d: Path, locale: str, chunk_rows: int = CHUNK_ROWS) -> LocaleSca
     for row, line in _lines(path):
         f = line.split(b"\t")
         if len(f) != len(cols):
-            raise CorpusError(f"{path}: row {row}: {len(f)} fields, the header has {len(cols)}")
+            raise CorpusError(f"{path}: cannot parse as a Common Voice TSV: row {row}: {len(f)} fields, the header has {len(cols)}")
         client, clip, gender = f[ic], f[ip], f[ig]
         if not client or not clip:
             raise CorpusError(f"{path}: row {row}: empty client_id or path")
@@ -285,7 +287,7 @@ def scan_locale(d: Path, locale: str, chunk_rows: int = CHUNK_ROWS) -> LocaleSca
                 if label.strip().lower() not in _GENDER_MAP:
                     unmapped[gender] = 0
         except UnicodeDecodeError as exc:
-            raise CorpusError(f"{path}: row {row}: not UTF-8 ({exc.reason})") from None
+            raise CorpusError(f"{path}: cannot parse as a Common Voice TSV: row {row}: not UTF-8 ({exc.reason})") from None
         if gender in unmapped:
             unmapped[gender] += 1
         block["row"].append(row)
@@ -304,8 +306,9 @@ def scan_locale(d: Path, locale: str, chunk_rows: int = CHUNK_ROWS) -> LocaleSca
     same = np.flatnonzero(scan.pool_hash[order][1:] == scan.pool_hash[order][:-1])
     if same.size:
         r1, r2 = sorted((int(scan.row[order][same[0]]), int(scan.row[order][same[0] + 1])))
-        raise CorpusError(f"{path}: rows {r1} and {r2}: the same clip listed twice ({same.size} rows repeat a "
-                          f"clip; remove the duplicates)")
+        clip = next(line.split(b"\t")[ip].decode("utf-8") for row, line in _lines(path) if row == r1)
+        raise CorpusError(f"{path}: rows {r1} and {r2}: clip {clip} listed twice ({same.size} extra row(s) repeat "
+                          f"a clip; remove the duplicates)")
     return scan
 
 
