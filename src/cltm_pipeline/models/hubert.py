@@ -20,10 +20,12 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..audio import SAMPLE_RATE
 from ..io import atomic_dir, sha256_file, write_json
 from . import Architecture, ModelError, register
 
-__all__ = ["TINY_CONFIG", "HubertClassifier", "MHubert", "HubertCTC", "load_ctc", "standardise_waves"]
+__all__ = ["TINY_CONFIG", "PREPROCESSOR", "HubertClassifier", "MHubert", "HubertCTC", "load_ctc", "standardise_waves",
+           "check_preprocessor", "read_preprocessor"]
 
 #: The demo's tiny HuBERT: 4 conv layers with HuBERT's 320x downsampling (50 frames/s), 2 transformer
 #: layers of width 64. Any HubertConfig key can be overridden; ``seed`` fixes the random init.
@@ -51,6 +53,41 @@ TINY_CONFIG: dict[str, Any] = {
 }
 
 PROVENANCE = "cltm_model.json"
+PREPROCESSOR = "preprocessor_config.json"
+
+
+def check_preprocessor(settings: dict[str, Any], where: str) -> bool:
+    """Whether the model wants its input normalised (``do_normalize``), after checking that the rest of its
+    feature-extractor settings are what this pipeline feeds it: raw 16 kHz mono waveforms, zero-padded at
+    the end. A setting it cannot honour is a one-line ModelError naming ``where`` and the key."""
+    kind = settings.get("feature_extractor_type", "Wav2Vec2FeatureExtractor")
+    if kind != "Wav2Vec2FeatureExtractor":
+        raise ModelError(f"{where}: feature_extractor_type is {kind!r}; this pipeline feeds raw waveforms "
+                         "(Wav2Vec2FeatureExtractor), not the features that extractor computes")
+    checks = (("sampling_rate", SAMPLE_RATE, f"the pipeline's audio is {SAMPLE_RATE} Hz"),
+              ("feature_size", 1, "the pipeline feeds mono waveforms"),
+              ("padding_value", 0, "the pipeline zero-pads batches"))
+    for key, want, why in checks:
+        if key in settings and settings[key] != want:
+            raise ModelError(f"{where}: {key} is {settings[key]!r}, expected {want!r} ({why})")
+    do_normalize = settings.get("do_normalize", True)  # HuBERT's convention when unstated
+    if not isinstance(do_normalize, bool):
+        raise ModelError(f"{where}: do_normalize is {do_normalize!r}, expected true or false")
+    return do_normalize
+
+
+def read_preprocessor(model_dir: Path) -> bool:
+    """:func:`check_preprocessor` of a model directory's preprocessor_config.json (normalised input without one)."""
+    path = Path(model_dir) / PREPROCESSOR
+    if not path.is_file():
+        return True
+    try:
+        settings = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ModelError(f"{path}: not readable as JSON ({str(exc).splitlines()[0]})") from None
+    if not isinstance(settings, dict):
+        raise ModelError(f"{path}: expected a JSON object")
+    return check_preprocessor(settings, str(path))
 
 
 def _offline() -> bool:
@@ -101,6 +138,26 @@ def _prepare_tiny(out_dir: Path, tiny: dict[str, Any] | None) -> dict[str, Any]:
     return {"tiny": {**spec, "seed": seed, "do_normalize": do_normalize}, "parameters": n_params}
 
 
+def _feature_extractor(target: str, is_dir: bool) -> Any:
+    """The source's feature extractor, checked (:func:`check_preprocessor`) before any weights are written;
+    HuBERT base's convention (normalised input, no attention mask) when the source has none."""
+    from transformers import Wav2Vec2FeatureExtractor
+
+    if is_dir:
+        path = Path(target) / PREPROCESSOR
+        if path.is_file():
+            read_preprocessor(Path(target))  # names the source's file in the error
+        where = str(path)
+    else:
+        where = f"{target} ({PREPROCESSOR})"
+    try:
+        fe = Wav2Vec2FeatureExtractor.from_pretrained(target, local_files_only=_offline() or is_dir)
+    except OSError:
+        return Wav2Vec2FeatureExtractor(do_normalize=True, return_attention_mask=False)
+    check_preprocessor(fe.to_dict(), where)
+    return fe
+
+
 def _prepare_pretrained(source: str, out_dir: Path) -> dict[str, Any]:
     local = Path(source).expanduser()
     is_dir = local.is_dir()
@@ -120,18 +177,15 @@ def _prepare_pretrained(source: str, out_dir: Path) -> dict[str, Any]:
             raise _missing(source, "not found in the Hugging Face cache")
 
     _quiet_transformers()
-    from transformers import HubertModel, Wav2Vec2FeatureExtractor
+    from transformers import HubertModel
 
     target = str(local) if is_dir else source
+    fe = _feature_extractor(target, is_dir)  # a setting the pipeline cannot honour fails before the weights load
     try:
         model = HubertModel.from_pretrained(target, local_files_only=_offline() or is_dir)
     except OSError as exc:
         raise _missing(source, f"weights not loadable: {str(exc).splitlines()[0][:160]}") from None
     model.save_pretrained(out_dir)
-    try:
-        fe = Wav2Vec2FeatureExtractor.from_pretrained(target, local_files_only=_offline() or is_dir)
-    except OSError:
-        fe = Wav2Vec2FeatureExtractor(do_normalize=True, return_attention_mask=False)  # HuBERT base convention
     fe.save_pretrained(out_dir)
     return {
         "revision": getattr(model.config, "_commit_hash", None),
@@ -148,8 +202,7 @@ def load_encoder(model_dir: Path, freeze_feature_encoder: bool = True) -> tuple[
     from transformers import HubertModel
 
     encoder = HubertModel.from_pretrained(model_dir, local_files_only=True)
-    pre = model_dir / "preprocessor_config.json"
-    do_normalize = json.loads(pre.read_text())["do_normalize"] if pre.is_file() else True
+    do_normalize = read_preprocessor(model_dir)
     if freeze_feature_encoder:
         encoder.feature_extractor._freeze_parameters()
     return encoder, do_normalize
