@@ -132,6 +132,6 @@ def write_safetensors(path: Path, shapes: dict[str, tuple[tuple[int, ...], torch
             values = make(name)
             if values is not None:
                 fh.seek(base + header[name]["data_offsets"][0])  # type: ignore[index]
-                fh.write(values.to(dtype).contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+                fh.write(memoryview(values.to(dtype).contiguous().reshape(-1).view(torch.uint8).numpy()))
         fh.truncate(base + offset)
     return offset
