@@ -7,12 +7,14 @@ reuses; only the MLP trains per cell.
 
 Sources: ``fbank`` (a parameter-free log-mel statistics front end: the offline demo's stand-in, see
 :data:`FBANK_SIZES`), ``tiny`` (a random tiny HuBERT built offline, :data:`cltm_pipeline.models.hubert.TINY_CONFIG`:
-tests and the cache benchmark, where only its cost matters), a local directory in ``save_pretrained`` layout, or a Hugging Face id. A HuBERT / wav2vec 2.0 / WavLM
-checkpoint loads as it is. A multimodal checkpoint (the study's ``skit-ai/speechllm-2B``, custom code)
-is loaded with ``trust_remote_code`` and its audio encoder is taken from the first of the attributes
-:data:`ENCODER_ATTRIBUTES` it has. That path could not be checked offline here: on the cluster, check
-``cltm prepare-model --arch speechllm --source skit-ai/speechllm-2B`` once, or point the source at the
-encoder's own checkpoint.
+tests and the cache benchmark, where only its cost matters), a local directory in ``save_pretrained`` layout,
+or a Hugging Face id. A HuBERT / wav2vec 2.0 / WavLM checkpoint loads as it is. A multimodal checkpoint (the
+study's ``skit-ai/speechllm-2B``: HuBERT x-large, a CNN connector, TinyLlama-1.1B; custom code) is not
+loaded as a model: its safetensors index is read and only the audio encoder's (:data:`ENCODER_PREFIX`) and
+the connector's (:data:`CONNECTOR_PREFIXES`) tensors are read into a transformers ``HubertModel`` of the
+built-in config (:data:`ENCODER_CONFIGS`) and a :class:`Connector`, without remote code, peft or the LLM
+(4.0 of the 8.4 GB; for a hub id only the shards holding them are downloaded). Its embedding is the mean
+over time of the connector's output, L2-normalised (:class:`ConnectorPooled`; README: deviations).
 """
 
 from __future__ import annotations
