@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from torch import nn
@@ -25,7 +25,7 @@ from ..io import atomic_dir, sha256_file, write_json
 from . import Architecture, ModelError, register
 
 __all__ = ["TINY_CONFIG", "PREPROCESSOR", "HubertClassifier", "MHubert", "HubertCTC", "load_ctc", "standardise_waves",
-           "check_preprocessor", "read_preprocessor"]
+           "check_preprocessor", "read_preprocessor", "feature_extractor", "source_files"]
 
 #: The demo's tiny HuBERT: 4 conv layers with HuBERT's 320x downsampling (50 frames/s), 2 transformer
 #: layers of width 64. Any HubertConfig key can be overridden; ``seed`` fixes the random init.
@@ -138,24 +138,43 @@ def _prepare_tiny(out_dir: Path, tiny: dict[str, Any] | None) -> dict[str, Any]:
     return {"tiny": {**spec, "seed": seed, "do_normalize": do_normalize}, "parameters": n_params}
 
 
-def _feature_extractor(target: str, is_dir: bool) -> Any:
-    """The source's feature extractor, checked (:func:`check_preprocessor`) before any weights are written;
-    HuBERT base's convention (normalised input, no attention mask) when the source has none."""
+def source_files(source: str) -> Callable[[str], Path]:
+    """``fetch(file_name)`` for a local directory or a Hugging Face id: the file's local path (for a hub id
+    downloaded alone, or found in the HF cache with HF_HUB_OFFLINE=1), or a one-line ModelError."""
+    local = Path(source).expanduser()
+    if local.is_dir():
+        def fetch_local(name: str) -> Path:
+            path = local / name
+            if not path.is_file():
+                raise ModelError(f"model {source!r}: the directory has no {name}")
+            return path
+
+        return fetch_local
+    if source.startswith((".", "/", "~")) or source.count("/") > 1:
+        raise ModelError(f"model {source!r}: no such local directory")  # a hub id is "name" or "org/name"
+    from huggingface_hub import hf_hub_download
+
+    def fetch_hub(name: str) -> Path:
+        try:
+            return Path(hf_hub_download(source, name, local_files_only=_offline()))
+        except Exception as exc:  # not cached, offline, no such file or repo: one line either way
+            raise _missing(source, f"{name}: {type(exc).__name__}") from None
+
+    return fetch_hub
+
+
+def feature_extractor(fetch: Callable[[str], Path], attention_mask: bool = False) -> Any:
+    """The source's feature extractor, its preprocessor_config.json checked (:func:`read_preprocessor`, the
+    error naming the file) before any weights are read; without one, normalised input and
+    ``attention_mask`` (HuBERT base's convention: no mask)."""
     from transformers import Wav2Vec2FeatureExtractor
 
-    if is_dir:
-        path = Path(target) / PREPROCESSOR
-        if path.is_file():
-            read_preprocessor(Path(target))  # names the source's file in the error
-        where = str(path)
-    else:
-        where = f"{target} ({PREPROCESSOR})"
     try:
-        fe = Wav2Vec2FeatureExtractor.from_pretrained(target, local_files_only=_offline() or is_dir)
-    except OSError:
-        return Wav2Vec2FeatureExtractor(do_normalize=True, return_attention_mask=False)
-    check_preprocessor(fe.to_dict(), where)
-    return fe
+        path = fetch(PREPROCESSOR)
+    except ModelError:
+        return Wav2Vec2FeatureExtractor(do_normalize=True, return_attention_mask=attention_mask)
+    read_preprocessor(path.parent)
+    return Wav2Vec2FeatureExtractor.from_pretrained(str(path.parent), local_files_only=True)
 
 
 def _prepare_pretrained(source: str, out_dir: Path) -> dict[str, Any]:
@@ -180,7 +199,7 @@ def _prepare_pretrained(source: str, out_dir: Path) -> dict[str, Any]:
     from transformers import HubertModel
 
     target = str(local) if is_dir else source
-    fe = _feature_extractor(target, is_dir)  # a setting the pipeline cannot honour fails before the weights load
+    fe = feature_extractor(source_files(source))  # a setting the pipeline cannot honour fails before the weights load
     try:
         model = HubertModel.from_pretrained(target, local_files_only=_offline() or is_dir)
     except OSError as exc:

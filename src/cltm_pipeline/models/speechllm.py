@@ -30,7 +30,7 @@ from torch.nn import functional as F
 from ..io import write_json
 from . import Architecture, ModelError, register
 from .checkpoint import read_tensors, tensor_names
-from .hubert import PREPROCESSOR, MHubert, _missing, _offline, _quiet_transformers, read_preprocessor
+from .hubert import MHubert, _missing, _offline, _quiet_transformers, feature_extractor, source_files
 from .speaker import SVModel
 
 __all__ = ["HUBERT_XLARGE_LL60K", "ENCODER_CONFIGS", "ENCODER_PREFIX", "CONNECTOR_PREFIXES", "FBANK_SIZES", "FORWARDS",
@@ -180,31 +180,6 @@ def load_connector(model_dir: Path) -> Connector:
     return connector
 
 
-def _source_files(source: str) -> Callable[[str], Path]:
-    """``fetch(file_name)`` for a local directory or a Hugging Face id: the file's local path (for a hub id
-    downloaded alone, or found in the HF cache with HF_HUB_OFFLINE=1), or a one-line ModelError."""
-    local = Path(source).expanduser()
-    if local.is_dir():
-        def fetch_local(name: str) -> Path:
-            path = local / name
-            if not path.is_file():
-                raise ModelError(f"model {source!r}: the directory has no {name}")
-            return path
-
-        return fetch_local
-    if source.startswith((".", "/", "~")) or source.count("/") > 1:
-        raise ModelError(f"model {source!r}: no such local directory")  # a hub id is "name" or "org/name"
-    from huggingface_hub import hf_hub_download
-
-    def fetch_hub(name: str) -> Path:
-        try:
-            return Path(hf_hub_download(source, name, local_files_only=_offline()))
-        except Exception as exc:  # not cached, offline, no such file or repo: one line either way
-            raise _missing(source, f"{name}: {type(exc).__name__}") from None
-
-    return fetch_hub
-
-
 def _rename_weight_norm(name: str) -> str:
     """Checkpoints saved before torch's weight-norm parametrisation name the positional convolution's
     weight ``weight_g`` / ``weight_v``; a current HubertModel names them ``parametrizations.weight.original0/1``."""
@@ -223,7 +198,8 @@ def _prepare_multimodal(source: str, config: dict[str, Any], fetch: Callable[[st
     connector_prefix = next((p for p in CONNECTOR_PREFIXES if any(n.startswith(p) for n in names)), None)
     if connector_prefix is None:
         raise ModelError(f"model {source!r}: no connector tensors (looked for {', '.join(p + '*' for p in CONNECTOR_PREFIXES)})")
-    fe = _checked_preprocessor(source, fetch)
+    # without a preprocessor_config.json: normalised, masked input (HuBERT large/x-large, SpeechLLM's processor)
+    fe = feature_extractor(fetch, attention_mask=True)
     wanted = {n: s for n, s in names.items() if n.startswith((ENCODER_PREFIX, connector_prefix))}
     got = read_tensors(fetch, wanted)
     encoder_sd = {_rename_weight_norm(k[len(ENCODER_PREFIX):]): v for k, v in got.tensors.items() if k.startswith(ENCODER_PREFIX)}
@@ -277,25 +253,12 @@ def _load_exact(module: nn.Module, state: dict[str, torch.Tensor], what: str) ->
     module.load_state_dict({k: v.to(want[k].dtype) for k, v in state.items()}, strict=True, assign=True)
 
 
-def _checked_preprocessor(source: str, fetch: Callable[[str], Path]) -> Any:
-    """The source's preprocessor_config.json, checked; without one, the HuBERT large/x-large convention
-    (normalised input, attention mask), which skit-ai/SpeechLLM's audio processor applied."""
-    from transformers import Wav2Vec2FeatureExtractor
-
-    try:
-        path = fetch(PREPROCESSOR)
-    except ModelError:
-        return Wav2Vec2FeatureExtractor(do_normalize=True, return_attention_mask=True)
-    read_preprocessor(path.parent)
-    return Wav2Vec2FeatureExtractor.from_pretrained(str(path.parent), local_files_only=True)
-
-
 def _prepare_remote(source: str, out_dir: Path) -> dict[str, Any]:
     """A hub id or local directory: a HuBERT checkpoint as it is, the audio encoder and connector of a
     multimodal one (:func:`_prepare_multimodal`), or another transformers audio encoder (wav2vec 2.0, WavLM)."""
     from .hubert import _prepare_pretrained
 
-    fetch = _source_files(source)
+    fetch = source_files(source)
     config_path = fetch("config.json")
     try:
         config = json.loads(config_path.read_text(encoding="utf-8"))
@@ -320,7 +283,7 @@ def _prepare_remote(source: str, out_dir: Path) -> dict[str, Any]:
     if not hasattr(encoder, "feature_extractor"):
         raise ModelError(f"model {source!r}: {type(encoder).__name__} is not an audio encoder, and its safetensors "
                          f"hold no {ENCODER_PREFIX}* tensors")
-    fe = _checked_preprocessor(source, fetch)
+    fe = feature_extractor(fetch, attention_mask=False)
     encoder.save_pretrained(out_dir)
     fe.save_pretrained(out_dir)
     return {"revision": getattr(encoder.config, "_commit_hash", None),
