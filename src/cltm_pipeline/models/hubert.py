@@ -15,15 +15,17 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from torch import nn
 
+from ..audio import SAMPLE_RATE
 from ..io import atomic_dir, sha256_file, write_json
 from . import Architecture, ModelError, register
 
-__all__ = ["TINY_CONFIG", "HubertClassifier", "MHubert", "HubertCTC", "load_ctc", "standardise_waves"]
+__all__ = ["TINY_CONFIG", "PREPROCESSOR", "HubertClassifier", "MHubert", "HubertCTC", "load_ctc", "standardise_waves",
+           "check_preprocessor", "read_preprocessor", "feature_extractor", "source_files"]
 
 #: The demo's tiny HuBERT: 4 conv layers with HuBERT's 320x downsampling (50 frames/s), 2 transformer
 #: layers of width 64. Any HubertConfig key can be overridden; ``seed`` fixes the random init.
@@ -51,6 +53,41 @@ TINY_CONFIG: dict[str, Any] = {
 }
 
 PROVENANCE = "cltm_model.json"
+PREPROCESSOR = "preprocessor_config.json"
+
+
+def check_preprocessor(settings: dict[str, Any], where: str) -> bool:
+    """Whether the model wants its input normalised (``do_normalize``), after checking that the rest of its
+    feature-extractor settings are what this pipeline feeds it: raw 16 kHz mono waveforms, zero-padded at
+    the end. A setting it cannot honour is a one-line ModelError naming ``where`` and the key."""
+    kind = settings.get("feature_extractor_type", "Wav2Vec2FeatureExtractor")
+    if kind != "Wav2Vec2FeatureExtractor":
+        raise ModelError(f"{where}: feature_extractor_type is {kind!r}; this pipeline feeds raw waveforms "
+                         "(Wav2Vec2FeatureExtractor), not the features that extractor computes")
+    checks = (("sampling_rate", SAMPLE_RATE, f"the pipeline's audio is {SAMPLE_RATE} Hz"),
+              ("feature_size", 1, "the pipeline feeds mono waveforms"),
+              ("padding_value", 0, "the pipeline zero-pads batches"))
+    for key, want, why in checks:
+        if key in settings and settings[key] != want:
+            raise ModelError(f"{where}: {key} is {settings[key]!r}, expected {want!r} ({why})")
+    do_normalize = settings.get("do_normalize", True)  # HuBERT's convention when unstated
+    if not isinstance(do_normalize, bool):
+        raise ModelError(f"{where}: do_normalize is {do_normalize!r}, expected true or false")
+    return do_normalize
+
+
+def read_preprocessor(model_dir: Path) -> bool:
+    """:func:`check_preprocessor` of a model directory's preprocessor_config.json (normalised input without one)."""
+    path = Path(model_dir) / PREPROCESSOR
+    if not path.is_file():
+        return True
+    try:
+        settings = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ModelError(f"{path}: not readable as JSON ({str(exc).splitlines()[0]})") from None
+    if not isinstance(settings, dict):
+        raise ModelError(f"{path}: expected a JSON object")
+    return check_preprocessor(settings, str(path))
 
 
 def _offline() -> bool:
@@ -105,6 +142,45 @@ def _prepare_tiny(out_dir: Path, tiny: dict[str, Any] | None) -> dict[str, Any]:
     return {"tiny": {**spec, "seed": seed, "do_normalize": do_normalize}, "parameters": n_params}
 
 
+def source_files(source: str) -> Callable[[str], Path]:
+    """``fetch(file_name)`` for a local directory or a Hugging Face id: the file's local path (for a hub id
+    downloaded alone, or found in the HF cache with HF_HUB_OFFLINE=1), or a one-line ModelError."""
+    local = Path(source).expanduser()
+    if local.is_dir():
+        def fetch_local(name: str) -> Path:
+            path = local / name
+            if not path.is_file():
+                raise ModelError(f"model {source!r}: the directory has no {name}")
+            return path
+
+        return fetch_local
+    if source.startswith((".", "/", "~")) or source.count("/") > 1:
+        raise ModelError(f"model {source!r}: no such local directory")  # a hub id is "name" or "org/name"
+    from huggingface_hub import hf_hub_download
+
+    def fetch_hub(name: str) -> Path:
+        try:
+            return Path(hf_hub_download(source, name, local_files_only=_offline()))
+        except Exception as exc:  # not cached, offline, no such file or repo: one line either way
+            raise _missing(source, f"{name}: {type(exc).__name__}") from None
+
+    return fetch_hub
+
+
+def feature_extractor(fetch: Callable[[str], Path], attention_mask: bool = False) -> Any:
+    """The source's feature extractor, its preprocessor_config.json checked (:func:`read_preprocessor`, the
+    error naming the file) before any weights are read; without one, normalised input and
+    ``attention_mask`` (HuBERT base's convention: no mask)."""
+    from transformers import Wav2Vec2FeatureExtractor
+
+    try:
+        path = fetch(PREPROCESSOR)
+    except ModelError:
+        return Wav2Vec2FeatureExtractor(do_normalize=True, return_attention_mask=attention_mask)
+    read_preprocessor(path.parent)
+    return Wav2Vec2FeatureExtractor.from_pretrained(str(path.parent), local_files_only=True)
+
+
 def _prepare_pretrained(source: str, out_dir: Path) -> dict[str, Any]:
     local = Path(source).expanduser()
     is_dir = local.is_dir()
@@ -124,9 +200,10 @@ def _prepare_pretrained(source: str, out_dir: Path) -> dict[str, Any]:
             raise _missing(source, "not found in the Hugging Face cache")
 
     _quiet_transformers()
-    from transformers import HubertModel, Wav2Vec2FeatureExtractor
+    from transformers import HubertModel
 
     target = str(local) if is_dir else source
+    fe = feature_extractor(source_files(source))  # a setting the pipeline cannot honour fails before the weights load
     try:
         model = HubertModel.from_pretrained(target, local_files_only=_offline() or is_dir)
     except Exception as exc:  # OSError, a corrupt config (ValueError) or truncated weights (SafetensorError)
@@ -134,10 +211,6 @@ def _prepare_pretrained(source: str, out_dir: Path) -> dict[str, Any]:
             raise ModelError(f"model {source!r}: cannot load the local directory: {_first_line(exc)}") from None
         raise _missing(source, f"weights not loadable: {_first_line(exc)}") from None
     model.save_pretrained(out_dir)
-    try:
-        fe = Wav2Vec2FeatureExtractor.from_pretrained(target, local_files_only=_offline() or is_dir)
-    except OSError:
-        fe = Wav2Vec2FeatureExtractor(do_normalize=True, return_attention_mask=False)  # HuBERT base convention
     fe.save_pretrained(out_dir)
     return {
         "revision": getattr(model.config, "_commit_hash", None),
@@ -158,8 +231,7 @@ def load_encoder(model_dir: Path, freeze_feature_encoder: bool = True) -> tuple[
     except Exception as exc:  # truncated model.safetensors, corrupt config.json
         raise ModelError(f"{model_dir}: cannot load the prepared model ({_first_line(exc)}); delete the directory "
                          "and rerun to prepare it again") from None
-    pre = model_dir / "preprocessor_config.json"
-    do_normalize = json.loads(pre.read_text())["do_normalize"] if pre.is_file() else True
+    do_normalize = read_preprocessor(model_dir)
     if freeze_feature_encoder:
         encoder.feature_extractor._freeze_parameters()
     return encoder, do_normalize

@@ -7,12 +7,14 @@ reuses; only the MLP trains per cell.
 
 Sources: ``fbank`` (a parameter-free log-mel statistics front end: the offline demo's stand-in, see
 :data:`FBANK_SIZES`), ``tiny`` (a random tiny HuBERT built offline, :data:`cltm_pipeline.models.hubert.TINY_CONFIG`:
-tests and the cache benchmark, where only its cost matters), a local directory in ``save_pretrained`` layout, or a Hugging Face id. A HuBERT / wav2vec 2.0 / WavLM
-checkpoint loads as it is. A multimodal checkpoint (the study's ``skit-ai/speechllm-2B``, custom code)
-is loaded with ``trust_remote_code`` and its audio encoder is taken from the first of the attributes
-:data:`ENCODER_ATTRIBUTES` it has. That path could not be checked offline here: on the cluster, check
-``cltm prepare-model --arch speechllm --source skit-ai/speechllm-2B`` once, or point the source at the
-encoder's own checkpoint.
+tests and the cache benchmark, where only its cost matters), a local directory in ``save_pretrained`` layout,
+or a Hugging Face id. A HuBERT / wav2vec 2.0 / WavLM checkpoint loads as it is. A multimodal checkpoint (the
+study's ``skit-ai/speechllm-2B``: HuBERT x-large, a CNN connector, TinyLlama-1.1B; custom code) is not
+loaded as a model: its safetensors index is read and only the audio encoder's (:data:`ENCODER_PREFIX`) and
+the connector's (:data:`CONNECTOR_PREFIXES`) tensors are read into a transformers ``HubertModel`` of the
+built-in config (:data:`ENCODER_CONFIGS`) and a :class:`Connector`, without remote code, peft or the LLM
+(4.0 of the 8.4 GB; for a hub id only the shards holding them are downloaded). Its embedding is the mean
+over time of the connector's output, L2-normalised (:class:`ConnectorPooled`; README: deviations).
 """
 
 from __future__ import annotations
@@ -25,13 +27,14 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from ..io import write_json
 from . import Architecture, ModelError, register
-from .hubert import MHubert, _missing, _offline, _quiet_transformers
+from .checkpoint import read_tensors, tensor_names
+from .hubert import MHubert, _missing, _offline, _quiet_transformers, feature_extractor, source_files
 from .speaker import SVModel
 
-__all__ = ["ENCODER_ATTRIBUTES", "FBANK_SIZES", "FORWARDS", "FbankStats", "PairMLP", "SpeechLLM"]
-
-ENCODER_ATTRIBUTES = ("audio_encoder", "speech_encoder", "encoder")
+__all__ = ["HUBERT_XLARGE_LL60K", "ENCODER_CONFIGS", "ENCODER_PREFIX", "CONNECTOR_PREFIXES", "FBANK_SIZES", "FORWARDS",
+           "Connector", "ConnectorPooled", "FbankStats", "load_connector", "PairMLP", "SpeechLLM"]
 
 #: Source ``fbank``: a parameter-free frozen front end (log-mel filterbank, mean and standard deviation over
 #: valid frames) for the offline demo. A randomly initialised network is no stand-in for a pre-trained
@@ -90,35 +93,198 @@ class PairMLP(SVModel):
         return F.binary_cross_entropy_with_logits(self.score(e1, e2), same)
 
 
+#: facebook/hubert-xlarge-ll60k's HubertConfig (its public config.json): skit-ai/speechllm-2B's audio encoder.
+#: The multimodal checkpoint names its encoder only by hub id (config.json ``audio_encoder_name``) and built it
+#: from that id's config at run time; keeping the config here is what lets the encoder load offline.
+HUBERT_XLARGE_LL60K: dict[str, Any] = {
+    "hidden_size": 1280, "num_hidden_layers": 48, "num_attention_heads": 16, "intermediate_size": 5120,
+    "hidden_act": "gelu", "layer_norm_eps": 1e-5, "feat_extract_norm": "layer", "do_stable_layer_norm": True,
+    "conv_bias": True, "conv_dim": [512] * 7, "conv_kernel": [10, 3, 3, 3, 3, 2, 2], "conv_stride": [5, 2, 2, 2, 2, 2, 2],
+    "num_conv_pos_embeddings": 128, "num_conv_pos_embedding_groups": 16, "feat_proj_dropout": 0.1,
+    "hidden_dropout": 0.1, "attention_dropout": 0.1, "activation_dropout": 0.0, "final_dropout": 0.1,
+    "layerdrop": 0.1, "mask_time_prob": 0.05, "vocab_size": 32,
+}
+#: the audio encoders whose configuration is built in, by the name a multimodal config.json gives them
+ENCODER_CONFIGS: dict[str, dict[str, Any]] = {"facebook/hubert-xlarge-ll60k": HUBERT_XLARGE_LL60K}
+#: where a multimodal checkpoint keeps its audio encoder (a transformers HubertModel's tensors)
+ENCODER_PREFIX = "audio_encoder.encoder."
+#: where it may keep the CNN connector (skit-ai/SpeechLLM's ``connector.layer``; ``audio_encoder.cnn``
+#: as issue 19 describes the 2B checkpoint), tried in this order
+CONNECTOR_PREFIXES = ("connector.layer.", "audio_encoder.cnn.")
+#: the connector's second convolution's stride: not in the tensors; skit-ai/SpeechLLM's CNNConnector default k
+CONNECTOR_STRIDE = 2
+CONNECTOR_WEIGHTS = "connector.safetensors"
+CONNECTOR_CONFIG = "connector.json"
+
+
+class Connector(nn.Module):
+    """skit-ai/SpeechLLM's CNN connector: ReLU, Conv1d(k 5), ReLU, Conv1d(k 5, stride 2), ReLU, Conv1d(k 5)
+    over time, projecting the encoder's states ``[B, F, H]`` to the LLM's width ``[B, F', D]``."""
+
+    def __init__(self, channels: list[int], kernel: int = 5, stride: int = CONNECTOR_STRIDE):
+        super().__init__()
+        c0, c1, c2, c3 = channels
+        self.kernel, self.stride = kernel, stride
+        self.layer = nn.Sequential(nn.ReLU(), nn.Conv1d(c0, c1, kernel), nn.ReLU(), nn.Conv1d(c1, c2, kernel, stride=stride),
+                                   nn.ReLU(), nn.Conv1d(c2, c3, kernel))
+
+    def min_frames(self) -> int:
+        """The fewest input frames that give one output frame."""
+        k, s = self.kernel, self.stride
+        return (k - 1) + k + s * (k - 1)
+
+    def output_lengths(self, frames: torch.Tensor) -> torch.Tensor:
+        """Output frames of inputs of ``frames`` valid frames (no padding in the convolutions)."""
+        k, s = self.kernel, self.stride
+        return torch.div(frames - (k - 1) - k, s, rounding_mode="floor") + 1 - (k - 1)
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        return self.layer(hidden.transpose(1, 2)).transpose(1, 2)
+
+
+class ConnectorPooled(nn.Module):
+    """The study's SpeechLLM embedding, audio part: the encoder's last hidden state through the connector,
+    averaged over the valid output frames and L2-normalised (README: deviations)."""
+
+    def __init__(self, encoder: nn.Module, connector: Connector, do_normalize: bool):
+        super().__init__()
+        self.encoder, self.connector, self.do_normalize = encoder, connector, do_normalize
+        self.pass_mask = encoder.config.feat_extract_norm == "layer"
+
+    def embed(self, waves: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        from .hubert import standardise_waves
+
+        if self.do_normalize:
+            waves = standardise_waves(waves, lengths)
+        mask = None
+        if self.pass_mask:
+            mask = (torch.arange(waves.shape[1], device=waves.device)[None, :] < lengths[:, None]).long()
+        hidden = self.encoder(waves, attention_mask=mask).last_hidden_state
+        frames = self.encoder._get_feat_extract_output_lengths(lengths).clamp(max=hidden.shape[1])
+        need = self.connector.min_frames()
+        if hidden.shape[1] < need:  # a batch of clips under ~0.35 s: zero frames after the end, as padding is
+            hidden = F.pad(hidden, (0, 0, 0, need - hidden.shape[1]))
+        out = self.connector(hidden)
+        n = self.connector.output_lengths(frames).clamp(min=1, max=out.shape[1])
+        fmask = (torch.arange(out.shape[1], device=waves.device)[None, :] < n[:, None]).to(out.dtype)
+        return F.normalize((out * fmask[..., None]).sum(1) / fmask.sum(1, keepdim=True), dim=-1)
+
+
+def load_connector(model_dir: Path) -> Connector:
+    """The connector a prepared model directory holds (:data:`CONNECTOR_CONFIG`, :data:`CONNECTOR_WEIGHTS`)."""
+    from safetensors.torch import load_file
+
+    spec = json.loads((Path(model_dir) / CONNECTOR_CONFIG).read_text(encoding="utf-8"))
+    connector = Connector(spec["channels"], spec["kernel"], spec["stride"])
+    connector.load_state_dict(load_file(str(Path(model_dir) / CONNECTOR_WEIGHTS)), strict=True)
+    return connector
+
+
+def _rename_weight_norm(name: str) -> str:
+    """Checkpoints saved before torch's weight-norm parametrisation name the positional convolution's
+    weight ``weight_g`` / ``weight_v``; a current HubertModel names them ``parametrizations.weight.original0/1``."""
+    return name.replace(".weight_g", ".parametrizations.weight.original0").replace(".weight_v", ".parametrizations.weight.original1")
+
+
+def _prepare_multimodal(source: str, config: dict[str, Any], fetch: Callable[[str], Path], names: dict[str, str],
+                        out_dir: Path) -> dict[str, Any]:
+    """The audio encoder (a HubertModel) and CNN connector of a multimodal checkpoint (skit-ai/speechllm-2B),
+    read tensor by tensor from its safetensors without the language model and without its remote code."""
+    encoder_name = config.get("audio_encoder_name")
+    spec = ENCODER_CONFIGS.get(str(encoder_name))
+    if spec is None:
+        raise ModelError(f"model {source!r}: config.json audio_encoder_name is {encoder_name!r}; built-in encoder "
+                         f"configs: {', '.join(ENCODER_CONFIGS)} (or point the source at the encoder's own checkpoint)")
+    connector_prefix = next((p for p in CONNECTOR_PREFIXES if any(n.startswith(p) for n in names)), None)
+    if connector_prefix is None:
+        raise ModelError(f"model {source!r}: no connector tensors (looked for {', '.join(p + '*' for p in CONNECTOR_PREFIXES)})")
+    # without a preprocessor_config.json: normalised, masked input (HuBERT large/x-large, SpeechLLM's processor)
+    fe = feature_extractor(fetch, attention_mask=True)
+    wanted = {n: s for n, s in names.items() if n.startswith((ENCODER_PREFIX, connector_prefix))}
+    got = read_tensors(fetch, wanted)
+    encoder_sd = {_rename_weight_norm(k[len(ENCODER_PREFIX):]): v for k, v in got.tensors.items() if k.startswith(ENCODER_PREFIX)}
+    connector_sd = {k[len(connector_prefix):]: v for k, v in got.tensors.items() if k.startswith(connector_prefix)}
+
+    _quiet_transformers()
+    from transformers import HubertConfig, HubertModel
+
+    with torch.device("meta"):  # no random initialisation of ~1 B parameters that are overwritten at once
+        encoder = HubertModel(HubertConfig(**spec))
+    _load_exact(encoder, encoder_sd, f"model {source!r}: audio encoder ({ENCODER_PREFIX}*) vs {encoder_name}")
+    try:
+        channels = [int(connector_sd[f"{i}.weight"].shape[1]) for i in (1, 3, 5)] + [int(connector_sd["5.weight"].shape[0])]
+        kernel = int(connector_sd["1.weight"].shape[2])
+    except KeyError as exc:
+        raise ModelError(f"model {source!r}: connector tensor {connector_prefix}{exc.args[0]} missing") from None
+    with torch.device("meta"):
+        connector = Connector(channels, kernel)
+    _load_exact(connector, {f"layer.{k}": v for k, v in connector_sd.items()}, f"model {source!r}: connector ({connector_prefix}*)")
+
+    from safetensors.torch import save_file
+
+    encoder.save_pretrained(out_dir)
+    save_file({k: v.contiguous() for k, v in connector.state_dict().items()}, str(out_dir / CONNECTOR_WEIGHTS),
+              metadata={"format": "pt"})
+    write_json(out_dir / CONNECTOR_CONFIG, {"channels": channels, "kernel": kernel, "stride": CONNECTOR_STRIDE,
+                                            "source_prefix": connector_prefix})
+    fe.save_pretrained(out_dir)
+    snapshot = Path(fetch("config.json")).parent
+    return {
+        "revision": snapshot.name if snapshot.parent.name == "snapshots" else None,
+        "audio_encoder": encoder_name,
+        "parameters": sum(p.numel() for p in encoder.parameters()) + sum(p.numel() for p in connector.parameters()),
+        "read": {"bytes": got.bytes_read, "checkpoint_bytes": got.checkpoint_bytes, "shards": list(got.shards_opened),
+                 "tensors": len(got.tensors)},
+    }
+
+
+def _load_exact(module: nn.Module, state: dict[str, torch.Tensor], what: str) -> None:
+    """Load ``state`` into a meta-device ``module`` (taking the tensors, no copy); names or shapes that
+    differ are a one-line ModelError."""
+    want = module.state_dict()
+    missing, unexpected = sorted(set(want) - set(state)), sorted(set(state) - set(want))
+    bad = [k for k in set(want) & set(state) if tuple(want[k].shape) != tuple(state[k].shape)]
+    if missing or unexpected or bad:
+        parts = [f"{len(missing)} missing (e.g. {missing[0]})" if missing else "",
+                 f"{len(unexpected)} unexpected (e.g. {unexpected[0]})" if unexpected else "",
+                 f"{len(bad)} of another shape (e.g. {sorted(bad)[0]}: {tuple(state[sorted(bad)[0]].shape)} vs "
+                 f"{tuple(want[sorted(bad)[0]].shape)})" if bad else ""]
+        raise ModelError(f"{what}: tensors do not match ({'; '.join(p for p in parts if p)})")
+    module.load_state_dict({k: v.to(want[k].dtype) for k, v in state.items()}, strict=True, assign=True)
+
+
 def _prepare_remote(source: str, out_dir: Path) -> dict[str, Any]:
-    """A hub id or local directory: an encoder checkpoint as it is, or the audio encoder of a multimodal one."""
+    """A hub id or local directory: a HuBERT checkpoint as it is, the audio encoder and connector of a
+    multimodal one (:func:`_prepare_multimodal`), or another transformers audio encoder (wav2vec 2.0, WavLM)."""
     from .hubert import _prepare_pretrained
 
-    local = Path(source).expanduser()
-    config = local / "config.json"
-    if local.is_dir() and config.is_file():
-        model_type = json.loads(config.read_text(encoding="utf-8")).get("model_type")
-    else:
-        model_type = None
-    if model_type == "hubert":
+    fetch = source_files(source)
+    config_path = fetch("config.json")
+    try:
+        config = json.loads(config_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ModelError(f"{config_path}: not readable as JSON ({str(exc).splitlines()[0]})") from None
+    if config.get("model_type") == "hubert":
         return _prepare_pretrained(source, out_dir)
+    try:
+        names = tensor_names(fetch)
+    except ModelError:
+        names = {}  # no safetensors (a pytorch_model.bin checkpoint): transformers reads it below
+    if any(n.startswith(ENCODER_PREFIX) for n in names):
+        return _prepare_multimodal(source, config, fetch, names, out_dir)
     _quiet_transformers()
-    from transformers import AutoFeatureExtractor, AutoModel, Wav2Vec2FeatureExtractor
+    from transformers import AutoModel
 
+    local = Path(source).expanduser().is_dir()
     try:
-        model = AutoModel.from_pretrained(source, trust_remote_code=True, local_files_only=_offline() or local.is_dir())
-    except OSError as exc:
+        encoder = AutoModel.from_pretrained(source, local_files_only=_offline() or local)
+    except (OSError, ValueError) as exc:
         raise _missing(source, f"weights not loadable: {str(exc).splitlines()[0][:160]}") from None
-    encoder = model
-    if not hasattr(model, "feature_extractor"):  # a multimodal model: find its audio encoder
-        encoder = next((getattr(model, a) for a in ENCODER_ATTRIBUTES if hasattr(model, a)), None)
-        if encoder is None or not hasattr(encoder, "save_pretrained"):
-            raise ModelError(f"model {source!r}: no audio encoder found (looked for {', '.join(ENCODER_ATTRIBUTES)})")
+    if not hasattr(encoder, "feature_extractor"):
+        raise ModelError(f"model {source!r}: {type(encoder).__name__} is not an audio encoder, and its safetensors "
+                         f"hold no {ENCODER_PREFIX}* tensors")
+    fe = feature_extractor(fetch, attention_mask=False)
     encoder.save_pretrained(out_dir)
-    try:
-        fe = AutoFeatureExtractor.from_pretrained(source, local_files_only=_offline() or local.is_dir())
-    except (OSError, ValueError):
-        fe = Wav2Vec2FeatureExtractor(do_normalize=True, return_attention_mask=False)
     fe.save_pretrained(out_dir)
     return {"revision": getattr(encoder.config, "_commit_hash", None),
             "parameters": sum(p.numel() for p in encoder.parameters())}
@@ -143,7 +309,8 @@ class SpeechLLM(Architecture):
     @classmethod
     def embedder(cls, model_dir: Path, device: Any) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
         """The frozen encoder as ``f(waves, lengths) -> [B, H]`` (mean of the last hidden state over valid
-        frames), in eval mode without gradients; counts utterances in :data:`FORWARDS`."""
+        frames; with a connector, :class:`ConnectorPooled`), in eval mode without gradients; counts
+        utterances in :data:`FORWARDS`."""
         model_dir = Path(model_dir)
         from .speaker import CONFIG_NAME, load_scratch
 
@@ -155,12 +322,14 @@ class SpeechLLM(Architecture):
             _quiet_transformers()
             from transformers import AutoModel
 
-            from .hubert import HubertClassifier
+            from .hubert import HubertClassifier, read_preprocessor
 
             encoder = AutoModel.from_pretrained(model_dir, local_files_only=True)
-            pre = model_dir / "preprocessor_config.json"
-            do_normalize = json.loads(pre.read_text())["do_normalize"] if pre.is_file() else True
-            pooled = HubertClassifier(encoder, 1, do_normalize).to(device).eval()
+            do_normalize = read_preprocessor(model_dir)
+            if (model_dir / CONNECTOR_CONFIG).is_file():  # a multimodal checkpoint's encoder and connector
+                pooled = ConnectorPooled(encoder, load_connector(model_dir), do_normalize).to(device).eval()
+            else:
+                pooled = HubertClassifier(encoder, 1, do_normalize).to(device).eval()
         for p in pooled.parameters():
             p.requires_grad_(False)
 
@@ -178,6 +347,9 @@ class SpeechLLM(Architecture):
         fbank = Path(model_dir) / CONFIG_NAME
         if fbank.is_file():
             return 2 * int(json.loads(fbank.read_text(encoding="utf-8"))["n_mels"])
+        connector = Path(model_dir) / CONNECTOR_CONFIG
+        if connector.is_file():
+            return int(json.loads(connector.read_text(encoding="utf-8"))["channels"][-1])
         return int(json.loads((Path(model_dir) / "config.json").read_text(encoding="utf-8"))["hidden_size"])
 
     @classmethod
