@@ -14,10 +14,12 @@ if "demo" in CFG.raw:
             seed=DEMO["seed"],
             speakers=DEMO["speakers_per_gender"],
             clips=DEMO["clips_per_speaker"],
+        threads: 8  # locales rendered side by side (capped at --cores); the bytes do not depend on it
         log:
             f"{RESULTS}/logs/demo_corpus.log",
         conda:
             "../envs/cpu.yaml"
         shell:
             "cltm demo-corpus --out {params.release} --languages {params.languages} --clean-languages {params.clean}"
-            " --seed {params.seed} --speakers-per-gender {params.speakers} --clips-per-speaker {params.clips} > {log} 2>&1"
+            " --seed {params.seed} --speakers-per-gender {params.speakers} --clips-per-speaker {params.clips}"
+            " --workers {threads} > {log} 2>&1"
