@@ -10,7 +10,7 @@ from .commonvoice import read_locale
 from .config import Config
 from .subsets import SINGLE, cell_kind, check_capacity
 
-__all__ = ["check_release_capacity"]
+__all__ = ["check_release_capacity", "seed_groups"]
 
 
 def check_release_capacity(cfg: Config) -> str:
@@ -35,8 +35,17 @@ def check_release_capacity(cfg: Config) -> str:
 CELL_DIR = "{target}/{donor}/seed{seed}"  # under results/runs/<task>/<arch>/
 RUN_PATTERN = "{results}/runs/{task}/{arch}/" + CELL_DIR + "/metrics.json"
 FAILED_PATTERN = "{results}/runs/{task}/{arch}/" + CELL_DIR + "/failed.json"
-#: One worker job (and log) per (task, arch, target, seed) trains all of that target's cells.
-RUN_LOG_PATTERN = "{results}/logs/runs/{task}/{arch}/{target}/seed{seed}.log"
+#: One worker job (and log) per (task, arch, target, seed group) trains all of that target's cells; a group
+#: is "3" or "0+1+2+3" (:func:`seed_groups`).
+RUN_LOG_PATTERN = "{results}/logs/runs/{task}/{arch}/{target}/seed{seeds}.log"
+
+
+def seed_groups(cfg: Config, task: str, arch: str) -> list[str]:
+    """The task's seeds in groups of the architecture's ``resources.seeds_per_job``, named as the worker's
+    flag and log name them ("3", or "0+1+2+3"): one worker process trains a target's cells for one group."""
+    seeds = cfg.seeds(task)
+    k = cfg.raw["tasks"][task]["architectures"][arch].get("resources", {}).get("seeds_per_job", 1)
+    return ["+".join(map(str, seeds[i : i + k])) for i in range(0, len(seeds), k)]
 
 
 def grid(cfg: Config) -> pl.DataFrame:
@@ -57,8 +66,11 @@ def inventory(cfg: Config) -> pl.DataFrame:
     g = grid(cfg)
     results = cfg.raw["results"]
     paths, status, logs = [], [], []
+    group_of = {(task, arch, int(s)): group for task, t in cfg.raw["tasks"].items() for arch in t["architectures"]
+                for group in seed_groups(cfg, task, arch) for s in group.split("+")}
     for task, arch, target, donor, seed in g.select("task", "arch", "target", "donor", "seed").iter_rows():
-        kw = dict(results=results, task=task, arch=arch, target=target, donor=donor, seed=seed)
+        kw = dict(results=results, task=task, arch=arch, target=target, donor=donor, seed=seed,
+                  seeds=group_of[task, arch, seed])
         p, failed = Path(RUN_PATTERN.format(**kw)), Path(FAILED_PATTERN.format(**kw))
         paths.append(str(p))
         logs.append(RUN_LOG_PATTERN.format(**kw))

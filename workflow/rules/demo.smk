@@ -17,6 +17,8 @@ if "demo" in CFG.raw:
         threads: 8  # locales rendered side by side (capped at --cores); the bytes do not depend on it
         log:
             f"{RESULTS}/logs/demo_corpus.log",
+        benchmark:
+            f"{RESULTS}/benchmarks/demo_corpus.tsv"
         conda:
             "../envs/cpu.yaml"
         shell:

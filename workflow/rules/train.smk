@@ -1,11 +1,12 @@
-# One job per (task, arch, target, seed) trains the single, self and every dual cell of that target in one
-# process (start-up and data loading are paid once); each cell writes its own metrics.json and finished
-# cells are skipped on a rerun, so a failure or kill costs only the cells not yet written.
+# One job per (task, arch, target, seed group) trains the single, self and every dual cell of that target,
+# for each seed of the group (`resources.seeds_per_job`, default 1), in one process: start-up and imports
+# (torch, transformers: seconds) are paid once per group. Each cell writes its own metrics.json and
+# finished cells are skipped on a rerun, so a failure or kill costs only the cells not yet written.
 rule train:
     input:
         # ancient: adding a donor rewrites a seed table without changing the parts a finished cell used
         # (draws are keyed by seed and locale); the worker's data-hash check catches any real change
-        seed_table=ancient(f"{RESULTS}/subsets/{{task}}/{{target}}/seed{{seed}}.tsv"),
+        seed_tables=lambda w: [ancient(f"{RESULTS}/subsets/{w.task}/{w.target}/seed{s}.tsv") for s in w.seeds.split("+")],
         test=f"{RESULTS}/subsets/{{task}}/{{target}}/test.tsv",
         dev=f"{RESULTS}/subsets/{{task}}/{{target}}/dev.tsv",
         model=model_flag,
@@ -16,8 +17,11 @@ rule train:
         probe=lambda w: [ancient(p) for p in probe_input(w.task, w.arch)],
         audio=lambda w: [f"{RESULTS}/ingest/{loc}/audio.npy" for loc in CFG.raw["tasks"][w.task]["languages"]],
     output:
-        f"{RESULTS}/runs/{{task}}/{{arch}}/{{target}}/seed{{seed}}.done",
+        f"{RESULTS}/runs/{{task}}/{{arch}}/{{target}}/seed{{seeds}}.done",
+    wildcard_constraints:
+        seeds=r"\d+(\+\d+)*",
     params:
+        seeds=lambda w: w.seeds.replace("+", " "),
         runs_dir=lambda w: f"{RESULTS}/runs/{w.task}/{w.arch}",
         ingest_root=f"{RESULTS}/ingest",
         donors=lambda w: " ".join(cell_donors(w.task)),
@@ -31,15 +35,19 @@ rule train:
     threads: lambda w: arch_resources(w.task, w.arch)["threads"]
     resources:
         mem_mb=lambda w, attempt: arch_resources(w.task, w.arch)["mem_mb"] * attempt,
-        runtime=lambda w, attempt: arch_resources(w.task, w.arch)["runtime"] * len(cell_donors(w.task)) * attempt,
+        runtime=lambda w, attempt: (
+            arch_resources(w.task, w.arch)["runtime"] * len(cell_donors(w.task)) * len(w.seeds.split("+")) * attempt
+        ),
         gpu=lambda w: arch_resources(w.task, w.arch)["gpu"],
     log:
-        f"{RESULTS}/logs/runs/{{task}}/{{arch}}/{{target}}/seed{{seed}}.log",
+        f"{RESULTS}/logs/runs/{{task}}/{{arch}}/{{target}}/seed{{seeds}}.log",
+    benchmark:  # wall and CPU seconds per job (README "Quickstart": job-seconds per rule)
+        f"{RESULTS}/benchmarks/train/{{task}}/{{arch}}/{{target}}/seed{{seeds}}.tsv"
     conda:
         "../envs/gpu.yaml"
     shell:
         "cltm train-cells --task {wildcards.task} --arch {wildcards.arch} --model-dir $(dirname {input.model})"
-        " --seed-table {input.seed_table} --test {input.test} --dev {input.dev} --ingest-root {params.ingest_root}"
-        " --target {wildcards.target} --donors {params.donors} --seed {wildcards.seed}"
+        " --seed-tables {input.seed_tables} --test {input.test} --dev {input.dev} --ingest-root {params.ingest_root}"
+        " --target {wildcards.target} --donors {params.donors} --seeds {params.seeds}"
         " --hparams {params.hparams:q} --config-hash {params.config_hash} --threads {threads}"
         " {params.artifacts} {params.probe} --runs-dir {params.runs_dir} --flag {output} > {log} 2>&1"
