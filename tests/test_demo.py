@@ -29,8 +29,8 @@ def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def corpus_again(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The same corpus built a second time into another directory."""
-    return build_demo_corpus(tmp_path_factory.mktemp("demo_b"), **CONFIG)
+    """The same corpus built a second time into another directory, locales rendered in two processes."""
+    return build_demo_corpus(tmp_path_factory.mktemp("demo_b"), **CONFIG, workers=2)
 
 
 def read_tsv(path: Path) -> pl.DataFrame:

@@ -62,7 +62,9 @@ def test_dry_run_of_the_default_config_lists_every_stage(tmp_path):
         "demo_corpus": 1, "ingest": len({loc for b in tasks.values() for loc in b["languages"]}), "eval_sets": sum(L.values()),
         "subsets": sum(L[t] * S[t] for t in tasks),
         "prepare_model": len({a["model"] for b in tasks.values() for a in b["architectures"].values()}),
-        "train": sum(L[t] * S[t] * len(b["architectures"]) for t, b in tasks.items()),
+        # one worker per (target, group of resources.seeds_per_job seeds)
+        "train": sum(L[t] * -(-S[t] // a.get("resources", {}).get("seeds_per_job", 1))
+                     for t, b in tasks.items() for a in b["architectures"].values()),
         "target_artifact": sum(L[t] * len(get_task(t).target_artifacts) for t in tasks),
         "embed": sum(L[t] for t, b in tasks.items() for a in b["architectures"] if get_architecture(a).embedding_cache),
         "matrix": sum(len(b["architectures"]) for b in tasks.values()), "report": 1,
@@ -95,16 +97,26 @@ def test_small_demo_runs_end_to_end_and_reruns_nothing(small_run):
 
 
 def test_two_runs_give_byte_identical_outputs(small_run, tmp_path):
-    other = make_workdir(tmp_path, SMALL)
+    # the second run trains both seeds of a target in one worker (seeds_per_job): same results
+    grouped = json.loads(json.dumps(SMALL))
+    grouped["tasks"]["gender"]["architectures"]["mhubert"]["resources"] = {"seeds_per_job": 2}
+    other = make_workdir(tmp_path, grouped)
     snakemake(other, "--cores", "2")
+    for loc in ("es", "de", "fi"):
+        flag = json.loads((other / "results" / "runs" / "gender" / "mhubert" / loc / "seed0+1.done").read_text())
+        assert len(flag["cells"]) == 2 * 4  # single, self and two duals, for each seed
     outputs = sorted(p.relative_to(small_run) for root in ("results", "resources") for p in (small_run / root).rglob("*")
-                     if p.is_file() and "logs" not in p.parts)
+                     if p.is_file() and not {"logs", "benchmarks"} & set(p.parts) and p.suffix != ".done")
     assert len(outputs) > 20
     for rel in outputs:
         if rel.name == "metrics.json":  # wall times differ run to run; everything else must not
             a, b = (json.loads((root / rel).read_text()) for root in (other, small_run))
             assert a.pop("timing").keys() == b.pop("timing").keys()
             assert a == b, rel
+        elif rel.name == "index.html":  # the report shows the config, whose seeds_per_job differs
+            mine, theirs = ((root / rel).read_text(encoding="utf-8").replace("seeds_per_job: 2, ", "")
+                            .replace(", seeds_per_job: 1", "").replace(", seeds_per_job: 2", "") for root in (small_run, other))
+            assert mine == theirs
         else:
             assert (other / rel).read_bytes() == (small_run / rel).read_bytes(), rel
 
@@ -148,3 +160,19 @@ def test_status_reports_done_missing_and_failed_cells(small_run):
         (failed / "failed.json").unlink(missing_ok=True)
         for p, blob in saved.items():
             p.write_bytes(blob)
+
+
+def test_seed_groups_name_one_worker_per_group_of_seeds():
+    from cltm_pipeline.config import load_config
+    from cltm_pipeline.workflow import inventory, seed_groups
+
+    raw = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    raw["tasks"]["gender"]["seeds"] = [0, 2, 5]
+    raw["tasks"]["gender"]["architectures"]["mhubert"]["resources"]["seeds_per_job"] = 2
+    raw["tasks"]["asr"]["architectures"]["mhubert"]["resources"].pop("seeds_per_job", None)
+    cfg = load_config(raw, root=REPO)
+    assert seed_groups(cfg, "gender", "mhubert") == ["0+2", "5"]
+    assert seed_groups(cfg, "asr", "mhubert") == [str(s) for s in cfg.seeds("asr")]  # default: one seed per job
+    inv = inventory(cfg).filter(task="gender", target="es", donor="-")
+    assert inv["log"].to_list() == [f"{cfg.raw['results']}/logs/runs/gender/mhubert/es/seed{g}.log"
+                                    for g in ("0+2", "0+2", "5")]

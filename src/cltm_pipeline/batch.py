@@ -1,4 +1,4 @@
-"""Many cells per process: every cell of one (task, arch, target, seed), each with its own metrics.json.
+"""Many cells per process: every cell of one (task, arch, target) for one or more seeds, each with its own metrics.json.
 
 A gender cell trains for seconds, while starting a process (torch, transformers) and loading data costs
 about as much again: one job per cell wastes most of an allocation and floods the scheduler. A worker runs
@@ -117,23 +117,31 @@ def run_cells(
 
 
 def cmd_train_cells(args: argparse.Namespace) -> None:
-    """Train every cell of one (task, arch, target, seed) in one process; skip cells already current."""
+    """Train every cell of one (task, arch, target) for each listed seed in one process; skip cells already current."""
     try:
         hparams = json.loads(args.hparams)
     except json.JSONDecodeError as exc:
         raise ConfigError(f"--hparams: not valid JSON ({exc})") from None
+    if len(args.seed_tables) != len(args.seeds):
+        raise ConfigError(f"--seed-tables: {len(args.seed_tables)} table(s) for {len(args.seeds)} seed(s) in --seeds; "
+                          "give one per seed, in the same order")
     donors = [None if d == SINGLE else d for d in args.donors]
     artifacts = parse_artifacts(args.artifact)
     t0 = time.perf_counter()
-    outcome = run_cells(
-        task=args.task, arch=args.arch, model_dir=Path(args.model_dir), seed_table_path=Path(args.seed_table),
-        test_path=Path(args.test), dev_path=Path(args.dev), ingest_root=Path(args.ingest_root),
-        target=args.target, donors=donors, seed=args.seed, hparams=hparams, runs_dir=Path(args.runs_dir),
-        config_hash=args.config_hash, device=args.device, threads=args.threads, artifacts=artifacts,
-        probe_path=Path(args.probe) if args.probe else None, log=sys.stdout,
-    )
+    outcome: dict[str, list[str]] = {"trained": [], "skipped": [], "failed": []}
+    for seed, seed_table in zip(args.seeds, args.seed_tables):
+        done = run_cells(
+            task=args.task, arch=args.arch, model_dir=Path(args.model_dir), seed_table_path=Path(seed_table),
+            test_path=Path(args.test), dev_path=Path(args.dev), ingest_root=Path(args.ingest_root),
+            target=args.target, donors=donors, seed=seed, hparams=hparams, runs_dir=Path(args.runs_dir),
+            config_hash=args.config_hash, device=args.device, threads=args.threads, artifacts=artifacts,
+            probe_path=Path(args.probe) if args.probe else None, log=sys.stdout,
+        )
+        for k, v in done.items():
+            outcome[k] += v
     summary = {k: len(v) for k, v in outcome.items()}
-    print(f"train-cells {args.task}/{args.arch}/{args.target}/seed{args.seed}: {summary} in {time.perf_counter() - t0:.1f} s")
+    seeds = "+".join(map(str, args.seeds))
+    print(f"train-cells {args.task}/{args.arch}/{args.target}/seed{seeds}: {summary} in {time.perf_counter() - t0:.1f} s")
     if outcome["failed"]:
         # the finished cells are on disk; failing the job makes Snakemake retry (only) the failed ones
         print(f"cltm train-cells: error: {len(outcome['failed'])} cell(s) failed: {', '.join(outcome['failed'])} "
@@ -142,8 +150,8 @@ def cmd_train_cells(args: argparse.Namespace) -> None:
     # the flag vouches for each cell's metrics.json as written (size, mtime): the workflow's start-up check
     # (workflow.stale_flags) drops a flag whose files were lost or damaged since, so a rerun retrains them
     cells = sorted(outcome["trained"] + outcome["skipped"])
-    stamps = {name: file_stamp(cell_paths(Path(args.runs_dir), args.target, donor, args.seed)[0])
-              for name, donor in zip([f"{args.target}/{d}/seed{args.seed}" for d in args.donors], args.donors)}
+    stamps = {f"{args.target}/{donor}/seed{seed}": file_stamp(cell_paths(Path(args.runs_dir), args.target, donor, seed)[0])
+              for seed in args.seeds for donor in args.donors}
     write_json(Path(args.flag), {"cells": cells, "config_hash": args.config_hash, "metrics": stamps})
 
 
@@ -153,13 +161,13 @@ def add_train_cells_parser(subparsers: Any) -> argparse.ArgumentParser:
     s.add_argument("--task", required=True)
     s.add_argument("--arch", required=True)
     s.add_argument("--model-dir", required=True)
-    s.add_argument("--seed-table", required=True)
+    s.add_argument("--seed-tables", "--seed-table", nargs="+", required=True, help="the target's seed table of each seed")
     s.add_argument("--test", required=True)
     s.add_argument("--dev", required=True)
     s.add_argument("--ingest-root", required=True)
     s.add_argument("--target", required=True)
     s.add_argument("--donors", nargs="+", required=True, help='"-" (single), the target (self), other locales (dual)')
-    s.add_argument("--seed", type=int, required=True)
+    s.add_argument("--seeds", "--seed", type=int, nargs="+", required=True, help="seeds, one worker for all of them")
     s.add_argument("--hparams", required=True, help="hyper-parameters as a JSON object")
     s.add_argument("--config-hash", default="")
     s.add_argument("--device", default="auto")

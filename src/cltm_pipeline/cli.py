@@ -45,6 +45,7 @@ def cmd_demo_corpus(args: argparse.Namespace) -> None:
         speakers_per_gender=args.speakers_per_gender,
         clips_per_speaker=args.clips_per_speaker,
         seed=args.seed,
+        workers=args.workers,
     )
     n = len(args.languages) + len(args.clean_languages)
     print(f"demo corpus: {n} locales in {args.out} ({time.perf_counter() - t0:.1f} s)")
@@ -364,6 +365,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--speakers-per-gender", type=int, default=12)
     s.add_argument("--clips-per-speaker", type=int, default=10)
+    s.add_argument("--workers", type=int, default=1, help="processes rendering locales side by side (same bytes)")
     s.set_defaults(func=cmd_demo_corpus)
 
     s = sub.add_parser("ingest", help=cmd_ingest.__doc__)

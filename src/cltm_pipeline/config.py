@@ -186,9 +186,14 @@ class Config:
         lc = self.raw.get("learning_curve")
         return [] if lc is None else _seed_list(lc["seeds"])
 
+    def splits(self, task: str) -> dict[str, Any]:
+        """The task's evaluation split: its own ``splits`` block over the top-level one."""
+        return {**self.raw["splits"], **self.raw["tasks"][task].get("splits", {})}
+
     def subset_spec(self, task: str) -> SubsetSpec:
         """The subset-drawing spec of one task."""
-        t, splits = self.raw["tasks"][task], self.raw["splits"]
+        t = self.raw["tasks"][task]
+        splits = self.splits(task)
         return SubsetSpec(
             task=task,
             languages=tuple(t["languages"]),

@@ -12,7 +12,8 @@ from .commonvoice import read_locale
 from .config import Config, ConfigError
 from .subsets import SINGLE, SubsetSpec, cell_kind, check_capacity
 
-__all__ = ["check_release_capacity", "pool_sizes", "stale_flags", "metrics_ok", "file_stamp", "read_flag", "inventory"]
+__all__ = ["check_release_capacity", "pool_sizes", "seed_groups", "stale_flags", "metrics_ok", "file_stamp", "read_flag",
+           "inventory"]
 
 
 def pool_sizes(cfg: Config) -> dict[str, int]:
@@ -80,12 +81,21 @@ def check_release_capacity(cfg: Config) -> str:
 CELL_DIR = "{target}/{donor}/seed{seed}"  # under results/runs/<task>/<arch>/
 RUN_PATTERN = "{results}/runs/{task}/{arch}/" + CELL_DIR + "/metrics.json"
 FAILED_PATTERN = "{results}/runs/{task}/{arch}/" + CELL_DIR + "/failed.json"
-#: One worker job (and log) per (task, arch, target, seed) trains all of that target's cells.
-RUN_LOG_PATTERN = "{results}/logs/runs/{task}/{arch}/{target}/seed{seed}.log"
+#: One worker job (and log) per (task, arch, target, seed group) trains all of that target's cells; a group
+#: is "3" or "0+1+2+3" (:func:`seed_groups`).
+RUN_LOG_PATTERN = "{results}/logs/runs/{task}/{arch}/{target}/seed{seeds}.log"
 
 
-#: The worker flag of one (task, arch, target, seed): written once every cell of it is done.
-FLAG_PATTERN = "{results}/runs/{task}/{arch}/{target}/seed{seed}.done"
+def seed_groups(cfg: Config, task: str, arch: str) -> list[str]:
+    """The task's seeds in groups of the architecture's ``resources.seeds_per_job``, named as the worker's
+    flag and log name them ("3", or "0+1+2+3"): one worker process trains a target's cells for one group."""
+    seeds = cfg.seeds(task)
+    k = cfg.raw["tasks"][task]["architectures"][arch].get("resources", {}).get("seeds_per_job", 1)
+    return ["+".join(map(str, seeds[i : i + k])) for i in range(0, len(seeds), k)]
+
+
+#: The worker flag of one (task, arch, target, seed group): written once every cell of it is done.
+FLAG_PATTERN = "{results}/runs/{task}/{arch}/{target}/seed{seeds}.done"
 
 
 def file_stamp(path: Path) -> list[int]:
@@ -133,9 +143,9 @@ def stale_flags(cfg: Config) -> list[tuple[str, str, Path, str]]:
         langs = t["languages"]
         for arch in t["architectures"]:
             matrix = Path(results) / "matrices" / task / arch / "summary.json"
-            for seed in cfg.seeds(task):
+            for seeds in seed_groups(cfg, task, arch):
                 for target in langs:
-                    kw = dict(results=results, task=task, arch=arch, target=target, seed=seed)
+                    kw = dict(results=results, task=task, arch=arch, target=target, seeds=seeds)
                     flag = Path(FLAG_PATTERN.format(**kw))
                     if not flag.exists():
                         if matrix.exists():
@@ -145,9 +155,9 @@ def stale_flags(cfg: Config) -> list[tuple[str, str, Path, str]]:
                     if stamps is None:
                         stale.append((task, arch, flag, "unreadable flag"))
                         continue
-                    for donor in [SINGLE, *langs]:
+                    for seed, donor in ((int(s), d) for s in seeds.split("+") for d in [SINGLE, *langs]):
                         name = CELL_DIR.format(target=target, donor=donor, seed=seed)
-                        path = Path(RUN_PATTERN.format(**kw, donor=donor))
+                        path = Path(RUN_PATTERN.format(**kw, donor=donor, seed=seed))
                         if not metrics_ok(path, stamps.get(name)):
                             why = "missing" if not path.exists() else "changed or corrupt"
                             stale.append((task, arch, flag, f"{path} {why}"))
@@ -175,12 +185,15 @@ def inventory(cfg: Config) -> pl.DataFrame:
     results = cfg.raw["results"]
     paths, status, logs = [], [], []
     flags: dict[tuple, dict[str, list[int]]] = {}
+    group_of = {(task, arch, int(s)): group for task, t in cfg.raw["tasks"].items() for arch in t["architectures"]
+                for group in seed_groups(cfg, task, arch) for s in group.split("+")}
     for task, arch, target, donor, seed in g.select("task", "arch", "target", "donor", "seed").iter_rows():
-        kw = dict(results=results, task=task, arch=arch, target=target, donor=donor, seed=seed)
+        kw = dict(results=results, task=task, arch=arch, target=target, donor=donor, seed=seed,
+                  seeds=group_of[task, arch, seed])
         p, failed = Path(RUN_PATTERN.format(**kw)), Path(FAILED_PATTERN.format(**kw))
         paths.append(str(p))
         logs.append(RUN_LOG_PATTERN.format(**kw))
-        flag = (task, arch, target, seed)
+        flag = (task, arch, target, kw["seeds"])
         if flag not in flags:
             flags[flag] = read_flag(Path(FLAG_PATTERN.format(**kw))) or {}
         stamp = flags[flag].get(CELL_DIR.format(target=target, donor=donor, seed=seed))

@@ -70,6 +70,8 @@ rule learning_curve:
     threads: lambda w: LC["jobs"]
     log:
         f"{RESULTS}/logs/learning_curve/{{task}}/{{arch}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/learning_curve/{{task}}/{{arch}}.tsv"
     conda:
         "../envs/gpu.yaml"
     shell:

@@ -15,7 +15,7 @@ from cltm_pipeline.config import ConfigError, load_config, read_yaml
 from cltm_pipeline.subsets import SubsetError
 from cltm_pipeline.config import config_hash
 from cltm_pipeline.subsets import SINGLE
-from cltm_pipeline.workflow import check_release_capacity, pool_sizes, stale_flags
+from cltm_pipeline.workflow import check_release_capacity, pool_sizes, seed_groups, stale_flags
 from cltm_pipeline.commonvoice import CorpusError
 from cltm_pipeline.tasks import TASKS as TASK_REGISTRY, artifact_names
 
@@ -159,10 +159,10 @@ def cell_donors(task):
 
 
 def matrix_runs(wildcards):
-    """The worker flags of every (target, seed) of one matrix."""
+    """The worker flags of every (target, seed group) of one matrix."""
     return [
-        f"{RESULTS}/runs/{wildcards.task}/{wildcards.arch}/{t}/seed{s}.done"
-        for s in CFG.seeds(wildcards.task)
+        f"{RESULTS}/runs/{wildcards.task}/{wildcards.arch}/{t}/seed{g}.done"
+        for g in seed_groups(CFG, wildcards.task, wildcards.arch)
         for t in CFG.raw["tasks"][wildcards.task]["languages"]
     ]
 

@@ -14,10 +14,14 @@ if "demo" in CFG.raw:
             seed=DEMO["seed"],
             speakers=DEMO["speakers_per_gender"],
             clips=DEMO["clips_per_speaker"],
+        threads: 8  # locales rendered side by side (capped at --cores); the bytes do not depend on it
         log:
             f"{RESULTS}/logs/demo_corpus.log",
+        benchmark:
+            f"{RESULTS}/benchmarks/demo_corpus.tsv"
         conda:
             "../envs/cpu.yaml"
         shell:
             "cltm demo-corpus --out {params.release:q} --languages {params.languages} --clean-languages {params.clean}"
-            " --seed {params.seed} --speakers-per-gender {params.speakers} --clips-per-speaker {params.clips} > {log:q} 2>&1"
+            " --seed {params.seed} --speakers-per-gender {params.speakers} --clips-per-speaker {params.clips}"
+            " --workers {threads} > {log:q} 2>&1"

@@ -28,6 +28,8 @@ rule embed:
         gpu=lambda w: arch_resources(w.task, w.arch)["gpu"],
     log:
         f"{RESULTS}/logs/embeddings/{{task}}/{{arch}}/{{locale}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/embed/{{task}}/{{arch}}/{{locale}}.tsv"
     conda:
         "../envs/gpu.yaml"
     shell:

@@ -22,6 +22,8 @@ rule ingest:
         runtime=60,
     log:
         f"{RESULTS}/logs/ingest/{{locale}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/ingest/{{locale}}.tsv"
     conda:
         "../envs/cpu.yaml"
     shell:

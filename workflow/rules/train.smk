@@ -1,11 +1,12 @@
-# One job per (task, arch, target, seed) trains the single, self and every dual cell of that target in one
-# process (start-up and data loading are paid once); each cell writes its own metrics.json and finished
-# cells are skipped on a rerun, so a failure or kill costs only the cells not yet written.
+# One job per (task, arch, target, seed group) trains the single, self and every dual cell of that target,
+# for each seed of the group (`resources.seeds_per_job`, default 1), in one process: start-up and imports
+# (torch, transformers: seconds) are paid once per group. Each cell writes its own metrics.json and
+# finished cells are skipped on a rerun, so a failure or kill costs only the cells not yet written.
 rule train:
     input:
         # not ancient: a rewritten seed table (a donor added, or the subsets job rerun after a kill) reruns the
         # worker, which skips every cell whose data hash is unchanged, so only the affected cells train
-        seed_table=f"{RESULTS}/subsets/{{task}}/{{target}}/seed{{seed}}.tsv",
+        seed_tables=lambda w: [f"{RESULTS}/subsets/{w.task}/{w.target}/seed{s}.tsv" for s in w.seeds.split("+")],
         test=f"{RESULTS}/subsets/{{task}}/{{target}}/test.tsv",
         dev=f"{RESULTS}/subsets/{{task}}/{{target}}/dev.tsv",
         model=model_flag,
@@ -18,8 +19,11 @@ rule train:
         # every language's table and audio, as one flag (rule task_ingested)
         ingested=f"{RESULTS}/ready/{{task}}/ingested.json",
     output:
-        f"{RESULTS}/runs/{{task}}/{{arch}}/{{target}}/seed{{seed}}.done",
+        f"{RESULTS}/runs/{{task}}/{{arch}}/{{target}}/seed{{seeds}}.done",
+    wildcard_constraints:
+        seeds=r"\d+(\+\d+)*",
     params:
+        seeds=lambda w: w.seeds.replace("+", " "),
         runs_dir=lambda w: f"{RESULTS}/runs/{w.task}/{w.arch}",
         ingest_root=f"{RESULTS}/ingest",
         donors=lambda w: " ".join(cell_donors(w.task)),
@@ -33,15 +37,19 @@ rule train:
     threads: lambda w: arch_resources(w.task, w.arch)["threads"]
     resources:
         mem_mb=lambda w, attempt: arch_resources(w.task, w.arch)["mem_mb"] * attempt,
-        runtime=lambda w, attempt: arch_resources(w.task, w.arch)["runtime"] * len(cell_donors(w.task)) * attempt,
+        runtime=lambda w, attempt: (
+            arch_resources(w.task, w.arch)["runtime"] * len(cell_donors(w.task)) * len(w.seeds.split("+")) * attempt
+        ),
         gpu=lambda w: arch_resources(w.task, w.arch)["gpu"],
     log:
-        f"{RESULTS}/logs/runs/{{task}}/{{arch}}/{{target}}/seed{{seed}}.log",
+        f"{RESULTS}/logs/runs/{{task}}/{{arch}}/{{target}}/seed{{seeds}}.log",
+    benchmark:  # wall and CPU seconds per job (README "Quickstart": job-seconds per rule)
+        f"{RESULTS}/benchmarks/train/{{task}}/{{arch}}/{{target}}/seed{{seeds}}.tsv"
     conda:
         "../envs/gpu.yaml"
     shell:
         "cltm train-cells --task {wildcards.task} --arch {wildcards.arch} --model-dir \"$(dirname {input.model:q})\""
-        " --seed-table {input.seed_table:q} --test {input.test:q} --dev {input.dev:q} --ingest-root {params.ingest_root:q}"
-        " --target {wildcards.target} --donors {params.donors} --seed {wildcards.seed}"
+        " --seed-tables {input.seed_tables:q} --test {input.test:q} --dev {input.dev:q} --ingest-root {params.ingest_root:q}"
+        " --target {wildcards.target} --donors {params.donors} --seeds {params.seeds}"
         " --hparams {params.hparams:q} --config-hash {params.config_hash} --threads {threads}"
         " {params.artifacts} {params.probe} --runs-dir {params.runs_dir:q} --flag {output:q} > {log:q} 2>&1"
