@@ -64,7 +64,7 @@ def _child(mode: str, locale_dir: Path, out: Path, pool_clips: int, workers: int
         from cltm_pipeline.commonvoice import read_locale, scan_locale
         from cltm_pipeline.ingest import capped, pool_sample
 
-        scan = scan_locale(locale_dir, "es")
+        scan = scan_locale(locale_dir, "es", cap_hash=False)  # as `cltm ingest` without a per-speaker cap
         eligible = capped(scan, None) & ~scan.evaluation
         pool = pool_sample(scan, eligible, pool_clips)
         table = read_locale(locale_dir, "es", rows=scan.row[pool | scan.evaluation])

@@ -109,3 +109,12 @@ def test_a_ragged_row_is_named_by_the_scan(tmp_path):
     (tmp_path / "validated.tsv").write_text("\n".join(lines) + "\n", encoding="utf-8")
     with pytest.raises(CorpusError, match=r"validated\.tsv: cannot parse as a Common Voice TSV: row 8: 5 fields, the header has 4$"):
         scan_locale(tmp_path, "xx", chunk_rows=4)
+
+
+def test_a_failed_ingest_leaves_no_store(big, tmp_path):
+    from cltm_pipeline.commonvoice import CorpusError
+
+    locale_dir, _ = big
+    with pytest.raises(CorpusError, match=r"^locale es: \d+ usable clips of \d+ .* need at least 100000"):
+        ingest_locale(locale_dir, "es", tmp_path, pool_clips=20, min_clips=100_000)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["quarantine.tsv"]  # no audio.npy, not even a temp file

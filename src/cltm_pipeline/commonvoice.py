@@ -246,9 +246,10 @@ class LocaleScan:
         return len(self.row)
 
 
-def scan_locale(d: Path, locale: str, chunk_rows: int = CHUNK_ROWS) -> LocaleScan:
+def scan_locale(d: Path, locale: str, chunk_rows: int = CHUNK_ROWS, cap_hash: bool = True) -> LocaleScan:
     """One streamed pass over a locale's ``validated.tsv`` keeping :class:`LocaleScan`'s columns only (no
-    per-row Python objects outlive a block of ``chunk_rows`` rows)."""
+    per-row Python objects outlive a block of ``chunk_rows`` rows); ``cap_hash=False`` leaves that column
+    zero (no per-speaker cap to apply: one hash per row less)."""
     d = Path(d)
     path = d / "validated.tsv"
     _, cols = _header(path, CORE_COLUMNS)
@@ -294,7 +295,7 @@ def scan_locale(d: Path, locale: str, chunk_rows: int = CHUNK_ROWS) -> LocaleSca
         block["speaker"].append(speakers.setdefault(client, len(speakers)))
         block["gender"].append(code)
         block["evaluation"].append(clip in evaluation)
-        block["cap_hash"].append(stable_hash("cap", utt))
+        block["cap_hash"].append(stable_hash("cap", utt) if cap_hash else 0)
         block["pool_hash"].append(stable_hash("pool", utt))
         if len(block["row"]) >= chunk_rows:
             flush()

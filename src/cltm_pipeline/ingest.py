@@ -142,7 +142,7 @@ def ingest_locale(
     so it survives that error.
     """
     locale_path, out_dir = Path(locale_path), Path(out_dir)
-    scan = scan_locale(locale_path, locale)
+    scan = scan_locale(locale_path, locale, cap_hash=bool(max_clips_per_speaker))
     eligible = capped(scan, max_clips_per_speaker) & ~scan.evaluation
     pool = pool_sample(scan, eligible, pool_clips)
     chosen = pool | scan.evaluation
