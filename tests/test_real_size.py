@@ -280,3 +280,23 @@ def test_checkpoint_reader_and_writer_agree_with_the_safetensors_library(tmp_pat
     write_safetensors(ours, {k: (tuple(v.shape), v.dtype) for k, v in tensors.items()}, lambda k: tensors[k])
     with safe_open(str(ours), "pt") as f:
         assert sorted(f.keys()) == sorted(tensors) and all(torch.equal(f.get_tensor(k), v) for k, v in tensors.items())
+
+
+def test_speechllm_prepares_by_hub_id_from_the_hf_cache_offline(tmp_path, monkeypatch, capsys):
+    """The cluster's path: ``source: skit-ai/speechllm-2B`` with HF_HUB_OFFLINE=1 and the files in the HF cache
+    (its snapshots/<commit>/ layout), the LLM-only shard never downloaded."""
+    import huggingface_hub.constants as hf
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(hf, "HF_HUB_CACHE", str(tmp_path / "cache"))
+    err = _prepare_fails("speechllm", "skit-ai/speechllm-2B", tmp_path / "m", capsys)
+    assert "HF_HUB_OFFLINE=1 is set" in err and "hf download skit-ai/speechllm-2B" in err
+    monkeypatch.setitem(ENCODER_CONFIGS, "test/small-hubert", SMALL_ENCODER)
+    repo, commit = tmp_path / "cache" / "models--skit-ai--speechllm-2B", "0123456789abcdef0123456789abcdef01234567"
+    source = write_speechllm_2b(repo / "snapshots" / commit, encoder=SMALL_ENCODER, audio_encoder_name="test/small-hubert",
+                                shard_bytes=2_000_000_000)
+    (source / sorted(set(json.loads((source / INDEX).read_text())["weight_map"].values()))[-1]).unlink()
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(commit)
+    info = _prepare("speechllm", "skit-ai/speechllm-2B", tmp_path / "m")
+    assert info["revision"] == commit and info["source"] == "skit-ai/speechllm-2B" and len(info["read"]["shards"]) == 1
