@@ -237,7 +237,8 @@ def test_speechllm_loader_names_what_does_not_match(tmp_path, monkeypatch, capsy
 
 @pytest.mark.slow
 def test_speechllm_2b_audio_encoder_at_real_size(corpus, tmp_path):
-    """~4 minutes and ~7 GB peak memory on two shared cores; 8.4 GB of disk, 4 GB of it written (the LLM is sparse)."""
+    """3 minutes (70 CPU-seconds) and 5.9 GB peak memory on two shared cores; 8.4 GB of disk, 4 GB of it
+    written (the LLM stub is sparse)."""
     source = write_speechllm_2b(tmp_path / "hub")
     index = json.loads((source / INDEX).read_text())
     llm_only = sorted(set(index["weight_map"].values()))[-1]
@@ -249,3 +250,53 @@ def test_speechllm_2b_audio_encoder_at_real_size(corpus, tmp_path):
     # the self cell: 8 clips of 6 training speakers, so some speaker has the two clips a same-speaker pair needs
     res = _cell(corpus, "sv", "speechllm", tmp_path / "m", "speechllm/sv.json", donor="aa", lr=1e-3, mlp_hidden=256)
     assert all(np.isfinite(v) for v in res["metrics"].values()) and res["timing"]["encoder_forwards"] > 0
+
+
+def test_checkpoint_reader_and_writer_agree_with_the_safetensors_library(tmp_path):
+    """Hub checkpoints are written by the safetensors library: read_tensors reads its files exactly, and the
+    synthetic writer's files are what safe_open reads."""
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    from cltm_pipeline.models.checkpoint import SINGLE, read_tensors, tensor_names, write_safetensors
+
+    g = torch.Generator().manual_seed(0)
+    tensors = {"a.weight": torch.randn(3, 5, generator=g), "b.half": torch.randn(7, generator=g).half(),
+               "c.bf16": torch.randn(2, 2, generator=g).bfloat16(), "d.ids": torch.arange(5), "e.empty": torch.zeros(0, 4)}
+    save_file(tensors, str(tmp_path / SINGLE))
+
+    def fetch(name: str) -> Path:  # a local checkpoint directory, as models.hubert.source_files gives it
+        if not (tmp_path / name).exists():
+            raise ModelError(name)
+        return tmp_path / name
+
+    names = tensor_names(fetch)
+    assert sorted(names) == sorted(tensors)
+    got = read_tensors(fetch, {k: v for k, v in names.items() if k != "d.ids"})
+    assert sorted(got.tensors) == sorted(set(tensors) - {"d.ids"})
+    assert all(torch.equal(got.tensors[k], tensors[k]) and got.tensors[k].dtype == tensors[k].dtype for k in got.tensors)
+    assert got.bytes_read < (tmp_path / SINGLE).stat().st_size  # d.ids (40 bytes) was skipped
+    ours = tmp_path / "ours.safetensors"
+    write_safetensors(ours, {k: (tuple(v.shape), v.dtype) for k, v in tensors.items()}, lambda k: tensors[k])
+    with safe_open(str(ours), "pt") as f:
+        assert sorted(f.keys()) == sorted(tensors) and all(torch.equal(f.get_tensor(k), v) for k, v in tensors.items())
+
+
+def test_speechllm_prepares_by_hub_id_from_the_hf_cache_offline(tmp_path, monkeypatch, capsys):
+    """The cluster's path: ``source: skit-ai/speechllm-2B`` with HF_HUB_OFFLINE=1 and the files in the HF cache
+    (its snapshots/<commit>/ layout), the LLM-only shard never downloaded."""
+    import huggingface_hub.constants as hf
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(hf, "HF_HUB_CACHE", str(tmp_path / "cache"))
+    err = _prepare_fails("speechllm", "skit-ai/speechllm-2B", tmp_path / "m", capsys)
+    assert "HF_HUB_OFFLINE=1 is set" in err and "hf download skit-ai/speechllm-2B" in err
+    monkeypatch.setitem(ENCODER_CONFIGS, "test/small-hubert", SMALL_ENCODER)
+    repo, commit = tmp_path / "cache" / "models--skit-ai--speechllm-2B", "0123456789abcdef0123456789abcdef01234567"
+    source = write_speechllm_2b(repo / "snapshots" / commit, encoder=SMALL_ENCODER, audio_encoder_name="test/small-hubert",
+                                shard_bytes=2_000_000_000)
+    (source / sorted(set(json.loads((source / INDEX).read_text())["weight_map"].values()))[-1]).unlink()
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(commit)
+    info = _prepare("speechllm", "skit-ai/speechllm-2B", tmp_path / "m")
+    assert info["revision"] == commit and info["source"] == "skit-ai/speechllm-2B" and len(info["read"]["shards"]) == 1
