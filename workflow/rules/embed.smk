@@ -20,7 +20,7 @@ rule embed:
     params:
         ingest_root=lambda w, input: str(Path(input.audio).parent.parent),
         hparams=lambda w: arch_hparams_json(w.task, w.arch),
-        manifests=lambda w: " ".join(embed_manifests(w)),
+        manifests=embed_manifests,
     threads: lambda w: arch_resources(w.task, w.arch)["threads"]
     resources:
         mem_mb=lambda w, attempt: arch_resources(w.task, w.arch)["mem_mb"] * attempt,

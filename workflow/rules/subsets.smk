@@ -34,7 +34,7 @@ rule subsets:
         stats=f"{RESULTS}/subsets/{{task}}/{{target}}/seed{{seed}}.json",
     params:
         spec=lambda w: subset_spec_json(w.task),
-        tables=lambda w: " ".join(subset_tables(w)),
+        tables=subset_tables,
     log:
         f"{RESULTS}/logs/subsets/{{task}}/{{target}}/seed{{seed}}.log",
     conda:
