@@ -325,3 +325,18 @@ def test_a_job_exits_when_its_snakemake_is_gone(tmp_path):
     child.wait(timeout=20)
     assert child.returncode == 143 and time.monotonic() - t0 < 10
     assert f"parent process {parent.pid} (CLTM_PARENT_PID) is gone" in child.stderr.read()
+
+
+@pytest.mark.slow
+def test_an_edited_split_file_reruns_ingestion(battery):
+    # train/dev/test.tsv and clip_durations.tsv are inputs of ingest: an edit is not "Nothing to be done"
+    test_tsv = battery.work / "resources" / "cv-demo" / "es" / "test.tsv"
+    original = test_tsv.read_bytes()
+    try:
+        test_tsv.write_bytes(b"".join(original.splitlines(keepends=True)[:-1]))  # one test clip fewer
+        dry = snakemake(battery.work, "-n").stdout
+        planned = {line.split()[0]: int(line.split()[1]) for line in dry.splitlines()
+                   if len(line.split()) == 2 and line.split()[1].isdigit()}
+        assert planned.get("ingest") == 1 and planned.get("eval_sets") == 1, dry[-1500:]
+    finally:
+        test_tsv.write_bytes(original)

@@ -1339,8 +1339,9 @@ def _inventory_section(inventory: pl.DataFrame | None) -> str:
         body.append(f"<tr><td>{_esc(task)}</td><td>{_esc(arch)}</td>{cells}<td class=num>{total}</td>"
                     f"<td class=num>{100 * done / total:.1f}</td></tr>")
     out.append("<p>Every expected run (task, architecture, target, donor, seed) and whether its metrics file "
-               "exists. A missing or failed run leaves its cell's seed count short or the cell NaN; rerun "
-               "only those with Snakemake.</p>")
+               "exists and reads back (a truncated or damaged file counts as missing). A missing or failed run "
+               "leaves its cell's seed count short or the cell NaN; a plain <code>snakemake</code> rerun "
+               "trains exactly those (README, Guarantees and recovery).</p>")
     out.append(f"<table><thead>{head}</thead><tbody>{''.join(body)}</tbody></table>")
 
     bad = inv.filter(pl.col("status") != "done")

@@ -31,11 +31,18 @@ except (ConfigError, SubsetError, CorpusError) as exc:
 # is removed here, before the DAG is built, with the matrix built from it (Snakemake would not rebuild a
 # missing flag while the matrix exists), so this plain run retrains exactly those cells and the matrix.
 if workflow.is_main_process:
+    _absent = {}
     for _task, _arch, _flag, _why in stale_flags(CFG):
-        logger.warning(f"{_flag}: {_why}; the cell is retrained and the {_task}/{_arch} matrix rebuilt")
-        _flag.unlink(missing_ok=True)
+        if _flag.exists():
+            logger.warning(f"{_flag}: {_why}; the cell is retrained and the {_task}/{_arch} matrix rebuilt")
+            _flag.unlink()
+        else:
+            _absent[(_task, _arch)] = _absent.get((_task, _arch), 0) + 1
         for _name in ("cltm.tsv", "cells.tsv", "summary.json"):  # the matrix rule's outputs (cltm.smk)
             Path(CFG.raw["results"], "matrices", _task, _arch, _name).unlink(missing_ok=True)
+    for (_task, _arch), _n in _absent.items():
+        logger.warning(f"{_task}/{_arch}: {_n} worker flag(s) missing while the matrix exists (new seeds or "
+                       "languages, or flags deleted): the matrix is rebuilt after them")
 
 if "demo" not in CFG.raw and not Path(CFG.raw["release"]).is_dir():
     logger.warning(
