@@ -66,3 +66,19 @@ def test_demo_locales_are_checked_before_any_job(demo):
         bad["demo"].update(change)
         with pytest.raises(ConfigError, match=message):
             _load(bad)
+
+
+def test_a_task_s_own_splits_override_the_top_level_ones(demo):
+    cfg = _load(demo)
+    gender, sv = cfg.subset_spec("gender"), cfg.subset_spec("sv")
+    assert (gender.split_source, gender.test_speakers_per_gender) == ("cv", 2)  # the top-level block
+    assert (sv.split_source, sv.test_speakers_per_gender, sv.dev_speakers_per_gender) == ("speakers", 5, 2)
+    partial = copy.deepcopy(demo)
+    partial["splits"] = {"source": "speakers", "dev_speakers_per_gender": 3}
+    partial["tasks"]["sv"]["splits"] = {"test_speakers_per_gender": 4}  # keys left out come from the top level
+    sv = _load(partial).subset_spec("sv")
+    assert (sv.split_source, sv.test_speakers_per_gender, sv.dev_speakers_per_gender) == ("speakers", 4, 3)
+    bad = copy.deepcopy(demo)
+    bad["tasks"]["sv"]["splits"] = {"test_speakers": 4}
+    with pytest.raises(ConfigError, match=r"tasks.sv.splits"):
+        _load(bad)
