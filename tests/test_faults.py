@@ -236,6 +236,10 @@ def test_corrupt_or_lost_metrics_and_flags_are_retrained_by_a_plain_rerun(batter
 def test_two_concurrent_runs_the_second_is_refused(battery):
     work = battery.work
     (work / "results" / "report" / "index.html").unlink()
+    # give the first run real work (one target's cells to retrain), so it still holds the lock when the second
+    # has started up: with the report alone to rebuild it could finish first, and the second find nothing to do
+    for p in (work / "results" / "runs" / "gender" / "mhubert" / "es").rglob("metrics.json"):
+        p.unlink()
     first = subprocess.Popen([sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-d", str(work),
                               "--cores", "1"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
