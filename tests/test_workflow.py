@@ -78,7 +78,9 @@ def test_dry_run_of_the_default_config_lists_every_stage(tmp_path):
         assert any(line.split() == [rule, str(count)] for line in out.splitlines()), (rule, out[-1500:])
     # each locale's training pool, sized from the grid, is in the log (the demo's locales are smaller)
     pools = next(line for line in out.splitlines() if line.startswith("ingest pools (clips per binary gender"))
-    assert "es 320," in pools and "ro 544" in pools  # gender: 8 seeds x 2 x 8 per gender x 2 + 64 probe clips
+    # gender only (it): 8 seeds x 2 x 8 per gender x 2 (safety) + 64 probe clips; es is an SV locale too, whose
+    # 8 seeds x 2 x 16 per gender x 2 + 64 is larger
+    assert "it 320," in pools and "es 576," in pools and "ro 544" in pools
 
 
 @pytest.fixture(scope="module")
