@@ -61,8 +61,8 @@ def _child(mode: str, locale_dir: Path, out: Path, pool_clips: int, workers: int
     watcher.start()
     t0 = time.perf_counter()
     if mode == "metadata":
-        from cltm_pipeline.commonvoice import read_locale, scan_locale
-        from cltm_pipeline.ingest import capped, pool_sample
+        from cltm_pipeline.data.commonvoice import read_locale, scan_locale
+        from cltm_pipeline.data.ingest import capped, pool_sample
 
         scan = scan_locale(locale_dir, "es", cap_hash=False)  # as `cltm ingest` without a per-speaker cap
         eligible = capped(scan, None) & ~scan.evaluation
@@ -70,7 +70,7 @@ def _child(mode: str, locale_dir: Path, out: Path, pool_clips: int, workers: int
         table = read_locale(locale_dir, "es", rows=scan.row[pool | scan.evaluation])
         figures = {"rows": scan.rows, "pool": int(pool.sum()), "decoded": 0, "table_rows": table.height}
     else:
-        from cltm_pipeline.ingest import ingest_locale
+        from cltm_pipeline.data.ingest import ingest_locale
 
         res = ingest_locale(locale_dir, "es", out, workers=workers, pool_clips=pool_clips)
         figures = {"pool": res.pool, "decoded": res.kept + res.quarantined}
@@ -92,8 +92,8 @@ def _measure(mode: str, locale_dir: Path, out: Path, pool_clips: int, workers: i
 def _throughput(locale_dir: Path, clips: int, repeats: int) -> dict[int, tuple[float, float]]:
     """Per worker count (1, 2): the best clips/s of ``repeats`` alternating runs on the same clips, and the CPU
     seconds per clip spent by this process and its descendants (sampled), which contention does not inflate."""
-    from cltm_pipeline.commonvoice import read_tsv
-    from cltm_pipeline.ingest import decode_stream
+    from cltm_pipeline.data.commonvoice import read_tsv
+    from cltm_pipeline.data.ingest import decode_stream
 
     v = read_tsv(locale_dir / "validated.tsv").head(clips)
     paths = [str(locale_dir / "clips" / p) for p in v["path"]]
@@ -143,7 +143,7 @@ def main() -> None:
         _child(args.child, args.locale_dir, args.out, args.pool_clips, args.workers)
         return
 
-    from cltm_pipeline.demo import DEFAULT_LANGUAGES, build_demo_corpus, scale_locale
+    from cltm_pipeline.data.demo import DEFAULT_LANGUAGES, build_demo_corpus, scale_locale
 
     with tempfile.TemporaryDirectory() as tmp:
         source = args.source

@@ -21,8 +21,8 @@ import numpy as np
 import soundfile as sf
 from scipy.signal import resample_poly
 
-from cltm_pipeline.commonvoice import read_locale
-from cltm_pipeline.ingest import ingest_locale
+from cltm_pipeline.data.commonvoice import read_locale
+from cltm_pipeline.data.ingest import ingest_locale
 
 
 def plain_loop(clips_dir: Path, paths: list[str]) -> tuple[int, float]:
@@ -53,7 +53,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         release = args.release
         if release is None:
-            from cltm_pipeline.demo import DEFAULT_LANGUAGES, build_demo_corpus
+            from cltm_pipeline.data.demo import DEFAULT_LANGUAGES, build_demo_corpus
 
             release = Path(tmp) / "cv"
             langs = tuple(lang for lang in DEFAULT_LANGUAGES if lang.locale == args.locale)
@@ -87,7 +87,7 @@ def main() -> None:
         # What training pays per epoch: clips from the cache versus decoding the MP3s again.
         import polars as pl
 
-        from cltm_pipeline.audio import AudioCache, decode_clip
+        from cltm_pipeline.data.audio import AudioCache, decode_clip
 
         table = pl.read_parquet(Path(tmp) / "ing2-0" / "utterances.parquet")
         cache = AudioCache(Path(tmp) / "ing2-0" / "audio.npy")

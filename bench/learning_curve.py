@@ -30,7 +30,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import polars as pl  # noqa: E402
 
 from cltm_pipeline.learning_curve import draw_ladder, recommend, run_ladder  # noqa: E402
-from cltm_pipeline.subsets import SubsetSpec  # noqa: E402
+from cltm_pipeline.data.subsets import SubsetSpec  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -61,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     # the library draws only single/extra parts per target; dual cells need the donors' parts too
     if "dual" in args.cells:
         from cltm_pipeline.io import write_tsv
-        from cltm_pipeline.subsets import draw_seed, eval_sets
+        from cltm_pipeline.data.subsets import draw_seed, eval_sets
 
         for n in args.ns:
             s = SubsetSpec(**{**spec.__dict__, "n": float(n)})

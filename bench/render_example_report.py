@@ -29,7 +29,7 @@ sys.path.insert(0, str(REPO / "src"))
 
 from cltm_pipeline.analysis import analyse  # noqa: E402
 from cltm_pipeline.cltm import RUNS_SCHEMA, build_matrices  # noqa: E402
-from cltm_pipeline.config import read_languages  # noqa: E402
+from cltm_pipeline.data.languages import read_languages
 from cltm_pipeline.report import MatrixEntry, figures, render_report, write_figure_html  # noqa: E402
 
 DEMO_LANGS = ["es", "it", "de", "nl", "fi", "hu"]

@@ -36,15 +36,15 @@ import yaml
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from cltm_pipeline.batch import run_cells  # noqa: E402
-from cltm_pipeline.embeddings import cache_spec, update_cache  # noqa: E402
+from cltm_pipeline.training.worker import run_cells  # noqa: E402
+from cltm_pipeline.models.embeddings import cache_spec, update_cache  # noqa: E402
 from cltm_pipeline.config import load_config  # noqa: E402
 from cltm_pipeline.io import read_manifest, write_tsv  # noqa: E402
 from cltm_pipeline.models import get_architecture  # noqa: E402
 from cltm_pipeline.models.speechllm import FORWARDS  # noqa: E402
-from cltm_pipeline.subsets import draw_seed  # noqa: E402
+from cltm_pipeline.data.subsets import draw_seed  # noqa: E402
 from cltm_pipeline.tasks.sv import DEV_TRIALS, TRIALS  # noqa: E402
-from cltm_pipeline.train import check_hparams, hparam_extras  # noqa: E402
+from cltm_pipeline.training.hparams import check_hparams, hparam_extras
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -19,7 +19,7 @@ import os
 from pathlib import Path
 import polars as pl
 from cltm_pipeline.io import write_tsv
-from cltm_pipeline.subsets import SubsetSpec, draw_seed, eval_sets
+from cltm_pipeline.data.subsets import SubsetSpec, draw_seed, eval_sets
 R, T = Path("results/demo"), Path(os.environ["T"])
 spec = SubsetSpec(task="gender", languages=("es", "de", "hu"), n=16, seeds=(0, 1))
 tables = {l: pl.read_parquet(R / "ingest" / l / "utterances.parquet") for l in spec.languages}

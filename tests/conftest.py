@@ -25,7 +25,7 @@ def realworld() -> Path:
 @pytest.fixture(scope="session")
 def small_release(tmp_path_factory) -> Path:
     """A small demo release (3 locales, 4 speakers per gender, 4 clips each), built once per test session."""
-    from cltm_pipeline.demo import DEFAULT_LANGUAGES, build_demo_corpus
+    from cltm_pipeline.data.demo import DEFAULT_LANGUAGES, build_demo_corpus
 
     root = tmp_path_factory.mktemp("cv-small")
     langs = tuple(lang for lang in DEFAULT_LANGUAGES if lang.locale in ("es", "de", "fi"))

@@ -11,16 +11,18 @@ import numpy as np
 import polars as pl
 import pytest
 
-from cltm_pipeline.audio import SAMPLE_RATE, to_int16
-from cltm_pipeline.config import ConfigError, read_languages
+from cltm_pipeline.data.audio import SAMPLE_RATE, to_int16
+from cltm_pipeline.errors import ConfigError
+from cltm_pipeline.data.languages import read_languages
 from cltm_pipeline.io import write_bytes, write_npy, write_tsv
 from cltm_pipeline.models import get_architecture
-from cltm_pipeline.subsets import SubsetSpec, cell_manifest, draw_seed, eval_sets
+from cltm_pipeline.data.subsets import SubsetSpec, cell_manifest, draw_seed, eval_sets
 from cltm_pipeline.tasks import TASKS
 from cltm_pipeline.tasks.asr import (BLANK, UNK, WORD_DELIMITER, Vocabulary, asr_scores, build_vocab,
                                      duration_batches, greedy_decode)
 from cltm_pipeline.text import normalise
-from cltm_pipeline.train import run_cell
+from cltm_pipeline.protocol import CellSpec
+from cltm_pipeline.training.cell import run_cell
 
 LOCALES = ("aa", "bb")
 SENTENCES = {"aa": ["Hola, ¿qué tal?", "Muy bien.", "Ñandú grande", "¡Sí!", "...", "casa roja"],
@@ -76,9 +78,9 @@ def corpus(tmp_path_factory) -> dict:
 
 
 def _run(corpus, donor, seed=0, out="m.json"):
-    return run_cell("asr", "mhubert", corpus["model"], corpus[f"seed{seed}"], corpus["test"], corpus["dev"],
+    return run_cell(CellSpec("asr", "mhubert", corpus["model"], corpus[f"seed{seed}"], corpus["test"], corpus["dev"],
                     corpus["ingest"], "aa", donor, seed, HP, corpus["root"] / "runs" / out, device="cpu",
-                    config_hash="cfg", artifacts={"vocab.json": corpus["vocab"]})
+                    config_hash="cfg", artifacts={"vocab.json": corpus["vocab"]}))
 
 
 # ------------------------------------------------------------------------------------ vocabulary
@@ -215,7 +217,7 @@ def test_asr_hparams_are_checked_at_config_load():
 
 
 def test_worker_skips_a_finished_asr_cell(corpus):
-    from cltm_pipeline.batch import run_cells
+    from cltm_pipeline.training.worker import run_cells
 
     kw = dict(task="asr", arch="mhubert", model_dir=corpus["model"], seed_table_path=corpus["seed1"],
               test_path=corpus["test"], dev_path=corpus["dev"], ingest_root=corpus["ingest"], target="aa",
@@ -230,14 +232,14 @@ class _Killed(Exception):
 
 
 def test_a_killed_asr_cell_resumes_with_identical_results(corpus, monkeypatch):
-    from cltm_pipeline import train
+    from cltm_pipeline.training import loop
 
     hp = {**HP, "epochs": 4, "batch_seconds": 1.0, "eval_every": 3}
 
     def run(name, ce):
-        return run_cell("asr", "mhubert", corpus["model"], corpus["seed0"], corpus["test"], corpus["dev"], corpus["ingest"],
+        return run_cell(CellSpec("asr", "mhubert", corpus["model"], corpus["seed0"], corpus["test"], corpus["dev"], corpus["ingest"],
                         "aa", "bb", 0, {**hp, "checkpoint_every": ce}, corpus["root"] / "resume" / name / "metrics.json",
-                        device="cpu", config_hash="cfg", artifacts={"vocab.json": corpus["vocab"]})
+                        device="cpu", config_hash="cfg", artifacts={"vocab.json": corpus["vocab"]}))
 
     base = run("base", None)
     total = base["training"]["steps"]
@@ -248,7 +250,7 @@ def test_a_killed_asr_cell_resumes_with_identical_results(corpus, monkeypatch):
         def hook(s):
             if s == step:
                 raise _Killed(s)
-        monkeypatch.setattr(train, "_STEP_HOOK", hook)
+        monkeypatch.setattr(loop, "STEP_HOOK", hook)
 
     kill_at(3)
     with pytest.raises(_Killed):
@@ -257,7 +259,7 @@ def test_a_killed_asr_cell_resumes_with_identical_results(corpus, monkeypatch):
     kill_at(total - 1)
     with pytest.raises(_Killed):
         run("killed", 2)
-    monkeypatch.setattr(train, "_STEP_HOOK", None)
+    monkeypatch.setattr(loop, "STEP_HOOK", None)
     res = run("killed", 2)
     assert res["resumed_from_step"] is not None and res["resumed_from_step"] >= 2
     assert res["metrics"] == base["metrics"] and res["training"] == base["training"]

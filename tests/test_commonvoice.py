@@ -5,8 +5,9 @@ from __future__ import annotations
 import polars as pl
 import pytest
 
-from cltm_pipeline.commonvoice import CorpusError, normalise_gender, read_clip_durations, read_locale, read_tsv
-from cltm_pipeline.ingest import ingest_locale
+from cltm_pipeline.data.commonvoice import normalise_gender, read_clip_durations, read_locale, read_tsv
+from cltm_pipeline.errors import CorpusError
+from cltm_pipeline.data.ingest import ingest_locale
 
 
 @pytest.mark.parametrize(

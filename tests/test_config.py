@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from cltm_pipeline.config import ConfigError, load_config
+from cltm_pipeline.config import load_config
+from cltm_pipeline.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -1,4 +1,4 @@
-"""Tests for the synthetic Common Voice-style demo corpus (cltm_pipeline.demo)."""
+"""Tests for the synthetic Common Voice-style demo corpus (cltm_pipeline.data.demo)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import polars as pl
 import pytest
 import soundfile as sf
 
-from cltm_pipeline.demo import CV_COLUMNS, DEFAULT_LANGUAGES, DEMO_VOICES, build_demo_corpus
+from cltm_pipeline.data.demo import CV_COLUMNS, DEFAULT_LANGUAGES, DEMO_VOICES, build_demo_corpus
 
 LANGUAGES = DEFAULT_LANGUAGES[:2]  # es (17.0+ labels), it (old labels)
 CONFIG = dict(languages=LANGUAGES, speakers_per_gender=3, clips_per_speaker=3, seed=0)

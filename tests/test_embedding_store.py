@@ -9,8 +9,8 @@ import polars as pl
 import pytest
 import torch
 
-from cltm_pipeline.embeddings import load_cache, store_dir, update_cache
-from cltm_pipeline.ingest import ingest_locale
+from cltm_pipeline.models.embeddings import load_cache, store_dir, update_cache
+from cltm_pipeline.data.ingest import ingest_locale
 
 SPEC = {"format": 1, "arch": "test", "locale": "es", "max_seconds": 1.0}
 

@@ -6,9 +6,10 @@ import numpy as np
 import polars as pl
 import pytest
 
-from cltm_pipeline.audio import AudioCache, decode_clip
-from cltm_pipeline.commonvoice import CorpusError, read_locale
-from cltm_pipeline.ingest import ingest_locale
+from cltm_pipeline.data.audio import AudioCache, decode_clip
+from cltm_pipeline.data.commonvoice import read_locale
+from cltm_pipeline.errors import CorpusError
+from cltm_pipeline.data.ingest import ingest_locale
 
 
 @pytest.fixture(scope="module")

@@ -9,11 +9,11 @@ import numpy as np
 import polars as pl
 import pytest
 
-from cltm_pipeline.commonvoice import read_tsv, scan_locale
-from cltm_pipeline.ingest import capped, ingest_locale, pool_sample
+from cltm_pipeline.data.commonvoice import read_tsv, scan_locale
+from cltm_pipeline.data.ingest import capped, ingest_locale, pool_sample
 from cltm_pipeline.io import stable_hash
-from cltm_pipeline.demo import scale_locale
-from cltm_pipeline.subsets import SubsetSpec, draw_seed, eval_sets
+from cltm_pipeline.data.demo import scale_locale
+from cltm_pipeline.data.subsets import SubsetSpec, draw_seed, eval_sets
 
 ROWS, POOL = 20_000, 300
 
@@ -93,7 +93,7 @@ def test_quarantine_names_file_row_and_reason(big):
 
 
 def test_chunked_read_of_chosen_rows_equals_the_whole_read(big):
-    from cltm_pipeline.commonvoice import read_locale
+    from cltm_pipeline.data.commonvoice import read_locale
 
     locale_dir, _ = big
     rows = np.array([2, 3, 41, 42, 43, 5_000, 12_345, ROWS + 1])  # first, chunk edges, last
@@ -102,7 +102,7 @@ def test_chunked_read_of_chosen_rows_equals_the_whole_read(big):
 
 
 def test_a_ragged_row_is_named_by_the_scan(tmp_path):
-    from cltm_pipeline.commonvoice import CorpusError
+    from cltm_pipeline.errors import CorpusError
 
     lines = ["client_id\tpath\tsentence\tgender"] + [f"c{i}\tp{i}.mp3\ts\tmale" for i in range(10)]
     lines[7] += "\textra"
@@ -112,7 +112,7 @@ def test_a_ragged_row_is_named_by_the_scan(tmp_path):
 
 
 def test_a_failed_ingest_leaves_no_store(big, tmp_path):
-    from cltm_pipeline.commonvoice import CorpusError
+    from cltm_pipeline.errors import CorpusError
 
     locale_dir, _ = big
     with pytest.raises(CorpusError, match=r"^locale es: \d+ usable clips of \d+ .* need at least 100000"):

@@ -6,10 +6,11 @@ import numpy as np
 import polars as pl
 import pytest
 
-from cltm_pipeline.config import ConfigError
-from cltm_pipeline.probe import build_probe_set, language_probe
-from cltm_pipeline.subsets import SubsetSpec, eval_sets
-from cltm_pipeline.train import check_hparams
+from cltm_pipeline.errors import ConfigError
+from cltm_pipeline.training.probe import language_probe
+from cltm_pipeline.data.subsets import build_probe_set
+from cltm_pipeline.data.subsets import SubsetSpec, eval_sets
+from cltm_pipeline.training.hparams import check_hparams
 
 from test_train import HP, LOCALES, _run, corpus  # noqa: F401  (the synthetic three-locale corpus)
 
@@ -63,10 +64,11 @@ def test_a_cell_probes_its_trained_model(corpus, tmp_path):
     res = _run(corpus, "bb", out="probed.json", probe_path=tmp_path / "probe.tsv")
     assert "probe" not in res  # probe_clips defaults to 0
     hp = {**HP, "probe_clips": 8}  # all 8: both dev speakers of each language
-    from cltm_pipeline.train import run_cell
+    from cltm_pipeline.protocol import CellSpec
+    from cltm_pipeline.training.cell import run_cell
 
-    res = run_cell("gender", "mhubert", corpus["model"], corpus["seed0"], corpus["test"], corpus["dev"], corpus["ingest"],
-                   "aa", "bb", 0, hp, tmp_path / "m.json", device="cpu", probe_path=tmp_path / "probe.tsv")
+    res = run_cell(CellSpec("gender", "mhubert", corpus["model"], corpus["seed0"], corpus["test"], corpus["dev"], corpus["ingest"],
+                   "aa", "bb", 0, hp, tmp_path / "m.json", device="cpu", probe_path=tmp_path / "probe.tsv"))
     p = res["probe"]
     assert p["languages"] == list(LOCALES) and p["n"] == 24 and p["folds"] == 2 and 0 <= p["accuracy"] <= 1
     assert len(p["projection"]["locale"]) == 24

@@ -23,17 +23,19 @@ import polars as pl
 import pytest
 import torch
 
-from cltm_pipeline.audio import SAMPLE_RATE
+from cltm_pipeline.data.audio import SAMPLE_RATE
 from cltm_pipeline.cli import main as cltm
 from cltm_pipeline.io import write_bytes, write_npy, write_tsv
-from cltm_pipeline.models import ModelError, get_architecture
+from cltm_pipeline.models import get_architecture
+from cltm_pipeline.errors import ModelError
 from cltm_pipeline.models.checkpoint import INDEX
 from cltm_pipeline.models.hubert import check_preprocessor, read_preprocessor
 from cltm_pipeline.models.speechllm import CONNECTOR_PREFIXES, ENCODER_CONFIGS, ENCODER_PREFIX
-from cltm_pipeline.subsets import SubsetSpec, draw_seed, eval_sets
+from cltm_pipeline.data.subsets import SubsetSpec, draw_seed, eval_sets
 from cltm_pipeline.tasks.asr import build_vocab
 from cltm_pipeline.tasks.sv import DEV_TRIALS, TRIALS, build_dev_trials, build_trials
-from cltm_pipeline.train import run_cell
+from cltm_pipeline.protocol import CellSpec
+from cltm_pipeline.training.cell import run_cell
 
 from synthetic_models import MHUBERT_147, MHUBERT_147_PREPROCESSOR, write_mhubert147, write_speechllm_2b
 from test_sv import _voice
@@ -103,9 +105,9 @@ def _cell(corpus, task, arch, model_dir, out, donor=None, **hp):
     """A cell of target aa, seed 0; by default the single cell (the smallest: 4 training clips; 8 test and
     8 dev clips)."""
     d, arts = corpus[task]
-    return run_cell(task, arch, model_dir, d / "seed0.tsv", d / "test.tsv", d / "dev.tsv", corpus["ingest"], "aa",
+    return run_cell(CellSpec(task, arch, model_dir, d / "seed0.tsv", d / "test.tsv", d / "dev.tsv", corpus["ingest"], "aa",
                     donor, 0, {**HP[task], **hp}, corpus["root"] / "runs" / out, device="cpu", config_hash="c",
-                    artifacts=arts)
+                    artifacts=arts))
 
 
 def _prepare_fails(arch: str, source: Path | str, out: Path, capsys) -> str:
@@ -258,7 +260,8 @@ def test_checkpoint_reader_and_writer_agree_with_the_safetensors_library(tmp_pat
     from safetensors import safe_open
     from safetensors.torch import save_file
 
-    from cltm_pipeline.models.checkpoint import SINGLE, read_tensors, tensor_names, write_safetensors
+    from cltm_pipeline.models.checkpoint import read_tensors, tensor_names, write_safetensors
+    from cltm_pipeline.protocol import SINGLE
 
     g = torch.Generator().manual_seed(0)
     tensors = {"a.weight": torch.randn(3, 5, generator=g), "b.half": torch.randn(7, generator=g).half(),

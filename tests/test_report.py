@@ -12,7 +12,7 @@ import pytest
 from plotly.offline import get_plotlyjs
 
 from cltm_pipeline.cltm import RUNS_SCHEMA, build_matrices
-from cltm_pipeline.config import read_languages
+from cltm_pipeline.data.languages import read_languages
 from cltm_pipeline.report import MatrixEntry, figures, render_report, write_figure_html
 
 LANGUAGES = pl.DataFrame(

@@ -8,15 +8,8 @@ import polars as pl
 import pytest
 
 from cltm_pipeline.io import write_tsv
-from cltm_pipeline.subsets import (
-    SubsetError,
-    SubsetSpec,
-    cell_manifest,
-    check_capacity,
-    check_invariants,
-    draw_seed,
-    eval_sets,
-)
+from cltm_pipeline.data.subsets import SubsetSpec, cell_manifest, check_capacity, check_invariants, draw_seed, eval_sets
+from cltm_pipeline.errors import SubsetError
 
 LOCALES = ("aa", "bb", "cc")
 
@@ -194,7 +187,8 @@ def test_speaker_split_source_without_cv_split_files(tables):
 
 
 def test_a_spec_that_is_not_one_is_a_one_line_error():
-    from cltm_pipeline.subsets import SubsetError, SubsetSpec
+    from cltm_pipeline.data.subsets import SubsetSpec
+    from cltm_pipeline.errors import SubsetError
 
     spec = SubsetSpec(task="gender", languages=("es", "de"), n=8, seeds=(0, 1))
     assert SubsetSpec.from_json(spec.to_json()) == spec
@@ -206,7 +200,7 @@ def test_a_spec_that_is_not_one_is_a_one_line_error():
 def test_training_clips_never_repeat_a_test_or_dev_sentence(tables):
     """CV re-records sentences with other speakers: a training clip (target or donor part) that repeats one of
     the target's test/dev sentences, after normalisation, is dropped, counted, and refused by the invariants."""
-    from cltm_pipeline.subsets import sentence_drops
+    from cltm_pipeline.data.subsets import sentence_drops
 
     s = spec(n=8)
     test, dev = eval_sets(s, "aa", tables["aa"])

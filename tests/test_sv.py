@@ -17,15 +17,17 @@ import polars as pl
 import pytest
 import yaml
 
-from cltm_pipeline.audio import SAMPLE_RATE, to_int16
-from cltm_pipeline.config import ConfigError, load_config
-from cltm_pipeline.embeddings import cache_spec, update_cache
+from cltm_pipeline.data.audio import SAMPLE_RATE, to_int16
+from cltm_pipeline.config import load_config
+from cltm_pipeline.errors import ConfigError
+from cltm_pipeline.models.embeddings import cache_spec, update_cache
 from cltm_pipeline.io import read_manifest, write_bytes, write_npy, write_tsv
 from cltm_pipeline.models import get_architecture
 from cltm_pipeline.models.speechllm import FORWARDS
-from cltm_pipeline.subsets import SubsetSpec, cell_manifest, draw_seed, eval_sets
+from cltm_pipeline.data.subsets import SubsetSpec, cell_manifest, draw_seed, eval_sets
 from cltm_pipeline.tasks.sv import DEV_TRIALS, TRIALS, build_dev_trials, build_trials, read_trials
-from cltm_pipeline.train import run_cell
+from cltm_pipeline.protocol import CellSpec
+from cltm_pipeline.training.cell import run_cell
 
 from conftest import REPO
 
@@ -87,9 +89,9 @@ def corpus(tmp_path_factory) -> dict:
 def _cell(corpus, arch, donor, out, seed=0, artifacts=None, target="aa", **hp):
     d = corpus["root"] / "subsets" / target
     arts = {TRIALS: d / TRIALS, DEV_TRIALS: d / DEV_TRIALS, **(artifacts or {})}
-    return run_cell("sv", arch, corpus["models"][arch], d / "seed0.tsv", d / "test.tsv", d / "dev.tsv", corpus["ingest"],
+    return run_cell(CellSpec("sv", arch, corpus["models"][arch], d / "seed0.tsv", d / "test.tsv", d / "dev.tsv", corpus["ingest"],
                     target, donor, seed, {**HP, **hp}, corpus["root"] / "runs" / out, device="cpu", config_hash="c",
-                    artifacts=arts)
+                    artifacts=arts))
 
 
 # ------------------------------------------------------------------------------------------ trials
@@ -155,6 +157,37 @@ def test_same_seed_same_metrics_other_seed_other_training(corpus):
     c = _cell(corpus, "siamese", None, "det/c.json", seed=1)
     assert a["metrics"] == b["metrics"] and a["training"] == b["training"]
     assert a["training"]["train_loss"] != c["training"]["train_loss"]
+
+
+class _Killed(Exception):
+    """Stands in for a time limit, preemption or node failure in the middle of training."""
+
+
+@pytest.mark.parametrize("arch", ["siamese", "ecapa"])  # pair objective (BatchNorm), speaker identification
+def test_a_killed_sv_cell_resumes_from_its_checkpoint_with_the_uninterrupted_metrics(corpus, arch, monkeypatch, capsys):
+    from cltm_pipeline.training import loop
+
+    hp = {"batch_size": 4, "eval_every": 3}
+    base = _cell(corpus, arch, "bb", f"resume/{arch}/base/metrics.json", **hp)
+    steps = base["training"]["steps"]
+    assert steps >= 6 and base["resumed_from_step"] is None
+    kill = steps - 2
+
+    def hook(step: int) -> None:
+        if step == kill:
+            raise _Killed(step)
+
+    monkeypatch.setattr(loop, "STEP_HOOK", hook)
+    cell = corpus["root"] / "runs" / "resume" / arch / "cut"
+    with pytest.raises(_Killed):
+        _cell(corpus, arch, "bb", f"resume/{arch}/cut/metrics.json", checkpoint_every=2, **hp)
+    assert (cell / "checkpoint.pt").is_file() and not (cell / "metrics.json").exists()
+    monkeypatch.setattr(loop, "STEP_HOOK", None)
+    res = _cell(corpus, arch, "bb", f"resume/{arch}/cut/metrics.json", checkpoint_every=2, **hp)
+    assert res["resumed_from_step"] == kill - kill % 2 and "resuming from" in capsys.readouterr().err
+    for key in ("metrics", "training", "data_hash", "n_train_by_locale"):
+        assert res[key] == base[key], key
+    assert not (cell / "checkpoint.pt").exists()
 
 
 # ------------------------------------------------------------------------------------ embedding cache

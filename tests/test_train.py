@@ -6,7 +6,6 @@ ingest layout, so these tests depend on neither the demo synthesiser nor MP3 dec
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import time
@@ -16,13 +15,17 @@ import numpy as np
 import polars as pl
 import pytest
 
-from cltm_pipeline.audio import SAMPLE_RATE, to_int16
-from cltm_pipeline.config import ConfigError
+from cltm_pipeline.data.audio import SAMPLE_RATE, to_int16
+from cltm_pipeline.errors import ConfigError
 from cltm_pipeline.io import read_manifest, write_npy, write_tsv
-from cltm_pipeline.models import ARCHITECTURES, ModelError, get_architecture
-from cltm_pipeline.subsets import SubsetSpec, cell_manifest, draw_seed, eval_sets
+from cltm_pipeline.models import ARCHITECTURES, get_architecture
+from cltm_pipeline.errors import ModelError
+from cltm_pipeline.data.subsets import SubsetSpec, cell_manifest, draw_seed, eval_sets
 from cltm_pipeline.tasks import TASKS, get_task
-from cltm_pipeline.train import add_prepare_parser, add_train_parser, check_hparams, run_cell
+from cltm_pipeline.protocol import CellSpec
+from cltm_pipeline.cli import main as cltm_main
+from cltm_pipeline.training.cell import run_cell
+from cltm_pipeline.training.hparams import check_hparams
 
 LOCALES = ("aa", "bb", "cc")
 TINY = {  # smaller than the demo's tiny model: these tests check plumbing, not learning
@@ -74,10 +77,10 @@ def corpus(tmp_path_factory) -> dict[str, Path]:
 
 
 def _run(corpus, donor, seed=0, out="m.json", **kw):
-    return run_cell(
+    return run_cell(CellSpec(
         "gender", "mhubert", corpus["model"], corpus[f"seed{seed}"], corpus["test"], corpus["dev"], corpus["ingest"],
         "aa", donor, seed, HP, corpus["root"] / "runs" / out, device="cpu", config_hash="cfg123", **kw,
-    )
+    ))
 
 
 # --------------------------------------------------------------------------------- registries
@@ -137,17 +140,12 @@ def test_missing_weights_fail_fast_with_one_actionable_line(tmp_path, monkeypatc
 
 def test_prepare_model_cli_prints_one_line_and_exits_2(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    parser = argparse.ArgumentParser(prog="cltm")
-    add_prepare_parser(parser.add_subparsers(dest="command"))
-    args = parser.parse_args(["prepare-model", "--arch", "mhubert", "--source", "no-such-org/x", "--out", str(tmp_path / "m")])
-    with pytest.raises(SystemExit) as ex:
-        args.func(args)
-    assert ex.value.code == 2
+    assert cltm_main(["prepare-model", "--arch", "mhubert", "--source", "no-such-org/x", "--out", str(tmp_path / "m")]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("cltm prepare-model: error: model 'no-such-org/x'") and "\n" not in err
 
-    args = parser.parse_args(["prepare-model", "--arch", "mhubert", "--source", "tiny", "--out", str(tmp_path / "t"), "--tiny", json.dumps(TINY)])
-    args.func(args)
+    assert cltm_main(["prepare-model", "--arch", "mhubert", "--source", "tiny", "--out", str(tmp_path / "t"),
+                      "--tiny", json.dumps(TINY)]) == 0
     assert (tmp_path / "t" / "config.json").is_file() and (tmp_path / "t" / "model.safetensors").is_file()
 
 
@@ -189,8 +187,8 @@ def test_same_seed_same_metrics_other_seed_other_run(corpus):
 
 
 def test_eval_every_and_bad_hparams(corpus):
-    res = run_cell("gender", "mhubert", corpus["model"], corpus["seed0"], corpus["test"], corpus["dev"], corpus["ingest"],
-                   "aa", None, 0, {**HP, "eval_every": 1}, corpus["root"] / "runs" / "ev.json", device="cpu")
+    res = run_cell(CellSpec("gender", "mhubert", corpus["model"], corpus["seed0"], corpus["test"], corpus["dev"], corpus["ingest"],
+                   "aa", None, 0, {**HP, "eval_every": 1}, corpus["root"] / "runs" / "ev.json", device="cpu"))
     steps = res["training"]["steps"]
     assert [s for s, _ in res["training"]["dev_curve"]] == list(range(1, steps + 1))
     assert res["metrics"]["dev_macro_f1"] == max(f for _, f in res["training"]["dev_curve"])
@@ -205,16 +203,13 @@ def test_eval_every_and_bad_hparams(corpus):
 
 
 def test_train_cli_runs_a_cell(corpus):
-    parser = argparse.ArgumentParser(prog="cltm")
-    add_train_parser(parser.add_subparsers(dest="command"))
     out = corpus["root"] / "runs" / "cli" / "metrics.json"
-    args = parser.parse_args([
+    assert cltm_main([
         "train", "--task", "gender", "--arch", "mhubert", "--model-dir", str(corpus["model"]),
         "--seed-table", str(corpus["seed0"]), "--test", str(corpus["test"]), "--dev", str(corpus["dev"]),
         "--ingest-root", str(corpus["ingest"]), "--target", "aa", "--donor", "-", "--seed", "0",
         "--hparams", json.dumps(HP), "--config-hash", "abc", "--out", str(out), "--device", "cpu",
-    ])
-    args.func(args)
+    ]) == 0
     res = json.loads(out.read_text())
     assert res["donor"] is None and res["cell"] == "single" and res["config_hash"] == "abc"
     assert res["metrics"] == _run(corpus, None, out="cli-lib.json")["metrics"]
@@ -240,13 +235,13 @@ def noisy_model(corpus) -> Path:
 def _run_noisy(corpus, model, name, checkpoint_every, config_hash="cfg123"):
     out = corpus["root"] / "resume" / name / "metrics.json"
     hp = {**HP, "eval_every": 3, "checkpoint_every": checkpoint_every}  # dual cell: 16 rows, 4 steps/epoch, 8 steps
-    return run_cell("gender", "mhubert", model, corpus["seed0"], corpus["test"], corpus["dev"], corpus["ingest"], "aa", "bb",
-                    0, hp, out, device="cpu", config_hash=config_hash, predictions_out=out.with_name("pred.tsv"))
+    return run_cell(CellSpec("gender", "mhubert", model, corpus["seed0"], corpus["test"], corpus["dev"], corpus["ingest"], "aa", "bb",
+                    0, hp, out, device="cpu", config_hash=config_hash, predictions_out=out.with_name("pred.tsv")))
 
 
 def _kill_at(monkeypatch, step: int) -> list[int]:
     """Make the next run raise after optimiser step ``step``; returns the steps it went through."""
-    from cltm_pipeline import train
+    from cltm_pipeline.training import loop
 
     seen: list[int] = []
 
@@ -255,14 +250,14 @@ def _kill_at(monkeypatch, step: int) -> list[int]:
         if s == step:
             raise _Killed(s)
 
-    monkeypatch.setattr(train, "_STEP_HOOK", hook)
+    monkeypatch.setattr(loop, "STEP_HOOK", hook)
     return seen
 
 
 def test_a_killed_cell_resumes_from_its_checkpoint_with_identical_results(corpus, noisy_model, monkeypatch, capsys):
     import torch
 
-    from cltm_pipeline import train
+    from cltm_pipeline.training import loop
 
     base = _run_noisy(corpus, noisy_model, "base", None)
     assert base["resumed_from_step"] is None and base["training"]["steps"] == 8
@@ -282,12 +277,12 @@ def test_a_killed_cell_resumes_from_its_checkpoint_with_identical_results(corpus
         ck = torch.load(cell / "checkpoint.pt", map_location="cpu", weights_only=True)
         assert ck["training"]["step"] == kill - 1 and ck["identity"]["data_hash"] == base["data_hash"]
         t = ck["training"]
-        kept.append((t["epoch"], t["pos"], t["order"] is None, t["best_step"], t["best_state"] is None, t["best_is_current"]))
+        kept.append((t["epoch"], t["pos"], t["plan"] is None, t["best_step"], t["best_state"] is None, t["best_is_current"]))
     assert base["training"]["best_step"] == 6  # (and step 8 ties it: the earlier state is kept)
-    assert kept == [(0, 8, False, 0, True, False), (1, 0, True, 3, False, False), (1, 8, False, 6, True, True)]
+    assert kept == [(0, 2, False, 0, True, False), (1, 0, True, 3, False, False), (1, 2, False, 6, True, True)]  # pos: batches
     err = capsys.readouterr().err
     assert "at step 2 of 8" in err and "at step 4 of 8" in err
-    monkeypatch.setattr(train, "_STEP_HOOK", None)
+    monkeypatch.setattr(loop, "STEP_HOOK", None)
     res = _run_noisy(corpus, noisy_model, "cut", 2)
     assert res["resumed_from_step"] == 6 and "at step 6 of 8" in capsys.readouterr().err
     for key in ("metrics", "training", "data_hash", "n_train_by_locale"):
@@ -300,21 +295,21 @@ def test_a_killed_cell_resumes_from_its_checkpoint_with_identical_results(corpus
     _kill_at(monkeypatch, 5)
     with pytest.raises(_Killed):
         _run_noisy(corpus, noisy_model, "no-rng", 2)
-    monkeypatch.setattr(train, "_STEP_HOOK", None)
-    monkeypatch.setattr(train, "_set_rng_states", lambda states: None)
+    monkeypatch.setattr(loop, "STEP_HOOK", None)
+    monkeypatch.setattr(loop, "set_rng_states", lambda states: None)
     off = _run_noisy(corpus, noisy_model, "no-rng", 2)
     assert off["resumed_from_step"] == 4 and off["training"]["train_loss"] != base["training"]["train_loss"]
 
 
 def test_a_checkpoint_from_other_inputs_is_discarded_and_changing_checkpoint_every_keeps_it(corpus, noisy_model, monkeypatch, capsys):
-    from cltm_pipeline import train
+    from cltm_pipeline.training import loop
 
     base = _run_noisy(corpus, noisy_model, "base2", None)
     cell = corpus["root"] / "resume" / "other"
     _kill_at(monkeypatch, 5)
     with pytest.raises(_Killed):
         _run_noisy(corpus, noisy_model, "other", 2)
-    monkeypatch.setattr(train, "_STEP_HOOK", None)
+    monkeypatch.setattr(loop, "STEP_HOOK", None)
     capsys.readouterr()
     res = _run_noisy(corpus, noisy_model, "other", 2, config_hash="edited")
     err = capsys.readouterr().err
@@ -329,13 +324,13 @@ def test_a_checkpoint_from_other_inputs_is_discarded_and_changing_checkpoint_eve
     _kill_at(monkeypatch, 6)
     with pytest.raises(_Killed):
         _run_noisy(corpus, noisy_model, "other", 3)
-    monkeypatch.setattr(train, "_STEP_HOOK", None)
+    monkeypatch.setattr(loop, "STEP_HOOK", None)
     res = _run_noisy(corpus, noisy_model, "other", 4)  # checkpoint_every does not change the results
     assert res["resumed_from_step"] == 6 and res["training"] == base["training"] and res["metrics"] == base["metrics"]
 
 
 def test_task_artifacts_enter_the_data_hash_and_extras_extend_the_hparams(corpus, tmp_path):
-    from cltm_pipeline.train import data_hash
+    from cltm_pipeline.training.cell import data_hash
 
     train = cell_manifest(read_manifest(corpus["seed0"]), "aa", None)
     art = tmp_path / "vocab.json"

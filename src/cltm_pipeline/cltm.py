@@ -22,7 +22,7 @@ import polars as pl
 from cltm_pipeline.analysis import ALPHA, bh
 from cltm_pipeline.inference import TESTS, delta_se, fieller, p_floor, paired_test, t_crit
 from cltm_pipeline.io import stable_hash, write_json, write_text
-from cltm_pipeline.subsets import SINGLE, cell_kind
+from cltm_pipeline.protocol import SINGLE, cell_kind
 
 __all__ = [
     "POLICIES",

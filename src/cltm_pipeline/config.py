@@ -17,20 +17,17 @@ import jsonschema
 import polars as pl
 import yaml
 
-from .subsets import SubsetSpec
+from cltm_pipeline.data.demo import DEMO_VOICES
+from cltm_pipeline.data.languages import read_languages
+from cltm_pipeline.data.subsets import SubsetSpec
+from cltm_pipeline.errors import ConfigError
+from cltm_pipeline.models import ARCHITECTURES
+from cltm_pipeline.tasks import TASKS
+from cltm_pipeline.training.hparams import check_hparams, hparam_extras
 
-__all__ = ["ConfigError", "Config", "load_config", "read_languages", "read_yaml", "resolve_path", "SCHEMA_DIR", "config_hash"]
+__all__ = ["Config", "load_config", "read_yaml", "resolve_path", "SCHEMA_DIR", "config_hash"]
 
 SCHEMA_DIR = Path(__file__).resolve().parents[2] / "workflow" / "schemas"
-LANGUAGE_COLUMNS = ("locale", "name", "family", "iso639_3")
-#: Optional columns of the languages sheet: allowed values, the first being the default for an absent
-#: column or an empty cell. ``asr_unit``: the unit of the ASR error P is built on, word (corpus WER) or
-#: char (corpus CER, for scripts written without spaces between words).
-OPTIONAL_LANGUAGE_COLUMNS: dict[str, tuple[str, ...]] = {"asr_unit": ("word", "char")}
-
-
-class ConfigError(ValueError):
-    """Invalid configuration; the message is one line naming the key (or sheet row) and the problem."""
 
 
 def _schema(name: str) -> dict[str, Any]:
@@ -110,44 +107,6 @@ def read_yaml(path: Path) -> Any:
         raise ConfigError(f"{path}: {where}{what or str(exc).splitlines()[0]}") from None
 
 
-def read_languages(path: Path) -> pl.DataFrame:
-    """Read and check the languages sheet (locale, name, family, iso639_3; one row per CV locale)."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"{path}: languages sheet not found")
-    try:
-        df = pl.read_csv(path, separator="\t", quote_char=None, infer_schema=False, comment_prefix="#")
-    except (pl.exceptions.ComputeError, pl.exceptions.NoDataError) as exc:  # empty, ragged, not UTF-8
-        from .commonvoice import first_bad_row
-
-        where = first_bad_row(path) if path.stat().st_size else "empty file"
-        raise ConfigError(f"{path}: cannot read the languages sheet: {where or str(exc).splitlines()[0]}") from None
-    missing = [c for c in LANGUAGE_COLUMNS if c not in df.columns]
-    if missing:
-        raise ConfigError(f"{path}: missing column(s) {', '.join(missing)}")
-    from .commonvoice import row_width_error
-
-    if (where := row_width_error(path, len(df.columns), comment_prefix="#")) is not None:
-        raise ConfigError(f"{path}: cannot read the languages sheet: {where}")
-    df = df.with_row_index("row", offset=2)
-    for r in df.iter_rows(named=True):
-        for c in LANGUAGE_COLUMNS:
-            if not (r[c] or "").strip():
-                raise ConfigError(f"{path}: row {r['row']} ({r['locale']}): empty {c}")
-    for c, allowed in OPTIONAL_LANGUAGE_COLUMNS.items():
-        if c not in df.columns:
-            df = df.with_columns(pl.lit(allowed[0]).alias(c))
-            continue
-        df = df.with_columns(pl.col(c).fill_null("").str.strip_chars().replace("", allowed[0]))
-        for r in df.iter_rows(named=True):
-            if r[c] not in allowed:
-                raise ConfigError(f"{path}: row {r['row']} ({r['locale']}): {c} {r[c]!r} is not one of {', '.join(allowed)}")
-    dup = df.group_by("locale").len().filter(pl.col("len") > 1)
-    if dup.height:
-        raise ConfigError(f"{path}: locale {dup['locale'][0]} listed more than once")
-    return df.drop("row")
-
-
 @dataclass(frozen=True)
 class Config:
     """A validated configuration with its languages sheet."""
@@ -218,8 +177,6 @@ def _seed_list(seeds: int | list[int]) -> list[int]:
 
 def _check_learning_curve(cfg: dict[str, Any], source: str) -> None:
     """The learning curve names a trained task/arch, languages of that task, and a task without artifacts."""
-    from .tasks import TASKS
-
     lc = cfg.get("learning_curve")
     if lc is None:
         return
@@ -242,10 +199,6 @@ def config_hash(raw: Mapping[str, Any]) -> str:
 
 def _check_models_and_tasks(cfg: dict[str, Any], source: str) -> None:
     """Cross-references the schema cannot express: registered tasks and architectures, model keys, hparams."""
-    from .models import ARCHITECTURES
-    from .tasks import TASKS
-    from .train import check_hparams, hparam_extras
-
     for name, m in cfg["models"].items():
         if m["arch"] not in ARCHITECTURES:
             raise ConfigError(f"{source}: models.{name}.arch: {m['arch']!r} is not a registered architecture "
@@ -332,8 +285,6 @@ def load_config(raw: Mapping[str, Any] | Path, source: str | None = None, root: 
 
 def _check_demo(cfg: dict[str, Any], source: str, known: set[str], sheet: Path) -> None:
     """Demo locales: in the sheet, with a demo voice, in one group only, and covering every task's languages."""
-    from .demo import DEMO_VOICES
-
     demo = cfg["demo"]
     groups = {key: demo.get(key, []) for key in ("languages", "clean_languages")}
     for key, locales in groups.items():

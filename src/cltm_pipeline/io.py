@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import io as _io
 import hashlib
 import json
 import os
@@ -130,8 +131,6 @@ class NpyAppender:
         self._fh.write(b"\0" * self._header_len)
 
     def _header(self, length: int) -> bytes:
-        import io as _io
-
         buf = _io.BytesIO()
         np.lib.format.write_array_header_1_0(
             buf, {"descr": np.lib.format.dtype_to_descr(self.dtype), "fortran_order": False, "shape": (length,)}

@@ -2,7 +2,7 @@
 
 At each N of the ladder the protocol's own subsets are drawn (same fixed test/dev sets as the matrix,
 nested single/extra parts per seed) and the *single* (N units) and *self* (2N units) cells of each target
-are trained with :func:`cltm_pipeline.train.run_cell`. The self gain c - b at N is then exactly what
+are trained with :func:`cltm_pipeline.training.cell.run_cell`. The self gain c - b at N is then exactly what
 doubling N buys, and exactly the denominator of the CLTM at regime N.
 
 Recommendation rule: the **largest N on the ladder at which doubling still gives a clearly positive gain
@@ -24,8 +24,9 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from .io import stable_hash, write_json, write_tsv
-from .subsets import SINGLE, SubsetSpec, check_invariants, draw_seed, eval_sets
+from cltm_pipeline.io import stable_hash, write_json, write_tsv
+from cltm_pipeline.data.subsets import SubsetSpec, check_invariants, draw_seed, eval_sets
+from cltm_pipeline.protocol import SINGLE
 
 __all__ = ["CURVE_SCHEMA", "draw_ladder", "fit_curve", "recommend", "run_ladder", "write_outputs"]
 
@@ -62,7 +63,7 @@ def draw_ladder(
 
 def _job(args: tuple) -> dict[str, Any]:
     """One cell in a worker process (spawned: torch's thread pools do not survive fork)."""
-    from .train import run_cell
+    from cltm_pipeline.training.cell import run_cell
 
     kw = args[0]
     return run_cell(**kw)
@@ -78,7 +79,7 @@ def run_ladder(
     A cell whose metrics.json already exists with the same config hash (N, hparams, model) is read, not
     retrained, so a rerun after a kill costs only the missing cells. Lower-is-better metrics become 1 - x.
     """
-    from .cltm import _performance
+    from cltm_pipeline.cltm import _performance
 
     todo, rows = [], []
     for n in ladder:

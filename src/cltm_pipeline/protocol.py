@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
 
-__all__ = ["SINGLE", "CELL_KINDS", "cell_kind", "Metric", "METRICS", "lower_is_better", "performance"]
+__all__ = ["SINGLE", "CELL_KINDS", "cell_kind", "Metric", "METRICS", "lower_is_better", "performance", "CellSpec"]
 
 #: The donor of a single cell (target data alone), in paths, seed tables and the CLI.
 SINGLE = "-"
@@ -44,3 +46,52 @@ def lower_is_better(metric: str) -> bool:
 def performance(metric: str, raw: float) -> float:
     """A raw metric value as P (higher is better)."""
     return 1.0 - raw if lower_is_better(metric) else raw
+
+
+@dataclass(frozen=True)
+class CellSpec:
+    """What one cell is: its task, architecture, target, donor and seed, and the inputs it trains and scores on.
+
+    ``donor`` None is the single cell, ``donor == target`` the self cell, any other locale a dual cell.
+    ``artifacts`` are the task's declared artifacts by name (part of the data hash); ``probe_path`` the task's
+    probe set; ``predictions_out`` receives the test set's per-item predictions; ``threads`` overrides
+    ``hparams.threads``. ``out_path`` is the cell's metrics.json (one cell per directory)."""
+
+    task: str
+    arch: str
+    model_dir: Path
+    seed_table_path: Path
+    test_path: Path
+    dev_path: Path
+    ingest_root: Path
+    target: str
+    donor: str | None
+    seed: int
+    hparams: Mapping[str, Any]
+    out_path: Path
+    device: str = "auto"
+    config_hash: str = ""
+    threads: int | None = None
+    predictions_out: Path | None = None
+    artifacts: Mapping[str, Path] = field(default_factory=dict)
+    probe_path: Path | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("model_dir", "seed_table_path", "test_path", "dev_path", "ingest_root", "out_path"):
+            object.__setattr__(self, name, Path(getattr(self, name)))
+        for name in ("predictions_out", "probe_path"):
+            if getattr(self, name) is not None:
+                object.__setattr__(self, name, Path(getattr(self, name)))
+        object.__setattr__(self, "artifacts", {k: Path(v) for k, v in (self.artifacts or {}).items()})
+        if self.donor == SINGLE:
+            object.__setattr__(self, "donor", None)
+
+    @property
+    def kind(self) -> str:
+        """single, self or dual."""
+        return cell_kind(self.target, self.donor)
+
+    @property
+    def where(self) -> str:
+        """The cell's name in messages: task/arch/target/donor/seed."""
+        return f"{self.task}/{self.arch}/{self.target}/{self.donor or SINGLE}/seed{self.seed}"

@@ -34,7 +34,7 @@ from plotly.offline import get_plotlyjs
 from cltm_pipeline.analysis import ALPHA
 from cltm_pipeline.cltm import CLTMResult
 from cltm_pipeline.io import write_text
-from cltm_pipeline.subsets import cell_kind
+from cltm_pipeline.protocol import cell_kind
 from cltm_pipeline.typology import DISTANCES
 
 __all__ = ["MatrixEntry", "figures", "render_report", "write_figure_html", "C_CLIP"]
@@ -96,7 +96,7 @@ class MatrixEntry:
     @property
     def metric_name(self) -> str:
         """P as the matrix computes it: an error rate is shown as 1 − error (cltm turns it around)."""
-        from .cltm import lower_is_better
+        from cltm_pipeline.cltm import lower_is_better
 
         name = self.metric or self.result.metric or "P"
         return f"1 − {name.upper() if name in ('eer', 'wer', 'cer') else name}" if lower_is_better(name) else name

@@ -16,7 +16,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from .progress import Progress
+from cltm_pipeline.progress import Progress
 
 __all__ = ["DISTANCES", "read_typology", "typology_table", "uriel_distances", "uriel_version"]
 

@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
-import json
 from math import ceil
 from pathlib import Path
 
 import polars as pl
 
-from .commonvoice import read_locale
-from .config import Config, ConfigError
-from .subsets import SINGLE, SubsetSpec, cell_kind, check_capacity
+from cltm_pipeline.config import Config
+from cltm_pipeline.data.commonvoice import read_locale
+from cltm_pipeline.data.subsets import PROBE_MAX_CLIPS, SubsetSpec, check_capacity
+from cltm_pipeline.errors import ConfigError
+from cltm_pipeline.layout import CELL_DIR, path
+from cltm_pipeline.training.worker import metrics_ok, read_flag
+from cltm_pipeline.protocol import SINGLE, cell_kind
 
-__all__ = ["check_release_capacity", "pool_sizes", "seed_groups", "stale_flags", "metrics_ok", "file_stamp", "read_flag",
+__all__ = ["check_release_capacity", "pool_sizes", "seed_groups", "stale_flags",
            "inventory"]
 
 
@@ -25,8 +28,6 @@ def pool_sizes(cfg: Config) -> dict[str, int]:
     clips a target drops (its test/dev speakers and sentences); plus the probe set. Hours are converted at
     ``ingest.pool_seconds_per_clip``. ``ingest.pool_clips`` overrides the result for every locale.
     """
-    from .probe import PROBE_MAX_CLIPS
-
     ing = cfg.raw["ingest"]
     if ing.get("pool_clips") is not None:
         return {loc: int(ing["pool_clips"]) for loc in cfg.locales}
@@ -80,58 +81,12 @@ def check_release_capacity(cfg: Config) -> str:
     return f"{checked}/{len(cfg.locales)} locale(s)"
 
 
-#: Where one run's metrics and log live; the Snakefile and `cltm status`/`report` share these patterns.
-CELL_DIR = "{target}/{donor}/seed{seed}"  # under results/runs/<task>/<arch>/
-RUN_PATTERN = "{results}/runs/{task}/{arch}/" + CELL_DIR + "/metrics.json"
-FAILED_PATTERN = "{results}/runs/{task}/{arch}/" + CELL_DIR + "/failed.json"
-#: One worker job (and log) per (task, arch, target, seed group) trains all of that target's cells; a group
-#: is "3" or "0+1+2+3" (:func:`seed_groups`).
-RUN_LOG_PATTERN = "{results}/logs/runs/{task}/{arch}/{target}/seed{seeds}.log"
-
-
 def seed_groups(cfg: Config, task: str, arch: str) -> list[str]:
     """The task's seeds in groups of the architecture's ``resources.seeds_per_job``, named as the worker's
     flag and log name them ("3", or "0+1+2+3"): one worker process trains a target's cells for one group."""
     seeds = cfg.seeds(task)
     k = cfg.raw["tasks"][task]["architectures"][arch].get("resources", {}).get("seeds_per_job", 1)
     return ["+".join(map(str, seeds[i : i + k])) for i in range(0, len(seeds), k)]
-
-
-#: The worker flag of one (task, arch, target, seed group): written once every cell of it is done.
-FLAG_PATTERN = "{results}/runs/{task}/{arch}/{target}/seed{seeds}.done"
-
-
-def file_stamp(path: Path) -> list[int]:
-    """(size, mtime in ns) of a file: what a worker flag records of each metrics.json it vouches for."""
-    st = Path(path).stat()
-    return [st.st_size, st.st_mtime_ns]
-
-
-def read_flag(flag: Path) -> dict[str, list[int]] | None:
-    """The metrics.json stamps a worker flag records (cell name -> stamp); None if absent or unreadable."""
-    try:
-        record = json.loads(Path(flag).read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError):
-        return None
-    if not isinstance(record, dict) or not isinstance(record.get("metrics", {}), dict):
-        return None
-    return record.get("metrics", {})  # a flag written before stamps existed has none: its cells are parsed
-
-
-def metrics_ok(path: Path, stamp: list[int] | None = None) -> bool:
-    """Whether a cell's metrics.json is done: it has the stamp its worker flag recorded, or (no stamp) it
-    parses as a metrics record. A truncated, emptied or lost file is not done."""
-    path = Path(path)
-    if stamp is not None:
-        try:
-            return file_stamp(path) == list(stamp)
-        except OSError:
-            return False
-    try:
-        record = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError):
-        return False
-    return isinstance(record, dict) and isinstance(record.get("metrics"), dict)
 
 
 def stale_flags(cfg: Config) -> list[tuple[str, str, Path, str]]:
@@ -145,11 +100,11 @@ def stale_flags(cfg: Config) -> list[tuple[str, str, Path, str]]:
     for task, t in cfg.raw["tasks"].items():
         langs = t["languages"]
         for arch in t["architectures"]:
-            matrix = Path(results) / "matrices" / task / arch / "summary.json"
+            matrix = Path(path(results, "matrices.summary", task=task, arch=arch))
             for seeds in seed_groups(cfg, task, arch):
                 for target in langs:
-                    kw = dict(results=results, task=task, arch=arch, target=target, seeds=seeds)
-                    flag = Path(FLAG_PATTERN.format(**kw))
+                    kw = dict(task=task, arch=arch, target=target, seeds=seeds)
+                    flag = Path(path(results, "runs.flag", **kw))
                     if not flag.exists():
                         if matrix.exists():
                             stale.append((task, arch, flag, f"missing while {matrix} exists"))
@@ -160,10 +115,10 @@ def stale_flags(cfg: Config) -> list[tuple[str, str, Path, str]]:
                         continue
                     for seed, donor in ((int(s), d) for s in seeds.split("+") for d in [SINGLE, *langs]):
                         name = CELL_DIR.format(target=target, donor=donor, seed=seed)
-                        path = Path(RUN_PATTERN.format(**kw, donor=donor, seed=seed))
-                        if not metrics_ok(path, stamps.get(name)):
-                            why = "missing" if not path.exists() else "changed or corrupt"
-                            stale.append((task, arch, flag, f"{path} {why}"))
+                        metrics = Path(path(results, "runs.metrics", **kw, donor=donor, seed=seed))
+                        if not metrics_ok(metrics, stamps.get(name)):
+                            why = "missing" if not metrics.exists() else "changed or corrupt"
+                            stale.append((task, arch, flag, f"{metrics} {why}"))
                             break
     return stale
 
@@ -191,14 +146,13 @@ def inventory(cfg: Config) -> pl.DataFrame:
     group_of = {(task, arch, int(s)): group for task, t in cfg.raw["tasks"].items() for arch in t["architectures"]
                 for group in seed_groups(cfg, task, arch) for s in group.split("+")}
     for task, arch, target, donor, seed in g.select("task", "arch", "target", "donor", "seed").iter_rows():
-        kw = dict(results=results, task=task, arch=arch, target=target, donor=donor, seed=seed,
-                  seeds=group_of[task, arch, seed])
-        p, failed = Path(RUN_PATTERN.format(**kw)), Path(FAILED_PATTERN.format(**kw))
+        kw = dict(task=task, arch=arch, target=target, donor=donor, seed=seed, seeds=group_of[task, arch, seed])
+        p, failed = Path(path(results, "runs.metrics", **kw)), Path(path(results, "runs.failed", **kw))
         paths.append(str(p))
-        logs.append(RUN_LOG_PATTERN.format(**kw))
+        logs.append(path(results, "logs.runs", **kw))
         flag = (task, arch, target, kw["seeds"])
         if flag not in flags:
-            flags[flag] = read_flag(Path(FLAG_PATTERN.format(**kw))) or {}
+            flags[flag] = read_flag(Path(path(results, "runs.flag", **kw))) or {}
         stamp = flags[flag].get(CELL_DIR.format(target=target, donor=donor, seed=seed))
         status.append("done" if metrics_ok(p, stamp) or (stamp is not None and metrics_ok(p))
                       else "failed" if failed.is_file() else "missing")

@@ -11,12 +11,13 @@ from pathlib import Path
 # worker training on; cltm_pipeline.cli).
 shell.prefix(f'export PATH="{Path(sys.executable).parent}:$PATH" CLTM_PARENT_PID={os.getpid()}; ')
 
-from cltm_pipeline.config import ConfigError, load_config, read_yaml
-from cltm_pipeline.subsets import SubsetError
+from cltm_pipeline.config import load_config, read_yaml
+from cltm_pipeline.errors import ConfigError
+from cltm_pipeline.errors import SubsetError
 from cltm_pipeline.config import config_hash
-from cltm_pipeline.subsets import SINGLE
+from cltm_pipeline.protocol import SINGLE
 from cltm_pipeline.workflow import check_release_capacity, pool_sizes, seed_groups, stale_flags
-from cltm_pipeline.commonvoice import CorpusError
+from cltm_pipeline.errors import CorpusError
 from cltm_pipeline.tasks import TASKS as TASK_REGISTRY, artifact_names
 
 try:

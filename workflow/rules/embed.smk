@@ -6,7 +6,7 @@
 # test + dev + 10 seeds x (2,000 own + 1,000 as donor, largely the same clips: draws are keyed by seed and
 # locale) = a few 10^4 clips per locale, ~10^6 in all, where every ingested clip would be ~10^7 (CV's
 # large locales) and re-embedding per cell ~4 x 10^7 (19,800 cells x ~2,000 clips).
-# A rerun (new seeds or languages) embeds only clips its store does not hold yet (cltm_pipeline.embeddings).
+# A rerun (new seeds or languages) embeds only clips its store does not hold yet (cltm_pipeline.models.embeddings).
 rule embed:
     input:
         test=f"{RESULTS}/subsets/{{task}}/{{locale}}/test.tsv",

@@ -18,7 +18,7 @@ from typing import Callable
 
 import torch
 
-from . import ModelError
+from cltm_pipeline.errors import ModelError
 
 __all__ = ["INDEX", "SINGLE", "CheckpointRead", "tensor_names", "read_tensors", "write_safetensors"]
 

@@ -14,8 +14,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from . import Architecture, register
-from .speaker import AAMHead, LogMel, SpeakerIdModel, load_scratch, prepare_scratch
+from cltm_pipeline.models.registry import Architecture, register
+from cltm_pipeline.models.speaker import AAMHead, LogMel, SpeakerIdModel, load_scratch, prepare_scratch
 
 __all__ = ["SIZES", "EcapaEmbedder", "Ecapa"]
 
@@ -32,6 +32,7 @@ class EcapaEmbedder(nn.Module):
 
     def __init__(self, config: dict[str, Any]):
         super().__init__()
+        # speechbrain (~1 s): only when this model is built
         from speechbrain.lobes.models.ECAPA_TDNN import ECAPA_TDNN
 
         self.features = LogMel(config["n_mels"])

@@ -20,9 +20,11 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from ..audio import SAMPLE_RATE
-from ..io import atomic_dir, sha256_file, write_json
-from . import Architecture, ModelError, register
+from cltm_pipeline.data.audio import SAMPLE_RATE
+from cltm_pipeline.io import atomic_dir, sha256_file, write_json
+from cltm_pipeline.errors import ModelError
+from cltm_pipeline.models.registry import PROVENANCE, Architecture, register
+from cltm_pipeline.models.speaker import SpeakerIdModel
 
 __all__ = ["TINY_CONFIG", "PREPROCESSOR", "HubertClassifier", "MHubert", "HubertCTC", "load_ctc", "standardise_waves",
            "check_preprocessor", "read_preprocessor", "feature_extractor", "source_files"]
@@ -52,7 +54,6 @@ TINY_CONFIG: dict[str, Any] = {
     "do_normalize": True,  # goes to preprocessor_config.json, not to the HubertConfig
 }
 
-PROVENANCE = "cltm_model.json"
 PREPROCESSOR = "preprocessor_config.json"
 
 
@@ -90,17 +91,18 @@ def read_preprocessor(model_dir: Path) -> bool:
     return check_preprocessor(settings, str(path))
 
 
-def _offline() -> bool:
+def offline() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
 
 
-def _missing(source: str, why: str) -> ModelError:
+def missing_model(source: str, why: str) -> ModelError:
     """The one-line error for weights that cannot be had here."""
     try:
+        # the hub client: only when a model is fetched
         from huggingface_hub.constants import HF_HUB_CACHE as cache
     except Exception:  # pragma: no cover - huggingface_hub always ships with transformers
         cache = "the Hugging Face cache"
-    mode = "HF_HUB_OFFLINE=1 is set, so nothing is downloaded" if _offline() else "download failed"
+    mode = "HF_HUB_OFFLINE=1 is set, so nothing is downloaded" if offline() else "download failed"
     return ModelError(
         f"model {source!r}: {why} ({mode}; cache {cache}). Provide the weights: on a machine with internet "
         f"(e.g. a login node) run `huggingface-cli download {source}` (or `hf download {source}`) with the same "
@@ -112,7 +114,8 @@ def _first_line(exc: BaseException) -> str:
     return (str(exc).splitlines() or [type(exc).__name__])[0][:160]
 
 
-def _quiet_transformers() -> None:
+def quiet_transformers() -> None:
+    # transformers (~2 s to import): only when a HuBERT is built or prepared
     from transformers.utils import logging as hf_logging
 
     hf_logging.set_verbosity_error()
@@ -120,7 +123,8 @@ def _quiet_transformers() -> None:
 
 
 def _prepare_tiny(out_dir: Path, tiny: dict[str, Any] | None) -> dict[str, Any]:
-    _quiet_transformers()
+    quiet_transformers()
+    # transformers (~2 s to import): only when a HuBERT is built or prepared
     from transformers import HubertConfig, HubertModel, Wav2Vec2FeatureExtractor
 
     spec = {**TINY_CONFIG, **(tiny or {})}
@@ -156,13 +160,14 @@ def source_files(source: str) -> Callable[[str], Path]:
         return fetch_local
     if source.startswith((".", "/", "~")) or source.count("/") > 1:
         raise ModelError(f"model {source!r}: no such local directory")  # a hub id is "name" or "org/name"
+    # the hub client: only when a model is fetched
     from huggingface_hub import hf_hub_download
 
     def fetch_hub(name: str) -> Path:
         try:
-            return Path(hf_hub_download(source, name, local_files_only=_offline()))
+            return Path(hf_hub_download(source, name, local_files_only=offline()))
         except Exception as exc:  # not cached, offline, no such file or repo: one line either way
-            raise _missing(source, f"{name}: {type(exc).__name__}") from None
+            raise missing_model(source, f"{name}: {type(exc).__name__}") from None
 
     return fetch_hub
 
@@ -171,6 +176,7 @@ def feature_extractor(fetch: Callable[[str], Path], attention_mask: bool = False
     """The source's feature extractor, its preprocessor_config.json checked (:func:`read_preprocessor`, the
     error naming the file) before any weights are read; without one, normalised input and
     ``attention_mask`` (HuBERT base's convention: no mask)."""
+    # transformers (~2 s to import): only when a HuBERT is built or prepared
     from transformers import Wav2Vec2FeatureExtractor
 
     try:
@@ -181,14 +187,14 @@ def feature_extractor(fetch: Callable[[str], Path], attention_mask: bool = False
     return Wav2Vec2FeatureExtractor.from_pretrained(str(path.parent), local_files_only=True)
 
 
-def _prepare_pretrained(source: str, out_dir: Path) -> dict[str, Any]:
+def prepare_pretrained(source: str, out_dir: Path) -> dict[str, Any]:
     local = Path(source).expanduser()
     is_dir = local.is_dir()
     if not is_dir and (source.startswith((".", "/", "~")) or source.count("/") > 1):
         raise ModelError(f"model {source!r}: no such local directory")  # a hub id is "name" or "org/name"
     if is_dir and not (local / "config.json").is_file():
         raise ModelError(f"model {source!r}: the directory has no config.json (expected a save_pretrained layout)")
-    if not is_dir and _offline():
+    if not is_dir and offline():
         # Fail before importing transformers (seconds) and before any hub retry.
         from huggingface_hub import try_to_load_from_cache
 
@@ -197,19 +203,20 @@ def _prepare_pretrained(source: str, out_dir: Path) -> dict[str, Any]:
         except Exception:  # invalid repo id and the like
             raise ModelError(f"model {source!r}: neither a local directory nor a valid Hugging Face id") from None
         if not isinstance(hit, str):
-            raise _missing(source, "not found in the Hugging Face cache")
+            raise missing_model(source, "not found in the Hugging Face cache")
 
-    _quiet_transformers()
+    quiet_transformers()
+    # transformers (~2 s to import): only when a HuBERT is built or prepared
     from transformers import HubertModel
 
     target = str(local) if is_dir else source
     fe = feature_extractor(source_files(source))  # a setting the pipeline cannot honour fails before the weights load
     try:
-        model = HubertModel.from_pretrained(target, local_files_only=_offline() or is_dir)
+        model = HubertModel.from_pretrained(target, local_files_only=offline() or is_dir)
     except Exception as exc:  # OSError, a corrupt config (ValueError) or truncated weights (SafetensorError)
         if is_dir:  # the user's own directory: the hub has nothing to do with it
             raise ModelError(f"model {source!r}: cannot load the local directory: {_first_line(exc)}") from None
-        raise _missing(source, f"weights not loadable: {_first_line(exc)}") from None
+        raise missing_model(source, f"weights not loadable: {_first_line(exc)}") from None
     model.save_pretrained(out_dir)
     fe.save_pretrained(out_dir)
     return {
@@ -223,7 +230,8 @@ def load_encoder(model_dir: Path, freeze_feature_encoder: bool = True) -> tuple[
     model_dir = Path(model_dir)
     if not (model_dir / "config.json").is_file():
         raise ModelError(f"{model_dir}: not a prepared model directory (run `cltm prepare-model` first)")
-    _quiet_transformers()
+    quiet_transformers()
+    # transformers (~2 s to import): only when a HuBERT is built or prepared
     from transformers import HubertModel
 
     try:
@@ -282,7 +290,7 @@ class MHubert(Architecture):
 
     #: how a hub id or local directory is read into the model directory (an architecture reusing
     #: :meth:`prepare` with another model class sets its own)
-    _pretrained = staticmethod(_prepare_pretrained)
+    _pretrained = staticmethod(prepare_pretrained)
 
     @classmethod
     def prepare(cls, source: str, out_dir: Path, tiny: dict[str, Any] | None = None) -> Path:
@@ -311,8 +319,6 @@ class MHubert(Architecture):
     def load_sv(cls, model_dir: Path, num_speakers: int, hparams: dict[str, Any]) -> nn.Module:
         """Speaker verification: the encoder fine-tuned as speaker identification over the cell's training
         speakers (cross-entropy); embeddings: the last ``pool_layers`` hidden states' mean, time-pooled."""
-        from .speaker import SpeakerIdModel
-
         clf = cls.load(model_dir, num_speakers, freeze_feature_encoder=hparams["freeze_feature_encoder"],
                        pool_layers=hparams["pool_layers"])
         return SpeakerIdModel(clf, clf.head)

@@ -11,8 +11,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from . import Architecture, register
-from .speaker import LogMel, SVModel, contrastive_loss, load_scratch, prepare_scratch
+from cltm_pipeline.models.registry import Architecture, register
+from cltm_pipeline.models.speaker import LogMel, SVModel, contrastive_loss, load_scratch, prepare_scratch
 
 __all__ = ["SIZES", "SiameseCNN", "SiameseModel", "Siamese"]
 

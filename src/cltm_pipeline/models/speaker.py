@@ -23,8 +23,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ..io import atomic_dir, sha256_file, write_json
-from . import ModelError
+from cltm_pipeline.io import atomic_dir, sha256_file, write_json
+from cltm_pipeline.errors import ModelError
 
 __all__ = ["SVModel", "SpeakerIdModel", "AAMHead", "LogMel", "contrastive_loss", "prepare_scratch", "load_scratch"]
 
@@ -71,6 +71,7 @@ class AAMHead(nn.Module):
 
     def __init__(self, dim: int, num_speakers: int, scale: float, margin: float):
         super().__init__()
+        # speechbrain (~1 s): only when this model is built
         from speechbrain.nnet.losses import AdditiveAngularMargin, LogSoftmaxWrapper
 
         self.weight = nn.Parameter(torch.empty(num_speakers, dim))
@@ -97,6 +98,7 @@ class LogMel(nn.Module):
 
     def __init__(self, n_mels: int):
         super().__init__()
+        # speechbrain (~1 s): only when this model is built
         from speechbrain.lobes.features import Fbank
 
         self.fbank = Fbank(n_mels=n_mels)

@@ -2,7 +2,7 @@
 states); a small MLP on ``[|e1 - e2|, e1 * e2]`` is trained per cell with BCE on same/different pairs.
 
 The encoder never trains, so its embeddings are a function of the clip alone: the workflow computes them
-once per utterance into a cache (:mod:`cltm_pipeline.embeddings`, rule ``embed``) that every cell and seed
+once per utterance into a cache (:mod:`cltm_pipeline.models.embeddings`, rule ``embed``) that every cell and seed
 reuses; only the MLP trains per cell.
 
 Sources: ``fbank`` (a parameter-free log-mel statistics front end: the offline demo's stand-in, see
@@ -27,11 +27,13 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ..io import write_json
-from . import Architecture, ModelError, register
-from .checkpoint import read_tensors, tensor_names
-from .hubert import MHubert, _missing, _offline, _quiet_transformers, feature_extractor, source_files
-from .speaker import SVModel
+from cltm_pipeline.io import write_json
+from cltm_pipeline.errors import ModelError
+from cltm_pipeline.models.registry import Architecture, register
+from cltm_pipeline.models.checkpoint import read_tensors, tensor_names
+from cltm_pipeline.models.hubert import (HubertClassifier, MHubert, feature_extractor, missing_model, offline, prepare_pretrained,
+                                         quiet_transformers, read_preprocessor, source_files, standardise_waves)
+from cltm_pipeline.models.speaker import CONFIG_NAME, SVModel, load_scratch, prepare_scratch
 
 __all__ = ["HUBERT_XLARGE_LL60K", "ENCODER_CONFIGS", "ENCODER_PREFIX", "CONNECTOR_PREFIXES", "FBANK_SIZES", "FORWARDS",
            "Connector", "ConnectorPooled", "FbankStats", "load_connector", "PairMLP", "SpeechLLM"]
@@ -49,6 +51,7 @@ class FbankStats(nn.Module):
 
     def __init__(self, config: dict[str, Any]):
         super().__init__()
+        # speechbrain (~1 s): only when this model is built
         from speechbrain.lobes.features import Fbank
 
         self.fbank = Fbank(n_mels=config["n_mels"])
@@ -152,8 +155,6 @@ class ConnectorPooled(nn.Module):
         self.pass_mask = encoder.config.feat_extract_norm == "layer"
 
     def embed(self, waves: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        from .hubert import standardise_waves
-
         if self.do_normalize:
             waves = standardise_waves(waves, lengths)
         mask = None
@@ -172,6 +173,7 @@ class ConnectorPooled(nn.Module):
 
 def load_connector(model_dir: Path) -> Connector:
     """The connector a prepared model directory holds (:data:`CONNECTOR_CONFIG`, :data:`CONNECTOR_WEIGHTS`)."""
+    # only when a connector is read or written
     from safetensors.torch import load_file
 
     spec = json.loads((Path(model_dir) / CONNECTOR_CONFIG).read_text(encoding="utf-8"))
@@ -205,7 +207,8 @@ def _prepare_multimodal(source: str, config: dict[str, Any], fetch: Callable[[st
     encoder_sd = {_rename_weight_norm(k[len(ENCODER_PREFIX):]): v for k, v in got.tensors.items() if k.startswith(ENCODER_PREFIX)}
     connector_sd = {k[len(connector_prefix):]: v for k, v in got.tensors.items() if k.startswith(connector_prefix)}
 
-    _quiet_transformers()
+    quiet_transformers()
+    # transformers (~2 s to import): only when a HuBERT is built or prepared
     from transformers import HubertConfig, HubertModel
 
     with torch.device("meta"):  # no random initialisation of ~1 B parameters that are overwritten at once
@@ -220,6 +223,7 @@ def _prepare_multimodal(source: str, config: dict[str, Any], fetch: Callable[[st
         connector = Connector(channels, kernel)
     _load_exact(connector, {f"layer.{k}": v for k, v in connector_sd.items()}, f"model {source!r}: connector ({connector_prefix}*)")
 
+    # only when a connector is read or written
     from safetensors.torch import save_file
 
     encoder.save_pretrained(out_dir)
@@ -256,8 +260,6 @@ def _load_exact(module: nn.Module, state: dict[str, torch.Tensor], what: str) ->
 def _prepare_remote(source: str, out_dir: Path) -> dict[str, Any]:
     """A hub id or local directory: a HuBERT checkpoint as it is, the audio encoder and connector of a
     multimodal one (:func:`_prepare_multimodal`), or another transformers audio encoder (wav2vec 2.0, WavLM)."""
-    from .hubert import _prepare_pretrained
-
     fetch = source_files(source)
     config_path = fetch("config.json")
     try:
@@ -265,21 +267,22 @@ def _prepare_remote(source: str, out_dir: Path) -> dict[str, Any]:
     except (OSError, ValueError) as exc:
         raise ModelError(f"{config_path}: not readable as JSON ({str(exc).splitlines()[0]})") from None
     if config.get("model_type") == "hubert":
-        return _prepare_pretrained(source, out_dir)
+        return prepare_pretrained(source, out_dir)
     try:
         names = tensor_names(fetch)
     except ModelError:
         names = {}  # no safetensors (a pytorch_model.bin checkpoint): transformers reads it below
     if any(n.startswith(ENCODER_PREFIX) for n in names):
         return _prepare_multimodal(source, config, fetch, names, out_dir)
-    _quiet_transformers()
+    quiet_transformers()
+    # transformers (~2 s to import): only when a HuBERT is built or prepared
     from transformers import AutoModel
 
     local = Path(source).expanduser().is_dir()
     try:
-        encoder = AutoModel.from_pretrained(source, local_files_only=_offline() or local)
+        encoder = AutoModel.from_pretrained(source, local_files_only=offline() or local)
     except (OSError, ValueError) as exc:
-        raise _missing(source, f"weights not loadable: {str(exc).splitlines()[0][:160]}") from None
+        raise missing_model(source, f"weights not loadable: {str(exc).splitlines()[0][:160]}") from None
     if not hasattr(encoder, "feature_extractor"):
         raise ModelError(f"model {source!r}: {type(encoder).__name__} is not an audio encoder, and its safetensors "
                          f"hold no {ENCODER_PREFIX}* tensors")
@@ -301,9 +304,7 @@ class SpeechLLM(Architecture):
     @classmethod
     def prepare(cls, source: str, out_dir: Path, tiny: dict[str, Any] | None = None) -> Path:
         if source in FBANK_SIZES:
-            from .speaker import prepare_scratch
-
-            return prepare_scratch(cls.name, source, out_dir, FBANK_SIZES, tiny, FbankStats)
+                return prepare_scratch(cls.name, source, out_dir, FBANK_SIZES, tiny, FbankStats)
         return MHubert.prepare.__func__(cls, source, out_dir, tiny=tiny)  # its directory handling, our loader
 
     @classmethod
@@ -312,17 +313,14 @@ class SpeechLLM(Architecture):
         frames; with a connector, :class:`ConnectorPooled`), in eval mode without gradients; counts
         utterances in :data:`FORWARDS`."""
         model_dir = Path(model_dir)
-        from .speaker import CONFIG_NAME, load_scratch
-
         if (model_dir / CONFIG_NAME).is_file():
             pooled = load_scratch(model_dir, FbankStats)[0].to(device).eval()
         elif not (model_dir / "config.json").is_file():
             raise ModelError(f"{model_dir}: not a prepared model directory (run `cltm prepare-model` first)")
         else:
-            _quiet_transformers()
+            quiet_transformers()
+            # transformers (~2 s to import): only when a HuBERT is built or prepared
             from transformers import AutoModel
-
-            from .hubert import HubertClassifier, read_preprocessor
 
             encoder = AutoModel.from_pretrained(model_dir, local_files_only=True)
             do_normalize = read_preprocessor(model_dir)
@@ -342,8 +340,6 @@ class SpeechLLM(Architecture):
 
     @classmethod
     def embedding_dim(cls, model_dir: Path) -> int:
-        from .speaker import CONFIG_NAME
-
         fbank = Path(model_dir) / CONFIG_NAME
         if fbank.is_file():
             return 2 * int(json.loads(fbank.read_text(encoding="utf-8"))["n_mels"])

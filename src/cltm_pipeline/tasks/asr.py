@@ -4,7 +4,7 @@
   :func:`cltm_pipeline.text.normalise`, one normaliser for every language.
 - Vocabulary (``vocab.json``, a task artifact): the union of the characters of the normalised sentences of
   every clip any cell of the matrix could train on (each language's training pool: outside its own test
-  and dev speakers, :func:`cltm_pipeline.subsets.training_pool`), sorted by code point, after the CTC
+  and dev speakers, :func:`cltm_pipeline.data.subsets.training_pool`), sorted by code point, after the CTC
   blank, the unknown token and the word delimiter. It is built once per matrix, so the single, self and
   dual cells of a target, and every seed, share one output layer. (The study built a vocabulary per run.)
 - Model: the architecture's ``load_ctc`` (mHuBERT + dropout + linear per frame), CNN feature encoder
@@ -22,29 +22,32 @@
 from __future__ import annotations
 
 import json
-import os
-import sys
-import time
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
+import jiwer
 import numpy as np
 import polars as pl
+import torch
 
-from ..config import ConfigError
-from ..subsets import SubsetSpec, cell_manifest, training_pool
-from ..text import normalise
-from . import Task, register
+from cltm_pipeline.data.audio import SAMPLE_RATE, Clips
+from cltm_pipeline.data.subsets import SubsetSpec, training_pool
+from cltm_pipeline.errors import ConfigError, ModelError
+from cltm_pipeline.io import write_tsv
+from cltm_pipeline.models import get_architecture
+from cltm_pipeline.protocol import CellSpec, performance
+from cltm_pipeline.tasks.registry import CellData, Task, TaskCell, register
+from cltm_pipeline.text import normalise
 
 __all__ = [
     "VOCAB_VERSION", "BLANK", "UNK", "WORD_DELIMITER", "ASR_HPARAMS", "build_vocab", "Vocabulary",
-    "greedy_decode", "asr_scores", "duration_batches", "run_asr_cell", "check_asr_hparams",
+    "greedy_decode", "asr_scores", "duration_batches", "AsrCell", "check_asr_hparams",
 ]
 
 VOCAB_VERSION = 1
 BLANK, UNK, WORD_DELIMITER = "<blank>", "<unk>", "|"
 
-#: Hyper-parameters ASR adds to :data:`cltm_pipeline.train.HPARAM_DEFAULTS` (``batch_size``,
+#: Hyper-parameters ASR adds to :data:`cltm_pipeline.training.hparams.HPARAM_DEFAULTS` (``batch_size``,
 #: ``max_seconds`` and ``eval_batch_size`` do not apply: batches are made by duration and clips are whole).
 #: ``batch_seconds``: padded audio per batch (batch size x longest clip). ``max_clip_seconds``: longer
 #: training clips are left out (and counted). ``select_by``: the dev metric that picks the best step
@@ -148,8 +151,6 @@ def asr_scores(references: Sequence[str], hypotheses: Sequence[str]) -> dict[str
 
     References that are empty are left out of every figure (WER is undefined for them) and counted in
     ``n_excluded_empty``; an empty hypothesis is all deletions. NaN figures when nothing is left."""
-    import jiwer
-
     if len(references) != len(hypotheses):
         raise ValueError(f"{len(references)} references but {len(hypotheses)} hypotheses")
     pairs = [(r, h) for r, h in zip(references, hypotheses) if r.strip()]
@@ -216,241 +217,109 @@ def check_asr_hparams(hp: Mapping[str, Any]) -> None:
         raise ConfigError(f"hparams.bucket_clips: must be a positive integer, got {hp['bucket_clips']!r}")
 
 
-def run_asr_cell(
-    *, task: str, arch: str, model_dir: Path, seed_table_path: Path, test_path: Path, dev_path: Path,
-    ingest_root: Path, target: str, donor: str | None, seed: int, hparams: Mapping[str, Any], out_path: Path,
-    device: str = "auto", config_hash: str = "", threads: int | None = None, predictions_out: Path | None = None,
-    artifacts: Mapping[str, Path] | None = None, probe_path: Path | None = None,
-) -> dict[str, Any]:
-    """Train and evaluate one ASR cell; write ``metrics.json`` (train.run_cell's layout) and return it.
+class AsrCell(TaskCell):
+    """One ASR cell (see the module docstring): CTC over the matrix's vocabulary, duration batches, selection
+    on dev by ``select_by``. Predictions: the test set's references and hypotheses as a TSV."""
 
-    With ``checkpoint_every`` the cell checkpoints and resumes as :func:`cltm_pipeline.train.run_cell` does
-    (same file, same identity rules): a killed cell continues where it was and ends with the same metrics."""
-    t_start = time.perf_counter()
-    import torch
+    def __init__(self, spec: CellSpec, hp: Mapping[str, Any], data: CellData, device: Any):
+        super().__init__(spec, hp, data, device)
+        if "vocab.json" not in spec.artifacts:
+            raise ConfigError(f"{spec.where}: no vocab.json artifact given (the task's vocabulary)")
+        self.vocab = Vocabulary.read(spec.artifacts["vocab.json"])
+        self.unit = hp["asr_unit"] or "word"
+        self.error_key = UNITS[self.unit]
+        self.select_key = self.error_key if hp["select_by"] == "asr_error" else hp["select_by"]
+        self.fp16 = bool(hp["fp16"]) and device.type == "cuda"
+        # transcripts normalised; empty transcripts and over-long clips left out (and counted)
+        text = data.train["sentence"].map_elements(normalise, return_dtype=pl.String)
+        empty, too_long = text.str.len_chars() == 0, data.train["duration_s"] > hp["max_clip_seconds"]
+        self.excluded = {"empty_transcript": int(empty.sum()), "over_max_clip_seconds": int(too_long.sum())}
+        self.train_rows = data.train.filter(~empty & ~too_long)
+        if self.train_rows.height == 0:
+            raise ConfigError(f"{spec.where}: no training clip left (empty transcripts {self.excluded['empty_transcript']}, "
+                              f"over max_clip_seconds {self.excluded['over_max_clip_seconds']})")
+        self.targets = [torch.tensor(self.vocab.encode(t), dtype=torch.long) for t in text.filter(~empty & ~too_long).to_list()]
+        self.train_clips = Clips(self.train_rows, spec.ingest_root)
+        self.train_samples = self.train_rows["num_samples"].to_numpy()
+        self.dev_set, self.test_set = self._eval_set(data.dev), self._eval_set(data.test)
+        self.hyps: list[str] = []
 
-    from ..audio import SAMPLE_RATE
-    from ..io import read_manifest, write_json
-    from ..models import ModelError, get_architecture
-    from .. import train as _train
-    from ..probe import probe_model
-    from ..train import (CHECKPOINT_NAME, Clips, cell_record, check_hparams, data_hash, device_description,
-                         hparam_extras, lr_factor, model_provenance, resolve_device, seed_everything, versions)
-
-    hp = check_hparams(hparams, hparam_extras(task, arch))
-    check_asr_hparams(hp)
-    if threads is not None:
-        hp["threads"] = int(threads)
-    where = f"{task}/{arch}/{target}/{donor or '-'}/seed{seed}"
-    artifacts = dict(artifacts or {})
-    if "vocab.json" not in artifacts:
-        raise ConfigError(f"{where}: no vocab.json artifact given (the task's vocabulary)")
-    vocab = Vocabulary.read(artifacts["vocab.json"])
-    unit = hp["asr_unit"] or "word"
-    error_key = UNITS[unit]
-    select_key = error_key if hp["select_by"] == "asr_error" else hp["select_by"]
-
-    torch.set_num_threads(hp["threads"])
-    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-    torch.use_deterministic_algorithms(True, warn_only=True)  # CTC's CUDA backward has no deterministic kernel
-    dev_t = torch.device(resolve_device(device))
-    fp16 = bool(hp["fp16"]) and dev_t.type == "cuda"
-
-    # Data: the cell's rows, transcripts normalised; empty transcripts and over-long clips left out.
-    seed_table = read_manifest(Path(seed_table_path))
-    cell_rows = cell_manifest(seed_table, target, donor)
-    test_rows, dev_rows = read_manifest(Path(test_path)), read_manifest(Path(dev_path))
-    for name, rows in (("test", test_rows), ("dev", dev_rows)):
-        if set(rows["locale"].unique().to_list()) != {target}:
-            raise ConfigError(f"{where}: the {name} set holds clips of {sorted(rows['locale'].unique().to_list())}, not only {target}")
-    text = cell_rows["sentence"].map_elements(normalise, return_dtype=pl.String)
-    empty = text.str.len_chars() == 0
-    too_long = cell_rows["duration_s"] > hp["max_clip_seconds"]
-    train_rows = cell_rows.filter(~empty & ~too_long)
-    train_text = text.filter(~empty & ~too_long).to_list()
-    if train_rows.height == 0:
-        raise ConfigError(f"{where}: no training clip left (empty transcripts {int(empty.sum())}, over max_clip_seconds {int(too_long.sum())})")
-    targets = [torch.tensor(vocab.encode(t), dtype=torch.long) for t in train_text]
-    train_clips = Clips(train_rows, ingest_root)
-    train_dur = train_rows["num_samples"].to_numpy() / SAMPLE_RATE
-
-    def eval_set(rows: pl.DataFrame) -> dict[str, Any]:
-        refs = [normalise(s) for s in rows["sentence"].to_list()]
-        clips = Clips(rows, ingest_root)
-        dur = rows["num_samples"].to_numpy() / SAMPLE_RATE
+    def _eval_set(self, rows: pl.DataFrame) -> dict[str, Any]:
+        clips, samples = Clips(rows, self.spec.ingest_root), rows["num_samples"].to_numpy()
         batches = []
-        for idx in duration_batches(dur, hp["batch_seconds"], None):
-            x, n = clips.batch(idx, int(rows["num_samples"].to_numpy()[idx].max()), None)
+        for idx in duration_batches(samples / SAMPLE_RATE, self.hp["batch_seconds"], None):
+            x, n = clips.batch(idx, int(samples[idx].max()), None)
             batches.append((idx, torch.from_numpy(x), torch.from_numpy(n)))
-        return {"refs": refs, "batches": batches, "n": rows.height}
+        return {"refs": [normalise(s) for s in rows["sentence"].to_list()], "batches": batches, "n": rows.height}
 
-    dev_set, test_set = eval_set(dev_rows), eval_set(test_rows)
+    def build(self, rng: np.random.Generator) -> None:
+        loader = getattr(get_architecture(self.spec.arch), "load_ctc", None)
+        if loader is None:
+            raise ModelError(f"architecture {self.spec.arch!r} has no CTC head (load_ctc); it cannot run the asr task")
+        self.model = loader(self.spec.model_dir, len(self.vocab),
+                            freeze_feature_encoder=self.hp["freeze_feature_encoder"]).to(self.device)
+        # every epoch's batches are drawn up front: the linear schedule needs the number of steps
+        self.plans = [duration_batches(self.train_samples / SAMPLE_RATE, self.hp["batch_seconds"], rng, self.hp["bucket_clips"])
+                      for _ in range(self.hp["epochs"])]
+        self.total_steps = sum(len(p) for p in self.plans)
+        self.units = self.train_rows.height
 
-    device_desc = device_description(dev_t, hp["threads"]) + (" fp16" if fp16 else "")
-    identity = {
-        "task": task, "arch": arch, "target": target, "donor": donor, "seed": seed,
-        "data_hash": data_hash(cell_rows, Path(test_path), Path(dev_path), artifacts), "config_hash": config_hash,
-        "hparams": {k: v for k, v in hp.items() if k != "checkpoint_every"},
-        "model": model_provenance(Path(model_dir)), "versions": {k: str(v) for k, v in versions().items()},
-        "device": device_desc if dev_t.type == "cuda" else "cpu",
-    }
-    ckpt_path = Path(out_path).parent / CHECKPOINT_NAME
-    checkpoint = _train._load_checkpoint(ckpt_path, identity, where)
+    def epoch_batches(self, epoch: int, rng: np.random.Generator) -> list[Any]:
+        return self.plans[epoch]
 
-    rng = seed_everything(seed)
-    loader = getattr(get_architecture(arch), "load_ctc", None)
-    if loader is None:
-        raise ModelError(f"architecture {arch!r} has no CTC head (load_ctc); it cannot run the asr task")
-    model = loader(Path(model_dir), len(vocab), freeze_feature_encoder=hp["freeze_feature_encoder"]).to(dev_t)
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimiser = torch.optim.AdamW(params, lr=hp["lr"], weight_decay=hp["weight_decay"])
-    # every epoch's batches are drawn up front: the linear schedule needs the number of steps
-    plans = [duration_batches(train_dur, hp["batch_seconds"], rng, hp["bucket_clips"]) for _ in range(hp["epochs"])]
-    total_steps = sum(len(p) for p in plans)
-    warmup = int(hp["warmup_ratio"] * total_steps)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimiser, lambda step: lr_factor(step, total_steps, warmup, hp["lr_schedule"]))
-    scaler = torch.amp.GradScaler("cuda", enabled=fp16)
+    def loss(self, idx: Any, rng: np.random.Generator) -> tuple[Any, int]:
+        device = self.device
+        x, n = self.train_clips.batch(idx, int(self.train_samples[idx].max()), None)
+        x, n = torch.from_numpy(x).to(device), torch.from_numpy(n).to(device)
+        labels = torch.cat([self.targets[i] for i in idx]).to(device)
+        label_len = torch.tensor([len(self.targets[i]) for i in idx], dtype=torch.long, device=device)
+        with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=self.fp16):
+            logits, frames = self.model(x, n)
+        log_probs = torch.log_softmax(logits.float(), dim=-1).transpose(0, 1)  # [F, B, V]
+        loss = torch.nn.functional.ctc_loss(log_probs, labels, frames, label_len, blank=self.vocab.blank,
+                                            reduction="mean", zero_infinity=True)
+        return loss, len(idx)
 
-    def transcribe(data: Mapping[str, Any]) -> list[str]:
-        model.eval()
+    def _transcribe(self, data: Mapping[str, Any]) -> list[str]:
+        self.model.eval()
         hyps: list[str] = [""] * data["n"]
-        with torch.no_grad(), torch.autocast(device_type=dev_t.type, dtype=torch.float16, enabled=fp16):
+        with torch.no_grad(), torch.autocast(device_type=self.device.type, dtype=torch.float16, enabled=self.fp16):
             for idx, x, n in data["batches"]:
-                logits, frames = model(x.to(dev_t), n.to(dev_t))
-                for i, h in zip(idx, greedy_decode(logits.float().cpu().numpy(), frames.cpu().tolist(), vocab)):
+                logits, frames = self.model(x.to(self.device), n.to(self.device))
+                for i, h in zip(idx, greedy_decode(logits.float().cpu().numpy(), frames.cpu().tolist(), self.vocab)):
                     hyps[int(i)] = h
-        model.train()
+        self.model.train()
         return hyps
 
-    best: dict[str, Any] = {"score": -np.inf, "step": 0, "state": None, "scores": None}
-    curve: list[list[float]] = []
-    epoch_loss: list[float] = []
-    losses: list[float] = []  # of the current epoch
-    step, epoch, pos, resumed_from = 0, 0, 0, None  # pos: the next batch of plans[epoch]
+    def dev_score(self) -> tuple[float, Any]:
+        scores = asr_scores(self.dev_set["refs"], self._transcribe(self.dev_set))
+        return performance(self.select_key, scores[self.select_key]), scores
 
-    def cpu_state() -> dict[str, Any]:
-        return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+    def test(self, best_extra: Any) -> dict[str, Any]:
+        self.hyps = self._transcribe(self.test_set)
+        test, dev, key = asr_scores(self.test_set["refs"], self.hyps), best_extra, self.error_key
+        return {
+            "metrics": {"asr_error": test[key], "wer": test["wer"], "cer": test["cer"], "mean_utt_wer": test["mean_utt_wer"],
+                        "dev_asr_error": dev[key], "dev_wer": dev["wer"], "dev_cer": dev["cer"]},
+            "primary_metric": "asr_error",
+            "asr_error_is": key,  # corpus WER, or CER for a target written without spaces (asr_unit char)
+            "asr_unit": self.unit, "selected_by": f"dev {self.select_key}", "n_train_excluded": self.excluded,
+            "n_test": test["n_scored"], "n_test_excluded_empty": test["n_excluded_empty"], "n_dev": dev["n_scored"],
+            "vocabulary_size": len(self.vocab),
+        }
 
-    if checkpoint is not None:  # the plans are redrawn identically from the seed; the rest is restored
-        model.load_state_dict(checkpoint["model"])
-        optimiser.load_state_dict(checkpoint["optimiser"])
-        scheduler.load_state_dict(checkpoint["scheduler"])
-        scaler.load_state_dict(checkpoint["scaler"])
-        t = checkpoint["training"]
-        step, epoch, pos = t["step"], t["epoch"], t["pos"]
-        losses, epoch_loss, curve = list(t["losses"]), list(t["epoch_loss"]), [list(c) for c in t["curve"]]
-        best = {"score": t["best_score"], "step": t["best_step"], "scores": t["best_scores"],
-                "state": cpu_state() if t["best_is_current"] else t["best_state"]}
-        _train._set_rng_states(checkpoint["rng"])
-        resumed_from = step
-        del checkpoint, t
-        print(f"{where}: resuming from {ckpt_path} at step {step} of {total_steps}", file=sys.stderr, flush=True)
+    def probe_input(self) -> tuple[Callable[..., Any] | None, int]:
+        return self.model.embed, int(round(self.hp["max_seconds"] * SAMPLE_RATE))
 
-    def save_checkpoint() -> None:
-        best_is_current = best["state"] is not None and best["step"] == step
-        _train._save_checkpoint(ckpt_path, {
-            "format": _train._CHECKPOINT_FORMAT, "identity": identity, "model": model.state_dict(),
-            "optimiser": optimiser.state_dict(), "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
-            "training": {
-                "step": step, "epoch": epoch, "pos": pos, "losses": list(losses), "epoch_loss": list(epoch_loss),
-                "curve": [[int(a), float(b)] for a, b in curve], "best_score": float(best["score"]),
-                "best_step": int(best["step"]), "best_scores": best["scores"],
-                "best_state": None if best_is_current else best["state"], "best_is_current": best_is_current,
-            },
-            "rng": _train._rng_states(dev_t.type == "cuda"),
-        })
+    def device_note(self) -> str:
+        return " fp16" if self.fp16 else ""
 
-    def step_done() -> None:
-        if step and hp["checkpoint_every"] and step % hp["checkpoint_every"] == 0 and step < total_steps:
-            save_checkpoint()
-        if _train._STEP_HOOK is not None:
-            _train._STEP_HOOK(step)
-
-    def evaluate_dev(step: int) -> None:
-        scores = asr_scores(dev_set["refs"], transcribe(dev_set))
-        value = 1.0 - scores[select_key]  # higher is better, as every dev curve
-        curve.append([step, value])
-        if value > best["score"]:  # strict: ties keep the earlier state
-            best.update(score=value, step=step, scores=scores, state=cpu_state())
-
-    setup_s = time.perf_counter() - t_start
-    t_compute = time.perf_counter()
-    model.train()
-    while epoch < hp["epochs"]:
-        plan = plans[epoch]
-        while pos < len(plan):
-            idx = plan[pos]
-            x, n = train_clips.batch(idx, int(train_rows["num_samples"].to_numpy()[idx].max()), None)
-            x, n = torch.from_numpy(x).to(dev_t), torch.from_numpy(n).to(dev_t)
-            labels = torch.cat([targets[i] for i in idx]).to(dev_t)
-            label_len = torch.tensor([len(targets[i]) for i in idx], dtype=torch.long, device=dev_t)
-            with torch.autocast(device_type=dev_t.type, dtype=torch.float16, enabled=fp16):
-                logits, frames = model(x, n)
-            log_probs = torch.log_softmax(logits.float(), dim=-1).transpose(0, 1)  # [F, B, V]
-            loss = torch.nn.functional.ctc_loss(log_probs, labels, frames, label_len, blank=vocab.blank,
-                                                reduction="mean", zero_infinity=True)
-            optimiser.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            if hp["max_grad_norm"]:
-                scaler.unscale_(optimiser)
-                torch.nn.utils.clip_grad_norm_(params, hp["max_grad_norm"])
-            scaler.step(optimiser)
-            scaler.update()
-            scheduler.step()
-            losses.append(float(loss.detach()) * len(idx))
-            step += 1
-            pos += 1
-            if hp["eval_every"] and step % hp["eval_every"] == 0 and step != total_steps:
-                evaluate_dev(step)
-            if pos < len(plan):
-                step_done()  # (an epoch's last step is done after the epoch's end below)
-        epoch_loss.append(sum(losses) / train_rows.height)
-        if not hp["eval_every"] or step == total_steps:
-            evaluate_dev(step)
-        epoch, pos, losses = epoch + 1, 0, []
-        step_done()
-
-    model.load_state_dict(best["state"])
-    hyps = transcribe(test_set)
-    test = asr_scores(test_set["refs"], hyps)
-    compute_s = time.perf_counter() - t_compute
-    probe = probe_model(model.embed, probe_path, ingest_root, hp["probe_clips"], int(round(hp["max_seconds"] * SAMPLE_RATE)),
-                        hp["eval_batch_size"], dev_t, seed)
-
-    dev_scores = best["scores"]
-    result = cell_record(
-        task=task, arch=arch, target=target, donor=donor, seed=seed, train_rows=train_rows, hparams=hp,
-        timing={"setup_s": round(setup_s, 3), "compute_s": round(compute_s, 3)}, device=device_desc,
-        data_hash=identity["data_hash"], model=identity["model"], versions=identity["versions"],
-        config_hash=config_hash, probe=probe,
-        metrics={
-            "asr_error": test[error_key], "wer": test["wer"], "cer": test["cer"], "mean_utt_wer": test["mean_utt_wer"],
-            "dev_asr_error": dev_scores[error_key], "dev_wer": dev_scores["wer"], "dev_cer": dev_scores["cer"],
-        },
-        primary_metric="asr_error",
-        asr_error_is=error_key,  # corpus WER, or CER for a target written without spaces (asr_unit char)
-        asr_unit=unit,
-        selected_by=f"dev {select_key}",
-        n_train_excluded={"empty_transcript": int(empty.sum()), "over_max_clip_seconds": int(too_long.sum())},
-        n_test=test["n_scored"],
-        n_test_excluded_empty=test["n_excluded_empty"],
-        n_dev=dev_scores["n_scored"],
-        vocabulary_size=len(vocab),
-        training={"steps": step, "best_step": best["step"], "dev_curve": curve, "train_loss": epoch_loss},
-        resumed_from_step=resumed_from,  # timing then covers the resumed part only
-    )
-    if predictions_out is not None:
-        from ..io import write_tsv
-
-        write_tsv(Path(predictions_out), test_rows.select("utt_id", "client_id").with_columns(
-            pl.Series("reference", test_set["refs"]), pl.Series("hypothesis", hyps)))
-    write_json(Path(out_path), result)
-    ckpt_path.unlink(missing_ok=True)  # only unfinished cells keep one
-    return result
+    def write_predictions(self, path: Path) -> None:
+        write_tsv(Path(path), self.data.test.select("utt_id", "client_id").with_columns(
+            pl.Series("reference", self.test_set["refs"]), pl.Series("hypothesis", self.hyps)))
 
 
 ASR = register(Task(
     name="asr", labels=(), label_column="sentence", primary="asr_error", metrics=("wer", "cer", "mean_utt_wer"),
-    run=run_asr_cell, task_artifacts={"vocab.json": build_vocab}, hparams=ASR_HPARAMS, check_hparams=check_asr_hparams,
+    cell=AsrCell, task_artifacts={"vocab.json": build_vocab}, hparams=ASR_HPARAMS, check_hparams=check_asr_hparams,
 ))

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from ..metrics import accuracy, macro_f1
-from . import Task, register
+from cltm_pipeline.metrics import accuracy, macro_f1
+from cltm_pipeline.tasks.classification import ClassificationCell
+from cltm_pipeline.tasks.registry import Task, register
 
 LABELS = ("female", "male")
 
@@ -15,5 +16,5 @@ def evaluate(y_true: Sequence, y_pred: Sequence) -> dict[str, float]:
     return {"macro_f1": macro_f1(y_true, y_pred, labels=LABELS), "accuracy": accuracy(y_true, y_pred)}
 
 
-GENDER = register(Task(name="gender", labels=LABELS, label_column="gender", primary="macro_f1", evaluate=evaluate,
-                       metrics=("accuracy",)))
+GENDER = register(Task(name="gender", labels=LABELS, label_column="gender", primary="macro_f1", cell=ClassificationCell,
+                       evaluate=evaluate, metrics=("accuracy",)))

@@ -9,36 +9,43 @@ gender, so the list is balanced and non-targets are never separable by gender al
 speakers never train any cell of their target (the subsets exclude them, donors included, and every
 cell checks it again).
 
-Cells. :func:`run_sv_cell` has :func:`cltm_pipeline.train.run_cell`'s keywords. It trains the
+Cells. :class:`SvCell` is the task's hooks for the one training loop. It trains the
 architecture's SV model (:mod:`cltm_pipeline.models.speaker`) on the cell's training rows, with one of
 two objectives: speaker identification over the cell's training speakers (mHuBERT, ECAPA-TDNN), or
 same/different pairs drawn from them with the seed (Siamese, SpeechLLM); selects the epoch with the best
-dev 1 - EER; scores the test trials; writes metrics.json with train.run_cell's layout: EER, AUC and
+dev 1 - EER; scores the test trials; writes metrics.json with every task's layout: EER, AUC and
 normalised minDCF at p_target 0.01 and 0.05 (parameters beside them) and the dev EER of the selected
 state. An architecture with a frozen encoder (``embedding_cache``) reads its embeddings from the
 per-locale caches passed as artifacts ``emb:<locale>``; without them it embeds the cell's clips itself
 (and counts the encoder's forward passes).
 
-Checkpoints inside a cell (``checkpoint_every``) are a gender-path feature: an SV cell reruns whole.
+Every cell trains through the one loop (:mod:`cltm_pipeline.training.loop`), so an SV cell killed
+mid-training resumes from its checkpoint (``checkpoint_every``) like any other.
 """
 
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 import polars as pl
+import torch
 
-from ..config import ConfigError
-from ..io import read_manifest, stable_hash, write_json
-from ..subsets import SubsetError, SubsetSpec, cell_manifest
-from . import Task, register
+from cltm_pipeline.data.audio import SAMPLE_RATE, Clips
+from cltm_pipeline.data.subsets import SubsetSpec
+from cltm_pipeline.models.embeddings import embed_rows, load_cache
+from cltm_pipeline.errors import ConfigError, SubsetError
+from cltm_pipeline.io import stable_hash, write_tsv
+from cltm_pipeline.metrics import auc, eer, min_dcf
+from cltm_pipeline.models import get_architecture
+from cltm_pipeline.models.speechllm import FORWARDS
+from cltm_pipeline.protocol import CellSpec, performance
+from cltm_pipeline.tasks.registry import CellData, Task, TaskCell, register
 
 __all__ = ["TRIALS", "DEV_TRIALS", "TARGETS_PER_SPEAKER", "DCF_P_TARGETS", "trial_list", "read_trials",
-           "build_trials", "build_dev_trials", "draw_pairs", "run_sv_cell", "EMBEDDING_PREFIX"]
+           "build_trials", "build_dev_trials", "draw_pairs", "sv_metrics", "SvCell", "EMBEDDING_PREFIX"]
 
 #: Artifact names: the version is part of the name, so a changed trial rule is a new file, never a silent edit.
 TRIALS = "trials-v1.txt"
@@ -160,15 +167,11 @@ class _Inputs:
     """Model inputs of a manifest's rows: cropped audio, or cached embeddings of a frozen encoder."""
 
     def __init__(self, rows: pl.DataFrame, ingest_root: Path, max_len: int, embeddings: np.ndarray | None):
-        from ..train import Clips
-
         self.max_len = max_len
         self.emb = embeddings
         self.clips = Clips(rows, ingest_root) if embeddings is None else None
 
     def batch(self, idx: np.ndarray, rng: np.random.Generator | None, device: Any) -> tuple[Any, Any]:
-        import torch
-
         if self.emb is not None:
             return torch.from_numpy(self.emb[idx]).to(device), None
         x, n = self.clips.batch(idx, self.max_len, rng)
@@ -186,240 +189,143 @@ def _trial_index(rows: pl.DataFrame, trials_path: Path, where: str) -> tuple[np.
 
 def sv_metrics(scores: np.ndarray, labels: np.ndarray) -> dict[str, float]:
     """EER, AUC and normalised minDCF at :data:`DCF_P_TARGETS` of one scored trial list."""
-    from ..metrics import auc, eer, min_dcf
-
     out = {"eer": eer(scores, labels), "auc": auc(scores, labels)}
     for p in DCF_P_TARGETS:
         out[f"min_dcf_{p:g}"] = min_dcf(scores, labels, p, **DCF_COSTS)
     return out
 
 
-def run_sv_cell(
-    *,
-    task: str,
-    arch: str,
-    model_dir: Path,
-    seed_table_path: Path,
-    test_path: Path,
-    dev_path: Path,
-    ingest_root: Path,
-    target: str,
-    donor: str | None,
-    seed: int,
-    hparams: Mapping[str, Any],
-    out_path: Path,
-    device: str = "auto",
-    config_hash: str = "",
-    threads: int | None = None,
-    predictions_out: Path | None = None,
-    artifacts: Mapping[str, Path] | None = None,
-    probe_path: Path | None = None,
-) -> dict[str, Any]:
-    """Train and evaluate one SV cell; write ``metrics.json`` atomically at ``out_path`` (see the module doc).
+class SvCell(TaskCell):
+    """One SV cell (see the module docstring). ``spec.artifacts`` must hold :data:`TRIALS` and
+    :data:`DEV_TRIALS`, and for a frozen-encoder architecture optionally ``emb:<locale>`` cache manifests of
+    every locale of the cell. Predictions: the test trials' scores as a TSV (label, enrol, test, score)."""
 
-    ``artifacts`` must hold :data:`TRIALS` and :data:`DEV_TRIALS`, and for a frozen-encoder architecture
-    optionally ``emb:<locale>`` cache manifests of every locale of the cell. ``predictions_out``: the
-    test trials' scores as a TSV (label, enrol, test, score)."""
-    t_start = time.perf_counter()
-    import torch
+    def __init__(self, spec: CellSpec, hp: Mapping[str, Any], data: CellData, device: Any):
+        super().__init__(spec, hp, data, device)
+        for name in (TRIALS, DEV_TRIALS):
+            if name not in spec.artifacts:
+                raise ConfigError(f"{spec.where}: the {name} artifact is missing (built by the target_artifact rule)")
+        eval_speakers = set(data.test["client_id"].to_list()) | set(data.dev["client_id"].to_list())
+        leak = data.train.filter(pl.col("client_id").is_in(list(eval_speakers)))
+        if leak.height:
+            raise SubsetError(f"{spec.where}: training clip {leak['utt_id'][0]} ({leak['locale'][0]}) is by an evaluation speaker")
+        self.test_trials = _trial_index(data.test, spec.artifacts[TRIALS], spec.where)
+        self.dev_trials = _trial_index(data.dev, spec.artifacts[DEV_TRIALS], spec.where)
+        self.speakers = sorted(set(data.train["client_id"].to_list()))
+        self.y_train = np.array([self.speakers.index(s) for s in data.train["client_id"].to_list()], dtype=np.int64)
+        self.max_len = int(hp["max_seconds"] * SAMPLE_RATE)
+        self.embed_s, self.forwards = 0.0, 0
+        self.test_scores: np.ndarray | None = None
 
-    from ..audio import SAMPLE_RATE
-    from ..models import get_architecture
-    from ..probe import probe_model
-    from ..train import (cell_record, check_hparams, data_hash, device_description, hparam_extras, lr_factor,
-                         model_provenance, resolve_device, seed_everything, versions)
+    def build(self, rng: np.random.Generator) -> None:
+        spec, hp, data = self.spec, self.hp, self.data
+        self.model = get_architecture(spec.arch).load_sv(spec.model_dir, len(self.speakers), hp).to(self.device)
+        embs = self._embeddings() if self.model.inputs == "embeddings" else [None, None, None]
+        if embs[0] is not None:
+            self.model.fit(torch.from_numpy(embs[0]).to(self.device))
+        self.train_in, self.dev_in, self.test_in = (
+            _Inputs(r, spec.ingest_root, self.max_len, e) for r, e in zip((data.train, data.dev, data.test), embs))
+        self.genders, self.client = data.train["gender"].to_list(), data.train["client_id"].to_list()
+        if self.model.objective == "pairs":  # pairs per epoch (a constant)
+            self.units = len(draw_pairs(self.client, self.genders, np.random.default_rng(0))[0])
+        else:
+            self.units = len(self.y_train)
+        self.total_steps = -(-self.units // hp["batch_size"]) * hp["epochs"]
 
-    artifacts = dict(artifacts or {})
-    architecture = get_architecture(arch)
-    hp = check_hparams(hparams, hparam_extras(task, arch))
-    if threads is not None:
-        hp["threads"] = int(threads)
-    where = f"{task}/{arch}/{target}/{donor or '-'}/seed{seed}"
-    for name in (TRIALS, DEV_TRIALS):
-        if name not in artifacts:
-            raise ConfigError(f"{where}: the {name} artifact is missing (built by the target_artifact rule)")
-
-    torch.set_num_threads(hp["threads"])
-    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-    torch.use_deterministic_algorithms(True, warn_only=True)
-    dev_t = torch.device(resolve_device(device))
-
-    seed_table = read_manifest(Path(seed_table_path))
-    train_rows = cell_manifest(seed_table, target, donor)
-    test_rows, dev_rows = read_manifest(Path(test_path)), read_manifest(Path(dev_path))
-    eval_speakers = set(test_rows["client_id"].to_list()) | set(dev_rows["client_id"].to_list())
-    leak = train_rows.filter(pl.col("client_id").is_in(list(eval_speakers)))
-    if leak.height:
-        raise SubsetError(f"{where}: training clip {leak['utt_id'][0]} ({leak['locale'][0]}) is by an evaluation speaker")
-    test_trials = _trial_index(test_rows, artifacts[TRIALS], where)
-    dev_trials = _trial_index(dev_rows, artifacts[DEV_TRIALS], where)
-    speakers = sorted(set(train_rows["client_id"].to_list()))
-    y_train = np.array([speakers.index(s) for s in train_rows["client_id"].to_list()], dtype=np.int64)
-    max_len = int(hp["max_seconds"] * SAMPLE_RATE)
-    hashed = data_hash(train_rows, Path(test_path), Path(dev_path), artifacts)
-
-    rng = seed_everything(seed)
-    model = architecture.load_sv(Path(model_dir), len(speakers), hp).to(dev_t)
-
-    # Inputs: audio, or a frozen encoder's embeddings (from the caches, else computed here and counted).
-    embed_s, forwards = 0.0, 0
-    if model.inputs == "embeddings":
-        t_emb = time.perf_counter()
-        caches = {n[len(EMBEDDING_PREFIX):]: p for n, p in artifacts.items() if n.startswith(EMBEDDING_PREFIX)}
+    def _embeddings(self) -> list[np.ndarray]:
+        """A frozen encoder's embeddings of the train, dev and test rows: from the caches, else computed here
+        (and counted)."""
+        spec, data, t_emb = self.spec, self.data, time.perf_counter()
+        caches = {n[len(EMBEDDING_PREFIX):]: p for n, p in spec.artifacts.items() if n.startswith(EMBEDDING_PREFIX)}
+        parts = (data.train, data.dev, data.test)
         if caches:
-            from ..embeddings import load_cache
-
             # one read of the cell's own locales (the target and its donor), not of every language's store
-            parts = (train_rows, dev_rows, test_rows)
-            needed = sorted({target, *train_rows["locale"].unique().to_list()})
+            needed = sorted({spec.target, *data.train["locale"].unique().to_list()})
             missing = [loc for loc in needed if loc not in caches]
             if missing:
-                raise ConfigError(f"{where}: no embedding cache (artifact {EMBEDDING_PREFIX}{missing[0]}) for {missing[0]}")
-            ids = [u for r in parts for u in r["utt_id"].to_list()]
-            every = load_cache([caches[loc] for loc in needed], ids)
-            cuts = np.cumsum([r.height for r in parts])[:-1]
-            embs = np.split(every, cuts)
+                raise ConfigError(f"{spec.where}: no embedding cache (artifact {EMBEDDING_PREFIX}{missing[0]}) for {missing[0]}")
+            every = load_cache([caches[loc] for loc in needed], [u for r in parts for u in r["utt_id"].to_list()])
+            embs = np.split(every, np.cumsum([r.height for r in parts])[:-1])
         else:
-            from ..embeddings import embed_rows
-            from ..models.speechllm import FORWARDS
-
             before = FORWARDS["utterances"]
-            embed = architecture.embedder(Path(model_dir), dev_t)
-            embs = [embed_rows(embed, r, ingest_root, hp["max_seconds"], hp["eval_batch_size"], dev_t)
-                    for r in (train_rows, dev_rows, test_rows)]
-            forwards = FORWARDS["utterances"] - before
-        embed_s = time.perf_counter() - t_emb
-        model.fit(torch.from_numpy(embs[0]).to(dev_t))
-    else:
-        embs = [None, None, None]
-    train_in, dev_in, test_in = (_Inputs(r, ingest_root, max_len, e) for r, e in zip((train_rows, dev_rows, test_rows), embs))
+            embed = get_architecture(spec.arch).embedder(spec.model_dir, self.device)
+            embs = [embed_rows(embed, r, spec.ingest_root, self.hp["max_seconds"], self.hp["eval_batch_size"], self.device)
+                    for r in parts]
+            self.forwards = FORWARDS["utterances"] - before
+        self.embed_s = time.perf_counter() - t_emb
+        return embs
 
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimiser = torch.optim.AdamW(params, lr=hp["lr"], weight_decay=hp["weight_decay"])
-    genders = train_rows["gender"].to_list()
-    client = train_rows["client_id"].to_list()
-    if model.objective == "pairs":
-        units = len(draw_pairs(client, genders, np.random.default_rng(0))[0])  # pairs per epoch (a constant)
-    else:
-        units = len(y_train)
-    steps_per_epoch = -(-units // hp["batch_size"])
-    total_steps = steps_per_epoch * hp["epochs"]
-    warmup = int(hp["warmup_ratio"] * total_steps)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimiser, lambda step: lr_factor(step, total_steps, warmup, hp["lr_schedule"]))
+    def epoch_batches(self, epoch: int, rng: np.random.Generator) -> list[Any]:
+        size = self.hp["batch_size"]
+        if self.model.objective == "pairs":
+            first, second, same = draw_pairs(self.client, self.genders, rng)
+            return [(first[lo:lo + size], second[lo:lo + size], same[lo:lo + size]) for lo in range(0, len(first), size)]
+        order = rng.permutation(len(self.y_train))
+        return [(order[lo:lo + size],) for lo in range(0, len(order), size)]
 
-    def embed_all(inputs: _Inputs, n_rows: int) -> Any:
-        out = []
-        for lo in range(0, n_rows, hp["eval_batch_size"]):
-            x, n = inputs.batch(np.arange(lo, min(lo + hp["eval_batch_size"], n_rows)), None, dev_t)
-            out.append(model.embed(x, n))
-        return torch.cat(out)
+    def loss(self, batch: Any, rng: np.random.Generator) -> tuple[Any, int]:
+        model, device = self.model, self.device
+        if model.objective != "pairs":
+            (idx,) = batch
+            x, n = self.train_in.batch(idx, rng, device)
+            return model.speaker_loss(x, n, torch.from_numpy(self.y_train[idx]).to(device)), len(idx)
+        i, j, s = batch
+        x1, n1 = self.train_in.batch(i, rng, device)
+        x2, n2 = self.train_in.batch(j, rng, device)
+        if n1 is None:
+            e1, e2 = model.embed(x1, None), model.embed(x2, None)
+        else:  # one forward over both sides: batch statistics (BatchNorm) see the whole pair batch
+            width = max(x1.shape[1], x2.shape[1])
+            x = torch.cat([torch.nn.functional.pad(x1, (0, width - x1.shape[1])),
+                           torch.nn.functional.pad(x2, (0, width - x2.shape[1]))])
+            e1, e2 = model.embed(x, torch.cat([n1, n2])).split(len(i))
+        return model.pair_loss(e1, e2, torch.from_numpy(s).to(device)), len(i)
 
-    def score_trials(inputs: _Inputs, n_rows: int, trials: tuple[np.ndarray, np.ndarray, np.ndarray]) -> np.ndarray:
-        model.eval()
+    def _score_trials(self, inputs: _Inputs, n_rows: int, trials: tuple[np.ndarray, np.ndarray, np.ndarray]) -> np.ndarray:
+        self.model.eval()
+        size = self.hp["eval_batch_size"]
         with torch.no_grad():
-            emb = embed_all(inputs, n_rows)
+            emb = torch.cat([self.model.embed(*inputs.batch(np.arange(lo, min(lo + size, n_rows)), None, self.device))
+                             for lo in range(0, n_rows, size)])
             _, a, b = trials
-            scores = model.score(emb[torch.from_numpy(a)], emb[torch.from_numpy(b)]).float().cpu().numpy()
-        model.train()
+            scores = self.model.score(emb[torch.from_numpy(a)], emb[torch.from_numpy(b)]).float().cpu().numpy()
+        self.model.train()
         return scores.astype(np.float64)
 
-    best: dict[str, Any] = {"score": -np.inf, "step": 0, "state": None, "eer": None}
-    curve: list[list[float]] = []
-    epoch_loss: list[float] = []
+    def dev_score(self) -> tuple[float, Any]:
+        e = sv_metrics(self._score_trials(self.dev_in, self.data.dev.height, self.dev_trials), self.dev_trials[0])["eer"]
+        return performance("eer", e), e
 
-    def evaluate_dev(step: int) -> None:
-        e = sv_metrics(score_trials(dev_in, dev_rows.height, dev_trials), dev_trials[0])["eer"]
-        curve.append([step, 1.0 - e])
-        if 1.0 - e > best["score"]:  # strict: ties keep the earlier state
-            best.update(score=1.0 - e, step=step, eer=e,
-                        state={k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()})
+    def test(self, best_extra: Any) -> dict[str, Any]:
+        self.test_scores = self._score_trials(self.test_in, self.data.test.height, self.test_trials)
+        labels = self.test_trials[0]
+        return {
+            "metrics": {**sv_metrics(self.test_scores, labels), "dev_eer": float(best_extra)},
+            "dcf": {**DCF_COSTS, "p_target": list(DCF_P_TARGETS), "normalised": True},
+            "primary_metric": "eer", "n_train_speakers": len(self.speakers), "n_test": int(labels.size),
+            "n_test_targets": int(labels.sum()), "n_dev": int(self.dev_trials[0].size),
+            "trials": {"test": Path(self.spec.artifacts[TRIALS]).name, "dev": Path(self.spec.artifacts[DEV_TRIALS]).name},
+        }
 
-    setup_s = time.perf_counter() - t_start
-    t_compute = time.perf_counter()
-    model.train()
-    step = 0
-    for _ in range(hp["epochs"]):
-        losses = []
-        if model.objective == "pairs":
-            first, second, same = draw_pairs(client, genders, rng)
-            batches = [(first[lo:lo + hp["batch_size"]], second[lo:lo + hp["batch_size"]], same[lo:lo + hp["batch_size"]])
-                       for lo in range(0, len(first), hp["batch_size"])]
-        else:
-            order = rng.permutation(len(y_train))
-            batches = [(order[lo:lo + hp["batch_size"]],) for lo in range(0, len(order), hp["batch_size"])]
-        for batch in batches:
-            if model.objective == "pairs":
-                i, j, s = batch
-                x1, n1 = train_in.batch(i, rng, dev_t)
-                x2, n2 = train_in.batch(j, rng, dev_t)
-                if n1 is None:
-                    e1, e2 = model.embed(x1, None), model.embed(x2, None)
-                else:  # one forward over both sides: batch statistics (BatchNorm) see the whole pair batch
-                    width = max(x1.shape[1], x2.shape[1])
-                    x = torch.cat([torch.nn.functional.pad(x1, (0, width - x1.shape[1])),
-                                   torch.nn.functional.pad(x2, (0, width - x2.shape[1]))])
-                    e1, e2 = model.embed(x, torch.cat([n1, n2])).split(len(i))
-                loss = model.pair_loss(e1, e2, torch.from_numpy(s).to(dev_t))
-                size = len(i)
-            else:
-                (idx,) = batch
-                x, n = train_in.batch(idx, rng, dev_t)
-                loss = model.speaker_loss(x, n, torch.from_numpy(y_train[idx]).to(dev_t))
-                size = len(idx)
-            optimiser.zero_grad(set_to_none=True)
-            loss.backward()
-            if hp["max_grad_norm"]:
-                torch.nn.utils.clip_grad_norm_(params, hp["max_grad_norm"])
-            optimiser.step()
-            scheduler.step()
-            losses.append(float(loss.detach()) * size)
-            step += 1
-            if hp["eval_every"] and step % hp["eval_every"] == 0 and step != total_steps:
-                evaluate_dev(step)
-        epoch_loss.append(sum(losses) / max(1, units))
-        if not hp["eval_every"] or step == total_steps:
-            evaluate_dev(step)
+    def probe_input(self) -> tuple[Callable[..., Any] | None, int]:
+        # cached-embedding models (speechllm) never see audio: there is nothing of theirs to probe
+        return (self.model.embed if self.model.inputs == "audio" else None), self.max_len
 
-    model.load_state_dict(best["state"])
-    test_scores = score_trials(test_in, test_rows.height, test_trials)
-    test_metrics = sv_metrics(test_scores, test_trials[0])
-    compute_s = time.perf_counter() - t_compute
-    # cached-embedding models (speechllm) never see audio: there is nothing of theirs to probe
-    probe = probe_model(model.embed, probe_path if model.inputs == "audio" else None, ingest_root, hp["probe_clips"],
-                        max_len, hp["eval_batch_size"], dev_t, seed)
+    def timing(self) -> dict[str, Any]:
+        return {"embed_s": round(self.embed_s, 3), "encoder_forwards": self.forwards}
 
-    result = cell_record(
-        task=task, arch=arch, target=target, donor=donor, seed=seed, train_rows=train_rows, hparams=hp,
-        timing={"setup_s": round(setup_s, 3), "compute_s": round(compute_s, 3), "embed_s": round(embed_s, 3),
-                "encoder_forwards": forwards},
-        device=device_description(dev_t, hp["threads"]), data_hash=hashed, model=model_provenance(Path(model_dir)),
-        versions={k: str(v) for k, v in versions().items()}, config_hash=config_hash, probe=probe,
-        metrics={**test_metrics, "dev_eer": float(best["eer"])},
-        dcf={**DCF_COSTS, "p_target": list(DCF_P_TARGETS), "normalised": True},
-        primary_metric="eer",
-        n_train_speakers=len(speakers),
-        n_test=int(test_trials[0].size),
-        n_test_targets=int(test_trials[0].sum()),
-        n_dev=int(dev_trials[0].size),
-        trials={"test": Path(artifacts[TRIALS]).name, "dev": Path(artifacts[DEV_TRIALS]).name},
-        training={"objective": model.objective, "steps": step, "best_step": best["step"], "dev_curve": curve,
-                  "train_loss": epoch_loss},
-        resumed_from_step=None,
-    )
-    if predictions_out is not None:
-        from ..io import write_tsv
+    def training_info(self) -> dict[str, Any]:
+        return {"objective": self.model.objective}
 
-        labels, a, b = test_trials
-        ids = test_rows["utt_id"].to_list()
-        write_tsv(Path(predictions_out), pl.DataFrame({"label": labels.tolist(), "enrol": [ids[k] for k in a],
-                                                       "test": [ids[k] for k in b], "score": test_scores.tolist()}))
-    write_json(Path(out_path), result)
-    return result
+    def write_predictions(self, path: Path) -> None:
+        labels, a, b = self.test_trials
+        ids = self.data.test["utt_id"].to_list()
+        write_tsv(Path(path), pl.DataFrame({"label": labels.tolist(), "enrol": [ids[k] for k in a],
+                                            "test": [ids[k] for k in b], "score": self.test_scores.tolist()}))
 
 
 SV = register(Task(
-    name="sv", labels=(), label_column="client_id", primary="eer", metrics=("auc",), run=run_sv_cell,
+    name="sv", labels=(), label_column="client_id", primary="eer", metrics=("auc",), cell=SvCell,
     target_artifacts={TRIALS: build_trials, DEV_TRIALS: build_dev_trials},
     # pool_layers: mHuBERT's embeddings average the last so many hidden states (the study: 4)
     hparams={"pool_layers": 4},

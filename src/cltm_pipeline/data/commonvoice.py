@@ -16,7 +16,8 @@ from typing import Callable, Iterator
 import numpy as np
 import polars as pl
 
-from .io import stable_hash
+from cltm_pipeline.errors import CorpusError
+from cltm_pipeline.io import stable_hash
 
 __all__ = [
     "GENDERS",
@@ -57,9 +58,6 @@ _EXTENSION = re.compile(r"\.[A-Za-z0-9]+$")
 #: CV's own speaker-disjoint split files, in the order membership is assigned.
 SPLIT_FILES = ("test", "dev", "train")
 
-
-class CorpusError(ValueError):
-    """Bad or missing corpus input; the message is one line naming the file and what is wrong."""
 
 
 def normalise_gender(raw: str | None) -> str:

@@ -1,7 +1,7 @@
 """Ingestion of one Common Voice locale: metadata table, decoded audio cache, quarantine report.
 
 Memory does not grow with the locale: one chunked pass over ``validated.tsv`` keeps a few bytes per row
-(:class:`~cltm_pipeline.commonvoice.LocaleScan`); only the evaluation clips and a hash-ranked sample of the
+(:class:`~cltm_pipeline.data.commonvoice.LocaleScan`); only the evaluation clips and a hash-ranked sample of the
 training-eligible clips (the pool the grid can draw from, ``pool_clips``) are read in full and decoded, and
 decoded clips go straight to the on-disk store in order, a bounded window of chunks in flight.
 """
@@ -20,10 +20,11 @@ from typing import Iterator, Sequence
 import numpy as np
 import polars as pl
 
-from .audio import SAMPLE_RATE, decode_clips
-from .commonvoice import GENDERS, CorpusError, LocaleScan, read_locale, scan_locale
-from .io import NpyAppender, write_json, write_parquet, write_tsv
-from .progress import Progress
+from cltm_pipeline.data.audio import SAMPLE_RATE, decode_clips
+from cltm_pipeline.data.commonvoice import GENDERS, LocaleScan, read_locale, scan_locale
+from cltm_pipeline.errors import CorpusError
+from cltm_pipeline.io import NpyAppender, write_json, write_parquet, write_tsv
+from cltm_pipeline.progress import Progress
 
 __all__ = ["IngestResult", "capped", "pool_sample", "decode_stream", "ingest_locale"]
 
@@ -82,7 +83,7 @@ def pool_sample(scan: LocaleScan, eligible: np.ndarray, pool_clips: int | None) 
 def _main_module_hidden() -> Iterator[None]:
     """Start worker processes without re-running the main script in each (what spawn and forkserver do):
     ``cltm``'s imports the whole CLI (polars and more), seconds per worker; the workers need only
-    ``cltm_pipeline.audio``."""
+    ``cltm_pipeline.data.audio``."""
     main = sys.modules["__main__"]
     saved = {k: main.__dict__[k] for k in ("__file__", "__spec__") if k in main.__dict__}
     main.__dict__.pop("__file__", None)
@@ -107,7 +108,7 @@ def decode_stream(
     # forkserver: a forked copy of a process running polars' thread pool can deadlock; workers fork from a
     # server that has imported only the decoder, so they start in milliseconds and stay small
     ctx = multiprocessing.get_context("forkserver")
-    ctx.set_forkserver_preload(["cltm_pipeline.audio"])
+    ctx.set_forkserver_preload(["cltm_pipeline.data.audio"])
     with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
         window: deque = deque()
         for k, job in enumerate(jobs):

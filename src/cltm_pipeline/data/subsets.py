@@ -14,14 +14,14 @@ from typing import Literal, Mapping, Sequence
 
 import polars as pl
 
-from .io import stable_hash
-from .text import normalise
+from cltm_pipeline.errors import SubsetError
+from cltm_pipeline.io import stable_hash
+from cltm_pipeline.text import normalise
 
 __all__ = [
-    "SINGLE",
-    "cell_kind",
-    "SubsetError",
     "SubsetSpec",
+    "PROBE_MAX_CLIPS",
+    "build_probe_set",
     "MANIFEST_COLUMNS",
     "eval_sets",
     "draw_seed",
@@ -40,20 +40,6 @@ MANIFEST_COLUMNS = (
 )
 BINARY = ("female", "male")
 #: How a single cell (no donor) is spelt where a donor name is expected: paths, CLI, TSVs.
-SINGLE = "-"
-
-
-def cell_kind(target: str, donor: str | None) -> str:
-    """single (no donor, or SINGLE), self (donor is the target) or dual."""
-    if donor is None or donor == SINGLE:
-        return "single"
-    return "self" if donor == target else "dual"
-
-
-class SubsetError(ValueError):
-    """A subset cannot be drawn or breaks a protocol invariant; one line naming target, locale and why."""
-
-
 @dataclass(frozen=True)
 class SubsetSpec:
     """How one task draws its subsets (from the task's config block)."""
@@ -339,3 +325,19 @@ def check_capacity(spec: SubsetSpec, tables: Mapping[str, pl.DataFrame]) -> None
                     f"tasks.{spec.task}.regime: locale {locale} has {got:g} {who}training {what} outside its test/dev "
                     f"speakers, the self cell needs {need:g} (2 x n={spec.n:g}{' split over 2 genders' if share == 2 else ''})"
                 )
+
+
+# ------------------------------------------------------------------------------------- probe set
+
+#: Clips per language kept in the stored probe set; ``hparams.probe_clips`` uses the first ones of these.
+PROBE_MAX_CLIPS = 64
+
+
+def build_probe_set(spec: SubsetSpec, tables: Mapping[str, pl.DataFrame], per_language: int = PROBE_MAX_CLIPS) -> pl.DataFrame:
+    """Up to ``per_language`` dev-set clips of every language of the task, in a seed-independent hashed order."""
+    parts = []
+    for locale in spec.languages:
+        _, dev = eval_sets(spec, locale, tables[locale])
+        ranked = dev.with_columns(pl.col("utt_id").map_elements(lambda u: stable_hash("probe", u), return_dtype=pl.UInt64).alias("_k"))
+        parts.append(ranked.sort("_k").head(per_language).drop("_k").with_columns(pl.lit("probe").alias("part")))
+    return pl.concat(parts)

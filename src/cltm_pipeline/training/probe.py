@@ -9,33 +9,22 @@ out, says how linearly separable the languages are, and a 2-D PCA of the embeddi
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Callable
 
 import numpy as np
 import polars as pl
+import torch
 
-from .io import stable_hash
-from .subsets import SubsetSpec, eval_sets
+from cltm_pipeline.data.audio import Clips
+from cltm_pipeline.io import read_manifest
 
-__all__ = ["PROBE_MAX_CLIPS", "build_probe_set", "language_probe", "probe_model"]
-
-#: Clips per language kept in the stored probe set; ``hparams.probe_clips`` uses the first ones of these.
-PROBE_MAX_CLIPS = 64
-
-
-def build_probe_set(spec: SubsetSpec, tables: Mapping[str, pl.DataFrame], per_language: int = PROBE_MAX_CLIPS) -> pl.DataFrame:
-    """Up to ``per_language`` dev-set clips of every language of the task, in a seed-independent hashed order."""
-    parts = []
-    for locale in spec.languages:
-        _, dev = eval_sets(spec, locale, tables[locale])
-        ranked = dev.with_columns(pl.col("utt_id").map_elements(lambda u: stable_hash("probe", u), return_dtype=pl.UInt64).alias("_k"))
-        parts.append(ranked.sort("_k").head(per_language).drop("_k").with_columns(pl.lit("probe").alias("part")))
-    return pl.concat(parts)
+__all__ = ["language_probe", "probe_model"]
 
 
 def language_probe(emb: np.ndarray, locales: list[str], speakers: list[str], seed: int = 0) -> dict[str, Any] | None:
     """Speaker-grouped cross-validated accuracy of a logistic regression of language on ``emb``, chance
     level (majority share) and a 2-D PCA; None with fewer than two languages or two speakers per language."""
+    # scikit-learn costs ~1.2 s to import: only cells that probe pay it
     from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import StratifiedGroupKFold, cross_val_predict
     from sklearn.pipeline import make_pipeline
@@ -74,11 +63,6 @@ def probe_model(
     """Embed the first ``per_language`` clips of each language of the probe set at ``probe_path`` with
     ``embed(waves, lengths)`` (a trained model's pooling, in eval mode, no gradients) and probe them with
     :func:`language_probe`; None when probing is off (no probe set, or ``per_language`` 0)."""
-    import torch
-
-    from .io import read_manifest
-    from .train import Clips
-
     if probe_path is None or per_language <= 0:
         return None
     probe = read_manifest(Path(probe_path))

@@ -12,10 +12,11 @@ from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
+import polars as pl
 import soundfile as sf
 import soxr
 
-__all__ = ["SAMPLE_RATE", "MIN_SECONDS", "Decoded", "decode_clip", "decode_clips", "to_int16", "AudioCache"]
+__all__ = ["SAMPLE_RATE", "MIN_SECONDS", "Decoded", "decode_clip", "decode_clips", "to_int16", "AudioCache", "Clips"]
 
 SAMPLE_RATE = 16_000
 #: Shorter clips are quarantined: below one 25 ms frame plus margin no encoder gives a frame, and a CV clip
@@ -91,3 +92,32 @@ class AudioCache:
     def open(path: str) -> "AudioCache":
         """A process-wide shared handle per cache file (training touches a few locales many times)."""
         return AudioCache(Path(path))
+
+
+class Clips:
+    """Audio of a manifest's rows, read through the per-locale caches, cropped or padded to a fixed length."""
+
+    def __init__(self, rows: pl.DataFrame, ingest_root: Path):
+        self.caches = {loc: AudioCache.open(str(Path(ingest_root) / loc / "audio.npy")) for loc in rows["locale"].unique().to_list()}
+        self.locale = rows["locale"].to_list()
+        self.offset = rows["offset"].to_list()
+        self.length = rows["num_samples"].to_list()
+
+    def batch(self, idx: np.ndarray, max_len: int, rng: np.random.Generator | None) -> tuple[np.ndarray, np.ndarray]:
+        """Clips ``idx`` as ``[B, max_len]`` float32 (zero-padded at the end) and their valid lengths.
+
+        A clip longer than ``max_len`` is cropped: at a random start when ``rng`` is given (training),
+        at the centre otherwise (evaluation, deterministic).
+        """
+        out = np.zeros((len(idx), max_len), dtype=np.float32)
+        lengths = np.zeros(len(idx), dtype=np.int64)
+        for k, i in enumerate(idx):
+            n = self.length[i]
+            if n > max_len:
+                start = int(rng.integers(0, n - max_len + 1)) if rng is not None else (n - max_len) // 2
+                n = max_len
+            else:
+                start = 0
+            out[k, :n] = self.caches[self.locale[i]].get(self.offset[i] + start, n)
+            lengths[k] = n
+        return out, lengths

@@ -18,20 +18,21 @@ make finished cells stale.
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
-import time
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 import polars as pl
+import torch
 
-from .io import read_manifest, write_json, write_npy
-from .progress import Progress
+from cltm_pipeline.data.audio import SAMPLE_RATE, Clips
+from cltm_pipeline.models.registry import model_provenance
+from cltm_pipeline.io import write_json, write_npy
+from cltm_pipeline.progress import Progress
 
-__all__ = ["cache_spec", "embed_rows", "update_cache", "load_cache", "store_dir", "add_embed_parser"]
+__all__ = ["cache_spec", "embed_rows", "update_cache", "load_cache", "store_dir"]
 
 _FORMAT = 1
 #: Clips embedded between progress lines.
@@ -45,8 +46,6 @@ def store_dir(manifest: Path) -> Path:
 
 def cache_spec(arch: str, model_dir: Path, locale: str, max_seconds: float, ingest_root: Path) -> dict[str, Any]:
     """What a locale's cached embeddings depend on (written as the manifest, hashed by every cell)."""
-    from .train import model_provenance
-
     summary = Path(ingest_root) / locale / "ingest.json"
     ingest = hashlib.sha256(summary.read_bytes()).hexdigest() if summary.is_file() else None
     return {"format": _FORMAT, "arch": arch, "model": model_provenance(Path(model_dir)), "locale": locale,
@@ -58,11 +57,6 @@ def embed_rows(embed: Callable[..., Any], rows: pl.DataFrame, ingest_root: Path,
                batch_size: int, device: Any) -> np.ndarray:
     """Embeddings ``[rows, D]`` (float32) of ``rows`` by the frozen ``embed(waves, lengths)``; clips longer
     than ``max_seconds`` are centre-cropped (the evaluation crop of training)."""
-    import torch
-
-    from .audio import SAMPLE_RATE
-    from .train import Clips
-
     if rows.height == 0:
         return np.zeros((0, 0), dtype=np.float32)
     clips = Clips(rows, ingest_root)
@@ -139,39 +133,3 @@ def load_cache(manifests: Sequence[Path], utt_ids: Sequence[str]) -> np.ndarray:
         raise KeyError(f"{len(missing)} utterance(s) not in the embedding cache, e.g. {missing[0]} "
                        f"(caches: {', '.join(str(m) for m in manifests)})")
     return np.stack([found[u] for u in utt_ids]).astype(np.float32)
-
-
-def cmd_embed(args: argparse.Namespace) -> None:
-    """Cache a frozen encoder's embeddings of one locale's utterances that the task uses (once per clip)."""
-    import torch
-
-    from .models import get_architecture
-    from .train import check_hparams, hparam_extras, resolve_device
-
-    hp = check_hparams(json.loads(args.hparams), hparam_extras(args.task, args.arch))
-    torch.set_num_threads(args.threads or hp["threads"])
-    architecture = get_architecture(args.arch)
-    rows = pl.concat([read_manifest(Path(p)) for p in args.manifests]).filter(pl.col("locale") == args.locale)
-    device = torch.device(resolve_device(args.device))
-    spec = cache_spec(args.arch, Path(args.model_dir), args.locale, hp["max_seconds"], Path(args.ingest_root))
-    t0 = time.perf_counter()
-    embed = architecture.embedder(Path(args.model_dir), device)
-    counts = update_cache(Path(args.out), spec, rows, embed, Path(args.ingest_root), hp["eval_batch_size"], device)
-    print(f"embed {args.task}/{args.arch}/{args.locale}: {counts} in {time.perf_counter() - t0:.1f} s")
-
-
-def add_embed_parser(subparsers: Any) -> argparse.ArgumentParser:
-    """Add ``cltm embed`` to the ``cltm`` subparsers."""
-    s = subparsers.add_parser("embed", help=cmd_embed.__doc__)
-    s.add_argument("--task", required=True)
-    s.add_argument("--arch", required=True, help="an architecture with embedding_cache (e.g. speechllm)")
-    s.add_argument("--model-dir", required=True)
-    s.add_argument("--locale", required=True)
-    s.add_argument("--manifests", nargs="+", required=True, help="evaluation sets and seed tables; rows of --locale are embedded")
-    s.add_argument("--ingest-root", required=True)
-    s.add_argument("--hparams", required=True, help="the architecture's hyper-parameters as JSON (max_seconds, eval_batch_size)")
-    s.add_argument("--device", default="auto")
-    s.add_argument("--threads", type=int)
-    s.add_argument("--out", required=True, help="the cache manifest <locale>.json (shards go to <locale>.store/)")
-    s.set_defaults(func=cmd_embed)
-    return s

@@ -1,0 +1,75 @@
+"""Every results path, stated once: the rules (through common.smk), the CLI, the worker, the learning curve
+and ``cltm status`` build them here.
+
+Patterns are relative to the config's ``results`` directory; ``{name}`` fields are Snakemake wildcards
+until :func:`path` fills them.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from cltm_pipeline.protocol import SINGLE
+
+__all__ = ["PATTERNS", "CELL_DIR", "path", "cell_files", "run_metrics"]
+
+#: One cell's directory under ``runs/<task>/<arch>/`` (donor "-" is the single cell).
+CELL_DIR = "{target}/{donor}/seed{seed}"
+
+PATTERNS: dict[str, str] = {
+    "ingest": "ingest",
+    "ingest.table": "ingest/{locale}/utterances.parquet",
+    "ingest.audio": "ingest/{locale}/audio.npy",
+    "ingest.quarantine": "ingest/{locale}/quarantine.tsv",
+    "ingest.summary": "ingest/{locale}/ingest.json",
+    "subsets.test": "subsets/{task}/{target}/test.tsv",
+    "subsets.dev": "subsets/{task}/{target}/dev.tsv",
+    "subsets.seed_table": "subsets/{task}/{target}/seed{seed}.tsv",
+    "subsets.seed_stats": "subsets/{task}/{target}/seed{seed}.json",
+    "subsets.target_artifact": "subsets/{task}/{target}/{artifact}",
+    "subsets.task_artifact": "subsets/{task}/{artifact}",
+    "subsets.probe": "subsets/{task}/probe.tsv",
+    "runs": "runs/{task}/{arch}",
+    "runs.metrics": "runs/{task}/{arch}/" + CELL_DIR + "/metrics.json",
+    "runs.failed": "runs/{task}/{arch}/" + CELL_DIR + "/failed.json",
+    # one worker job (and log) per (task, arch, target, seed group "3" or "0+1+2+3") trains all its cells
+    "runs.flag": "runs/{task}/{arch}/{target}/seed{seeds}.done",
+    "logs.runs": "logs/runs/{task}/{arch}/{target}/seed{seeds}.log",
+    "matrices": "matrices/{task}/{arch}",
+    "matrices.summary": "matrices/{task}/{arch}/summary.json",
+    "matrices.cells": "matrices/{task}/{arch}/cells.tsv",
+    "matrices.cltm": "matrices/{task}/{arch}/cltm.tsv",
+    "matrices.analysis": "matrices/{task}/{arch}/analysis.json",
+    "learning_curve.runs": "learning_curve/{task}/{arch}/runs",
+    "learning_curve.curve": "learning_curve/{task}/{arch}/curve.tsv",
+    "learning_curve.recommendation": "learning_curve/{task}/{arch}/recommendation.json",
+    "typology": "typology/uriel.json",
+    "report": "report/index.html",
+}
+
+
+def path(results: str | Path, name: str, **fields: object) -> str:
+    """The pattern ``name`` under ``results``, with the given fields filled in and the others left as
+    wildcards (``{task}``)."""
+    pattern = PATTERNS[name]
+    for key, value in fields.items():
+        pattern = re.sub(r"\{" + re.escape(key) + r"\}", str(value).replace("\\", "\\\\"), pattern)
+    return f"{results}/{pattern}"
+
+
+def cell_files(runs_dir: Path, target: str, donor: str | None, seed: int) -> tuple[Path, Path]:
+    """(metrics.json, failed.json) of one cell under a ``runs/<task>/<arch>`` directory."""
+    d = Path(runs_dir) / CELL_DIR.format(target=target, donor=donor or SINGLE, seed=seed)
+    return d / "metrics.json", d / "failed.json"
+
+
+def run_metrics(runs_dir: Path, languages: list[str] | None = None, seeds: list[int] | None = None) -> list[Path]:
+    """Every cell's metrics.json under a ``runs/<task>/<arch>`` directory, restricted to languages and seeds if
+    given."""
+    langs, keep = set(languages or []), set(seeds or [])
+    return [
+        p for p in sorted(Path(runs_dir).glob("*/*/seed*/metrics.json"))
+        if (not langs or (p.parts[-4] in langs and p.parts[-3] in langs | {SINGLE}))
+        and (not keep or int(p.parts[-2].removeprefix("seed")) in keep)
+    ]

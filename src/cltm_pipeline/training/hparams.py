@@ -1,0 +1,75 @@
+"""Hyper-parameters: the defaults every task shares and their checks; tasks and architectures add their own keys."""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+from cltm_pipeline.errors import ConfigError
+from cltm_pipeline.models import get_architecture
+from cltm_pipeline.tasks import get_task
+
+__all__ = ["HPARAM_DEFAULTS", "check_hparams", "hparam_extras"]
+
+#: Hyper-parameters a config may set, and their defaults (the study's where it had one: 1 epoch, lr 1e-5,
+#: best checkpoint by dev macro-F1). ``eval_every``: evaluate dev every so many optimiser steps (None:
+#: after each epoch; the last step is always evaluated). ``threads``: torch intra-op threads (1 lets two
+#: cells share two cores). ``lr_schedule``: "linear" decay to 0 after ``warmup_ratio`` of the steps
+#: (Hugging Face Trainer's default), or "constant". ``checkpoint_every``: write ``checkpoint.pt`` beside
+#: metrics.json every so many optimiser steps (atomically), so a cell killed mid-training (time limit,
+#: preemption, node failure) resumes there with the same final metrics as an uninterrupted run; None: no
+#: checkpoints. It does not change the results; the checkpoint is deleted once metrics.json is written.
+#: ``probe_clips``: clips per language of the held-out probe set (``cltm_pipeline.training.probe``) on which the
+#: trained model's pooled embeddings are probed for language identity; 0: no probe.
+HPARAM_DEFAULTS: dict[str, Any] = {
+    "epochs": 1,
+    "lr": 1e-5,
+    "batch_size": 8,
+    "max_seconds": 5.0,
+    "weight_decay": 0.0,
+    "freeze_feature_encoder": True,
+    "eval_every": None,
+    "threads": 1,
+    "max_grad_norm": 1.0,
+    "lr_schedule": "linear",
+    "warmup_ratio": 0.0,
+    "eval_batch_size": 32,
+    "checkpoint_every": None,
+    "probe_clips": 0,
+}
+
+
+def check_hparams(hparams: Mapping[str, Any] | None, extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Defaults filled in; a misspelt or out-of-range key is a one-line ConfigError, not a silent default.
+
+    ``extra``: the keys (with defaults) a task or architecture adds to :data:`HPARAM_DEFAULTS`."""
+    hp = dict(hparams or {})
+    defaults = {**HPARAM_DEFAULTS, **(extra or {})}
+    unknown = sorted(set(hp) - set(defaults))
+    if unknown:
+        raise ConfigError(f"hparams: unknown key(s) {', '.join(unknown)} (known: {', '.join(sorted(defaults))})")
+    hp = {**defaults, **hp}
+    positive = ("epochs", "lr", "batch_size", "max_seconds", "threads", "eval_batch_size")
+    for key in positive:
+        if not isinstance(hp[key], (int, float)) or isinstance(hp[key], bool) or hp[key] <= 0:
+            raise ConfigError(f"hparams.{key}: must be a positive number, got {hp[key]!r}")
+    for key in ("epochs", "batch_size", "threads", "eval_batch_size"):
+        if int(hp[key]) != hp[key]:
+            raise ConfigError(f"hparams.{key}: must be an integer, got {hp[key]!r}")
+        hp[key] = int(hp[key])
+    if hp["eval_every"] is not None and (not isinstance(hp["eval_every"], int) or hp["eval_every"] <= 0):
+        raise ConfigError(f"hparams.eval_every: must be a positive integer or null, got {hp['eval_every']!r}")
+    ce = hp["checkpoint_every"]
+    if ce is not None and (not isinstance(ce, int) or isinstance(ce, bool) or ce <= 0):
+        raise ConfigError(f"hparams.checkpoint_every: must be a positive integer or null, got {ce!r}")
+    if hp["lr_schedule"] not in ("linear", "constant"):
+        raise ConfigError(f"hparams.lr_schedule: must be 'linear' or 'constant', got {hp['lr_schedule']!r}")
+    if not isinstance(hp["probe_clips"], int) or isinstance(hp["probe_clips"], bool) or hp["probe_clips"] < 0:
+        raise ConfigError(f"hparams.probe_clips: must be a whole number >= 0, got {hp['probe_clips']!r}")
+    if not 0 <= hp["warmup_ratio"] < 1:
+        raise ConfigError(f"hparams.warmup_ratio: must be in [0, 1), got {hp['warmup_ratio']!r}")
+    return hp
+
+
+def hparam_extras(task: str, arch: str) -> dict[str, Any]:
+    """The hyper-parameters (with defaults) a task and an architecture add to :data:`HPARAM_DEFAULTS`."""
+    return {**get_task(task).hparams, **get_architecture(arch).hparams}
