@@ -44,15 +44,23 @@ PATTERNS: dict[str, str] = {
     "learning_curve.runs": "learning_curve/{task}/{arch}/runs",
     "learning_curve.curve": "learning_curve/{task}/{arch}/curve.tsv",
     "learning_curve.recommendation": "learning_curve/{task}/{arch}/recommendation.json",
+    "embeddings": "embeddings/{task}/{arch}/{locale}.json",
+    "ready.ingested": "ready/{task}/ingested.json",
+    "ready.seed_tables": "ready/{task}/seed_tables.json",
+    "ready.embeddings": "ready/{task}/{arch}/embeddings.json",
     "typology": "typology/uriel.json",
     "report": "report/index.html",
+    "report.figure": "report/figures/{task}_{arch}_{kind}.html",
+    # a job's log and its benchmark (wall and CPU seconds), named after the rule and its wildcards
+    "logs": "logs/{name}.log",
+    "benchmarks": "benchmarks/{name}.tsv",
 }
 
 
-def path(results: str | Path, name: str, **fields: object) -> str:
-    """The pattern ``name`` under ``results``, with the given fields filled in and the others left as
+def path(results: str | Path, which: str, /, **fields: object) -> str:
+    """The pattern ``which`` under ``results``, with the given fields filled in and the others left as
     wildcards (``{task}``)."""
-    pattern = PATTERNS[name]
+    pattern = PATTERNS[which]
     for key, value in fields.items():
         pattern = re.sub(r"\{" + re.escape(key) + r"\}", str(value).replace("\\", "\\\\"), pattern)
     return f"{results}/{pattern}"

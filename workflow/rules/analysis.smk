@@ -10,11 +10,11 @@ rule typology:
     input:
         sheet=SHEET,
     output:
-        f"{RESULTS}/typology/uriel.json",
+        P("typology"),
     params:
         locales=" ".join(LOCALES),
     log:
-        f"{RESULTS}/logs/typology.log",
+        P("logs", name="typology"),
     conda:
         "../envs/cpu.yaml"
     shell:
@@ -23,18 +23,18 @@ rule typology:
 
 rule analyse:
     input:
-        summary=f"{RESULTS}/matrices/{{task}}/{{arch}}/summary.json",
-        cells=f"{RESULTS}/matrices/{{task}}/{{arch}}/cells.tsv",
-        typology=f"{RESULTS}/typology/uriel.json",
+        summary=P("matrices.summary"),
+        cells=P("matrices.cells"),
+        typology=P("typology"),
         sheet=SHEET,
     output:
-        f"{RESULTS}/matrices/{{task}}/{{arch}}/analysis.json",
+        P("matrices.analysis"),
     params:
-        runs_dir=lambda w: f"{RESULTS}/runs/{w.task}/{w.arch}",
+        runs_dir=lambda w: P("runs", task=w.task, arch=w.arch),
         seeds=lambda w: " ".join(map(str, CFG.seeds(w.task))),
         seed=CFG.raw["inference"]["seed"],
     log:
-        f"{RESULTS}/logs/analysis/{{task}}/{{arch}}.log",
+        P("logs", name="analysis/{task}/{arch}"),
     conda:
         "../envs/cpu.yaml"
     shell:
@@ -43,22 +43,14 @@ rule analyse:
         " --out {output:q} > {log:q} 2>&1"
 
 
-# (validated with the rest of the config in common.smk)
-LC = CFG.raw.get("learning_curve")
-
-
-# The learning curve's recommendation, if the config asks for one (an input of the report).
-LC_OUTPUTS = [] if LC is None else [f"{RESULTS}/learning_curve/{LC['task']}/{LC['arch']}/recommendation.json"]
-
-
 rule learning_curve:
     input:
         tables=lambda w: [ingest_table(loc) for loc in LC["languages"]],
-        audio=lambda w: [f"{RESULTS}/ingest/{loc}/audio.npy" for loc in LC["languages"]],
+        audio=lambda w: [P("ingest.audio", locale=loc) for loc in LC["languages"]],
         model=model_flag,
     output:
-        curve=f"{RESULTS}/learning_curve/{{task}}/{{arch}}/curve.tsv",
-        rec=f"{RESULTS}/learning_curve/{{task}}/{{arch}}/recommendation.json",
+        curve=P("learning_curve.curve"),
+        rec=P("learning_curve.recommendation"),
     params:
         spec=lambda w: subset_spec_json(w.task),
         hparams=lambda w: arch_hparams_json(w.task, w.arch),
@@ -69,9 +61,9 @@ rule learning_curve:
         z=lambda w: LC["z"],
     threads: lambda w: LC["jobs"]
     log:
-        f"{RESULTS}/logs/learning_curve/{{task}}/{{arch}}.log",
+        P("logs", name="learning_curve/{task}/{arch}"),
     benchmark:
-        f"{RESULTS}/benchmarks/learning_curve/{{task}}/{{arch}}.tsv"
+        P("benchmarks", name="learning_curve/{task}/{arch}")
     conda:
         "../envs/gpu.yaml"
     shell:

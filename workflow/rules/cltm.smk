@@ -7,11 +7,11 @@ rule matrix:
     input:
         runs=matrix_runs,
     output:
-        cltm=f"{RESULTS}/matrices/{{task}}/{{arch}}/cltm.tsv",
-        cells=f"{RESULTS}/matrices/{{task}}/{{arch}}/cells.tsv",
-        summary=f"{RESULTS}/matrices/{{task}}/{{arch}}/summary.json",
+        cltm=P("matrices.cltm"),
+        cells=P("matrices.cells"),
+        summary=P("matrices.summary"),
     params:
-        runs_dir=lambda w: f"{RESULTS}/runs/{w.task}/{w.arch}",
+        runs_dir=lambda w: P("runs", task=w.task, arch=w.arch),
         languages=lambda w: " ".join(CFG.raw["tasks"][w.task]["languages"]),
         seeds=lambda w: " ".join(map(str, CFG.seeds(w.task))),
         metric=lambda w: CFG.raw["tasks"][w.task]["metric"],
@@ -20,7 +20,7 @@ rule matrix:
         ci=CFG.raw["inference"]["ci"],
         seed=CFG.raw["inference"]["seed"],
     log:
-        f"{RESULTS}/logs/matrices/{{task}}/{{arch}}.log",
+        P("logs", name="matrices/{task}/{arch}"),
     conda:
         "../envs/cpu.yaml"
     shell:

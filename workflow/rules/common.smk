@@ -11,14 +11,12 @@ from pathlib import Path
 # worker training on; cltm_pipeline.cli).
 shell.prefix(f'export PATH="{Path(sys.executable).parent}:$PATH" CLTM_PARENT_PID={os.getpid()}; ')
 
-from cltm_pipeline.config import load_config, read_yaml
-from cltm_pipeline.errors import ConfigError
-from cltm_pipeline.errors import SubsetError
-from cltm_pipeline.config import config_hash
+from cltm_pipeline import layout
+from cltm_pipeline.config import config_hash, load_config, read_yaml
+from cltm_pipeline.errors import ConfigError, CorpusError, SubsetError
 from cltm_pipeline.protocol import SINGLE
-from cltm_pipeline.workflow import check_release_capacity, pool_sizes, seed_groups, stale_flags
-from cltm_pipeline.errors import CorpusError
 from cltm_pipeline.tasks import TASKS as TASK_REGISTRY, artifact_names
+from cltm_pipeline.workflow import check_release_capacity, pool_sizes, seed_groups, stale_flags
 
 try:
     for _configfile in workflow.configfiles:  # Snakemake's own YAML loading keeps a duplicated key silently
@@ -40,7 +38,7 @@ if workflow.is_main_process:
         else:
             _absent[(_task, _arch)] = _absent.get((_task, _arch), 0) + 1
         for _name in ("cltm.tsv", "cells.tsv", "summary.json"):  # the matrix rule's outputs (cltm.smk)
-            Path(CFG.raw["results"], "matrices", _task, _arch, _name).unlink(missing_ok=True)
+            Path(layout.path(CFG.raw["results"], "matrices", task=_task, arch=_arch), _name).unlink(missing_ok=True)
     for (_task, _arch), _n in _absent.items():
         logger.warning(f"{_task}/{_arch}: {_n} worker flag(s) missing while the matrix exists (new seeds or "
                        "languages, or flags deleted): the matrix is rebuilt after them")
@@ -68,11 +66,21 @@ POOL_CLIPS = pool_sizes(CFG)
 logger.info("ingest pools (clips per binary gender, sized from the grid): " + ", ".join(f"{k} {v:,}" for k, v in POOL_CLIPS.items()))
 
 RESULTS = CFG.raw["results"]
+
+
+def P(which, /, **fields):
+    """A results path from the one layout (cltm_pipeline.layout); unfilled fields stay wildcards."""
+    return layout.path(RESULTS, which, **fields)
+
 # relative to the working directory, else to this workflow's directory (config.resolve_path), as validated
 SHEET = str(CFG.sheet)
 RELEASE = CFG.raw["release"]
 LOCALES = CFG.locales
 TASKS = CFG.tasks
+# The optional learning curve (validated with the rest of the config above) and its recommendation, an
+# input of the report.
+LC = CFG.raw.get("learning_curve")
+LC_OUTPUTS = [] if LC is None else [P("learning_curve.recommendation", task=LC["task"], arch=LC["arch"])]
 
 
 wildcard_constraints:
@@ -93,7 +101,7 @@ def subset_spec_json(task, with_languages=True):
 
 
 def ingest_table(locale):
-    return f"{RESULTS}/ingest/{locale}/utterances.parquet"
+    return P("ingest.table", locale=locale)
 
 
 #: What ingestion reads of a locale besides its clips (split files and durations are optional in a release).
@@ -169,7 +177,7 @@ def cell_donors(task):
 def matrix_runs(wildcards):
     """The worker flags of every (target, seed group) of one matrix."""
     return [
-        f"{RESULTS}/runs/{wildcards.task}/{wildcards.arch}/{t}/seed{g}.done"
+        P("runs.flag", task=wildcards.task, arch=wildcards.arch, target=t, seeds=g)
         for g in seed_groups(CFG, wildcards.task, wildcards.arch)
         for t in CFG.raw["tasks"][wildcards.task]["languages"]
     ]
@@ -181,7 +189,7 @@ def matrices():
 
 def all_outputs():
     """The default target: every matrix (and so every run), and the report."""
-    return [*(f"{RESULTS}/matrices/{task}/{arch}/cltm.tsv" for task, arch in matrices()), f"{RESULTS}/report/index.html"]
+    return [*(P("matrices.cltm", task=task, arch=arch) for task, arch in matrices()), P("report")]
 
 
 def artifact_pattern(kind):
@@ -193,8 +201,8 @@ def artifact_pattern(kind):
 def cell_artifacts(task, target):
     """NAME -> path of every artifact a task declares, as the cells of ``target`` receive them."""
     spec = TASK_REGISTRY[task]
-    out = {n: f"{RESULTS}/subsets/{task}/{target}/{n}" for n in spec.target_artifacts}
-    out.update({n: f"{RESULTS}/subsets/{task}/{n}" for n in spec.task_artifacts})
+    out = {n: P("subsets.target_artifact", task=task, target=target, artifact=n) for n in spec.target_artifacts}
+    out.update({n: P("subsets.task_artifact", task=task, artifact=n) for n in spec.task_artifacts})
     return out
 
 
@@ -205,22 +213,22 @@ def embedding_artifacts(task, arch):
 
     if not get_architecture(arch).embedding_cache:
         return {}
-    return {f"emb:{loc}": f"{RESULTS}/embeddings/{task}/{arch}/{loc}.json" for loc in CFG.raw["tasks"][task]["languages"]}
+    return {f"emb:{loc}": P("embeddings", task=task, arch=arch, locale=loc) for loc in CFG.raw["tasks"][task]["languages"]}
 
 
 def seed_tables(wildcards):
     """Every seed table of a task (every target and seed)."""
     task = wildcards.task
-    return [f"{RESULTS}/subsets/{task}/{t}/seed{s}.tsv" for t in CFG.raw["tasks"][task]["languages"] for s in CFG.seeds(task)]
+    return [P("subsets.seed_table", task=task, target=t, seed=s) for t in CFG.raw["tasks"][task]["languages"] for s in CFG.seeds(task)]
 
 
 def embed_manifests(wildcards):
     """What the embed job of a locale reads: the locale's evaluation sets and every seed table of the task
     (each holds the locale's rows it trains on, as target or donor)."""
-    evals = [f"{RESULTS}/subsets/{wildcards.task}/{wildcards.locale}/{name}.tsv" for name in ("test", "dev")]
+    evals = [P(f"subsets.{name}", task=wildcards.task, target=wildcards.locale) for name in ("test", "dev")]
     return evals + seed_tables(wildcards)
 
 
 def probe_input(task, arch):
     """The task's probe set if the architecture's hparams ask for probes, else nothing to build."""
-    return [f"{RESULTS}/subsets/{task}/probe.tsv"] if arch_block(task, arch)["hparams"]["probe_clips"] else []
+    return [P("subsets.probe", task=task)] if arch_block(task, arch)["hparams"]["probe_clips"] else []

@@ -18,9 +18,9 @@ if "demo" in CFG.raw:
         # threads as CPUs, and a small node (or the one-node test cluster) never grants 8
         threads: 2
         log:
-            f"{RESULTS}/logs/demo_corpus.log",
+            P("logs", name="demo_corpus"),
         benchmark:
-            f"{RESULTS}/benchmarks/demo_corpus.tsv"
+            P("benchmarks", name="demo_corpus")
         conda:
             "../envs/cpu.yaml"
         shell:

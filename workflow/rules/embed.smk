@@ -9,14 +9,14 @@
 # A rerun (new seeds or languages) embeds only clips its store does not hold yet (cltm_pipeline.models.embeddings).
 rule embed:
     input:
-        test=f"{RESULTS}/subsets/{{task}}/{{locale}}/test.tsv",
-        dev=f"{RESULTS}/subsets/{{task}}/{{locale}}/dev.tsv",
+        test=P("subsets.test", target="{locale}"),
+        dev=P("subsets.dev", target="{locale}"),
         # stands for every seed table of the task (rule task_seed_tables): one edge, not targets x seeds
-        seed_tables=f"{RESULTS}/ready/{{task}}/seed_tables.json",
+        seed_tables=P("ready.seed_tables"),
         model=model_flag,
-        audio=f"{RESULTS}/ingest/{{locale}}/audio.npy",
+        audio=P("ingest.audio"),
     output:
-        f"{RESULTS}/embeddings/{{task}}/{{arch}}/{{locale}}.json",
+        P("embeddings"),
     params:
         ingest_root=lambda w, input: str(Path(input.audio).parent.parent),
         hparams=lambda w: arch_hparams_json(w.task, w.arch),
@@ -27,9 +27,9 @@ rule embed:
         runtime=lambda w, attempt: 60 * attempt,
         gpu=lambda w: arch_resources(w.task, w.arch)["gpu"],
     log:
-        f"{RESULTS}/logs/embeddings/{{task}}/{{arch}}/{{locale}}.log",
+        P("logs", name="embeddings/{task}/{arch}/{locale}"),
     benchmark:
-        f"{RESULTS}/benchmarks/embed/{{task}}/{{arch}}/{{locale}}.tsv"
+        P("benchmarks", name="embed/{task}/{arch}/{locale}")
     conda:
         "../envs/gpu.yaml"
     shell:
@@ -48,9 +48,9 @@ rule task_embeddings:
     input:
         lambda w: list(embedding_artifacts(w.task, w.arch).values()),
     output:
-        f"{RESULTS}/ready/{{task}}/{{arch}}/embeddings.json",
+        P("ready.embeddings"),
     log:
-        f"{RESULTS}/logs/ready/{{task}}/{{arch}}/embeddings.log",
+        P("logs", name="ready/{task}/{arch}/embeddings"),
     conda:
         "../envs/cpu.yaml"
     shell:

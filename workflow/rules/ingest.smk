@@ -3,10 +3,10 @@ rule ingest:
     input:
         release_files,
     output:
-        table=f"{RESULTS}/ingest/{{locale}}/utterances.parquet",
-        audio=f"{RESULTS}/ingest/{{locale}}/audio.npy",
-        quarantine=f"{RESULTS}/ingest/{{locale}}/quarantine.tsv",
-        summary=f"{RESULTS}/ingest/{{locale}}/ingest.json",
+        table=P("ingest.table"),
+        audio=P("ingest.audio"),
+        quarantine=P("ingest.quarantine"),
+        summary=P("ingest.summary"),
     params:
         release=RELEASE,
         min_clips=CFG.raw["ingest"]["min_clips"],
@@ -21,9 +21,9 @@ rule ingest:
         mem_mb=4000,
         runtime=60,
     log:
-        f"{RESULTS}/logs/ingest/{{locale}}.log",
+        P("logs", name="ingest/{locale}"),
     benchmark:
-        f"{RESULTS}/benchmarks/ingest/{{locale}}.tsv"
+        P("benchmarks", name="ingest/{locale}")
     conda:
         "../envs/cpu.yaml"
     shell:
@@ -41,11 +41,11 @@ localrules:
 rule task_ingested:
     input:
         tables=subset_tables,
-        audio=lambda w: [f"{RESULTS}/ingest/{loc}/audio.npy" for loc in CFG.raw["tasks"][w.task]["languages"]],
+        audio=lambda w: [P("ingest.audio", locale=loc) for loc in CFG.raw["tasks"][w.task]["languages"]],
     output:
-        f"{RESULTS}/ready/{{task}}/ingested.json",
+        P("ready.ingested"),
     log:
-        f"{RESULTS}/logs/ready/{{task}}/ingested.log",
+        P("logs", name="ready/{task}/ingested"),
     conda:
         "../envs/cpu.yaml"
     shell:

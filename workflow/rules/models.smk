@@ -7,7 +7,7 @@ rule prepare_model:
         source=lambda w: CFG.raw["models"][w.model]["source"],
         tiny=lambda w: tiny_arg(w.model),
     log:
-        f"{RESULTS}/logs/models/{{model}}.log",
+        P("logs", name="models/{model}"),
     conda:
         "../envs/gpu.yaml"
     shell:

@@ -5,15 +5,15 @@ localrules:
 
 rule report:
     input:
-        summaries=[f"{RESULTS}/matrices/{task}/{arch}/summary.json" for task, arch in matrices()],
-        analyses=[f"{RESULTS}/matrices/{task}/{arch}/analysis.json" for task, arch in matrices()],
+        summaries=[P("matrices.summary", task=task, arch=arch) for task, arch in matrices()],
+        analyses=[P("matrices.analysis", task=task, arch=arch) for task, arch in matrices()],
         curves=LC_OUTPUTS,
         sheet=SHEET,
     output:
-        html=f"{RESULTS}/report/index.html",
+        html=P("report"),
         figures=[
             report(
-                f"{RESULTS}/report/figures/{task}_{arch}_{kind}.html",
+                P("report.figure", task=task, arch=arch, kind=kind),
                 category="{task} / {arch}".format(task=task, arch=arch),
                 caption="../report/heatmap.rst",
                 labels={"task": task, "architecture": arch, "figure": kind},
@@ -27,7 +27,7 @@ rule report:
         figures=lambda w, output: str(Path(output.html).parent / "figures"),
         curves=lambda w, input: " ".join(shlex.quote(str(Path(p).parent)) for p in input.curves),
     log:
-        f"{RESULTS}/logs/report.log",
+        P("logs", name="report"),
     conda:
         "../envs/cpu.yaml"
     shell:

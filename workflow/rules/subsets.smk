@@ -11,12 +11,12 @@ rule eval_sets:
     input:
         table=lambda w: ingest_table(w.target),
     output:
-        test=f"{RESULTS}/subsets/{{task}}/{{target}}/test.tsv",
-        dev=f"{RESULTS}/subsets/{{task}}/{{target}}/dev.tsv",
+        test=P("subsets.test"),
+        dev=P("subsets.dev"),
     params:
         spec=lambda w: subset_spec_json(w.task, with_languages=False),
     log:
-        f"{RESULTS}/logs/subsets/{{task}}/{{target}}/eval_sets.log",
+        P("logs", name="subsets/{task}/{target}/eval_sets"),
     conda:
         "../envs/cpu.yaml"
     shell:
@@ -26,17 +26,17 @@ rule eval_sets:
 
 rule subsets:
     input:
-        ingested=f"{RESULTS}/ready/{{task}}/ingested.json",
-        test=f"{RESULTS}/subsets/{{task}}/{{target}}/test.tsv",
-        dev=f"{RESULTS}/subsets/{{task}}/{{target}}/dev.tsv",
+        ingested=P("ready.ingested"),
+        test=P("subsets.test"),
+        dev=P("subsets.dev"),
     output:
-        table=f"{RESULTS}/subsets/{{task}}/{{target}}/seed{{seed}}.tsv",
-        stats=f"{RESULTS}/subsets/{{task}}/{{target}}/seed{{seed}}.json",
+        table=P("subsets.seed_table"),
+        stats=P("subsets.seed_stats"),
     params:
         spec=lambda w: subset_spec_json(w.task),
         tables=subset_tables,
     log:
-        f"{RESULTS}/logs/subsets/{{task}}/{{target}}/seed{{seed}}.log",
+        P("logs", name="subsets/{task}/{target}/seed{seed}"),
     conda:
         "../envs/cpu.yaml"
     shell:
@@ -49,16 +49,16 @@ rule subsets:
 # per task from the ingested tables of its languages (e.g. the ASR vocabulary); and every task's probe set.
 rule target_artifact:
     input:
-        test=f"{RESULTS}/subsets/{{task}}/{{target}}/test.tsv",
-        dev=f"{RESULTS}/subsets/{{task}}/{{target}}/dev.tsv",
+        test=P("subsets.test"),
+        dev=P("subsets.dev"),
     output:
-        f"{RESULTS}/subsets/{{task}}/{{target}}/{{artifact}}",
+        P("subsets.target_artifact"),
     wildcard_constraints:
         artifact=artifact_pattern("target"),
     params:
         spec=lambda w: subset_spec_json(w.task),
     log:
-        f"{RESULTS}/logs/subsets/{{task}}/{{target}}/{{artifact}}.log",
+        P("logs", name="subsets/{task}/{target}/{artifact}"),
     conda:
         "../envs/cpu.yaml"
     shell:
@@ -70,13 +70,13 @@ rule task_artifact:
     input:
         tables=subset_tables,
     output:
-        f"{RESULTS}/subsets/{{task}}/{{artifact}}",
+        P("subsets.task_artifact"),
     wildcard_constraints:
         artifact=artifact_pattern("task"),
     params:
         spec=lambda w: subset_spec_json(w.task),
     log:
-        f"{RESULTS}/logs/subsets/{{task}}/{{artifact}}.log",
+        P("logs", name="subsets/{task}/{artifact}"),
     conda:
         "../envs/cpu.yaml"
     shell:
@@ -88,11 +88,11 @@ rule probe_set:
     input:
         tables=subset_tables,
     output:
-        f"{RESULTS}/subsets/{{task}}/probe.tsv",
+        P("subsets.probe"),
     params:
         spec=lambda w: subset_spec_json(w.task),
     log:
-        f"{RESULTS}/logs/subsets/{{task}}/probe.log",
+        P("logs", name="subsets/{task}/probe"),
     conda:
         "../envs/cpu.yaml"
     shell:
@@ -109,9 +109,9 @@ rule task_seed_tables:
     input:
         seed_tables,
     output:
-        f"{RESULTS}/ready/{{task}}/seed_tables.json",
+        P("ready.seed_tables"),
     log:
-        f"{RESULTS}/logs/ready/{{task}}/seed_tables.log",
+        P("logs", name="ready/{task}/seed_tables"),
     conda:
         "../envs/cpu.yaml"
     shell:

@@ -6,26 +6,26 @@ rule train:
     input:
         # not ancient: a rewritten seed table (a donor added, or the subsets job rerun after a kill) reruns the
         # worker, which skips every cell whose data hash is unchanged, so only the affected cells train
-        seed_tables=lambda w: [f"{RESULTS}/subsets/{w.task}/{w.target}/seed{s}.tsv" for s in w.seeds.split("+")],
-        test=f"{RESULTS}/subsets/{{task}}/{{target}}/test.tsv",
-        dev=f"{RESULTS}/subsets/{{task}}/{{target}}/dev.tsv",
+        seed_tables=lambda w: [P("subsets.seed_table", task=w.task, target=w.target, seed=s) for s in w.seeds.split("+")],
+        test=P("subsets.test"),
+        dev=P("subsets.dev"),
         model=model_flag,
         # ancient too: the data hash covers the artifacts' content (a probe set is not part of the results)
         artifacts=lambda w: [ancient(p) for p in cell_artifacts(w.task, w.target).values()],
         # a frozen encoder's embedding caches (rule embed); ancient: a growing store keeps its manifest
         # (as one flag, rule task_embeddings)
-        embeddings=lambda w: [ancient(f"{RESULTS}/ready/{w.task}/{w.arch}/embeddings.json")] if embedding_artifacts(w.task, w.arch) else [],
+        embeddings=lambda w: [ancient(P("ready.embeddings", task=w.task, arch=w.arch))] if embedding_artifacts(w.task, w.arch) else [],
         probe=lambda w: [ancient(p) for p in probe_input(w.task, w.arch)],
         # every language's table and audio, as one flag (rule task_ingested)
-        ingested=f"{RESULTS}/ready/{{task}}/ingested.json",
+        ingested=P("ready.ingested"),
     output:
-        f"{RESULTS}/runs/{{task}}/{{arch}}/{{target}}/seed{{seeds}}.done",
+        P("runs.flag"),
     wildcard_constraints:
         seeds=r"\d+(\+\d+)*",
     params:
         seeds=lambda w: w.seeds.replace("+", " "),
-        runs_dir=lambda w: f"{RESULTS}/runs/{w.task}/{w.arch}",
-        ingest_root=f"{RESULTS}/ingest",
+        runs_dir=lambda w: P("runs", task=w.task, arch=w.arch),
+        ingest_root=P("ingest"),
         donors=lambda w: " ".join(cell_donors(w.task)),
         hparams=lambda w: arch_hparams_json(w.task, w.arch, w.target),
         config_hash=lambda w: cell_config_hash(w.task, w.arch, w.target),
@@ -42,9 +42,9 @@ rule train:
         ),
         gpu=lambda w: arch_resources(w.task, w.arch)["gpu"],
     log:
-        f"{RESULTS}/logs/runs/{{task}}/{{arch}}/{{target}}/seed{{seeds}}.log",
+        P("logs.runs"),
     benchmark:  # wall and CPU seconds per job (README "Quickstart": job-seconds per rule)
-        f"{RESULTS}/benchmarks/train/{{task}}/{{arch}}/{{target}}/seed{{seeds}}.tsv"
+        P("benchmarks", name="train/{task}/{arch}/{target}/seed{seeds}")
     conda:
         "../envs/gpu.yaml"
     shell:

@@ -158,6 +158,41 @@ def ingest_locale(
               f"taken as unknown (out of the gender task): {unmapped}", file=sys.stderr)
     df = read_locale(locale_path, locale, rows=scan.row[chosen])
     del scan
+    kept, lengths, bad = _decode_locale(df, locale_path, locale, out_dir, workers, min_clips, sample_rate)
+    offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
+    table = kept.with_columns(
+        pl.Series("offset", offsets),
+        pl.Series("num_samples", lengths),
+        pl.Series("duration_s", lengths / sample_rate),
+    )
+    write_parquet(out_dir / "utterances.parquet", table)
+    n_pool = int(pool.sum())
+    result = IngestResult(locale, kept.height, bad.height, float(lengths.sum() / sample_rate), n_pool)
+    summary_json = {
+        "locale": locale,
+        "source": str(locale_path),
+        "sample_rate": sample_rate,
+        "kept": result.kept,
+        "quarantined": result.quarantined,
+        "audio_seconds": round(result.audio_seconds, 3),
+        "max_clips_per_speaker": max_clips_per_speaker,
+        "gender_unmapped": unmapped,
+    }
+    if n_pool < int(eligible.sum()):  # only for a proper sample: a whole-locale pool leaves ingest.json as before
+        summary_json["pool"] = {
+            "pool_clips": pool_clips, "validated_rows": int(len(chosen)), "eligible": int(eligible.sum()),
+            "sampled": n_pool, "evaluation": int((chosen & ~pool).sum()),
+        }
+    write_json(out_dir / "ingest.json", summary_json)
+    if bad.height:
+        print(f"ingest {locale}: quarantined {bad.height} clip(s), see {out_dir / 'quarantine.tsv'}", file=sys.stderr)
+    return result
+
+
+def _decode_locale(df: pl.DataFrame, locale_path: Path, locale: str, out_dir: Path, workers: int, min_clips: int,
+                   sample_rate: int) -> tuple[pl.DataFrame, np.ndarray, pl.DataFrame]:
+    """Decode the chosen clips into ``audio.npy`` and write ``quarantine.tsv``; (kept rows, their sample
+    counts, quarantined rows). Too few usable clips is a CorpusError (after the quarantine report)."""
     clips_dir = locale_path / "clips"
     ok = np.zeros(df.height, dtype=bool)
     lengths = np.zeros(df.height, dtype=np.int64)
@@ -191,32 +226,4 @@ def ingest_locale(
                 f"locale {locale}: {kept.height} usable clips of {df.height} in {locale_path / 'validated.tsv'}, "
                 f"need at least {min_clips}; quarantined: {summary}{hint}; see {out_dir / 'quarantine.tsv'}"
             )
-    lengths = lengths[ok]
-    offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
-    table = kept.with_columns(
-        pl.Series("offset", offsets),
-        pl.Series("num_samples", lengths),
-        pl.Series("duration_s", lengths / sample_rate),
-    )
-    write_parquet(out_dir / "utterances.parquet", table)
-    n_pool = int(pool.sum())
-    result = IngestResult(locale, kept.height, bad.height, float(lengths.sum() / sample_rate), n_pool)
-    summary_json = {
-        "locale": locale,
-        "source": str(locale_path),
-        "sample_rate": sample_rate,
-        "kept": result.kept,
-        "quarantined": result.quarantined,
-        "audio_seconds": round(result.audio_seconds, 3),
-        "max_clips_per_speaker": max_clips_per_speaker,
-        "gender_unmapped": unmapped,
-    }
-    if n_pool < int(eligible.sum()):  # only for a proper sample: a whole-locale pool leaves ingest.json as before
-        summary_json["pool"] = {
-            "pool_clips": pool_clips, "validated_rows": int(len(chosen)), "eligible": int(eligible.sum()),
-            "sampled": n_pool, "evaluation": int((chosen & ~pool).sum()),
-        }
-    write_json(out_dir / "ingest.json", summary_json)
-    if bad.height:
-        print(f"ingest {locale}: quarantined {bad.height} clip(s), see {out_dir / 'quarantine.tsv'}", file=sys.stderr)
-    return result
+    return kept, lengths[ok], bad
