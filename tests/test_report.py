@@ -232,7 +232,8 @@ def test_report_puts_the_cross_task_summary_first_and_every_analysis_per_matrix(
     curve = pl.DataFrame([("es", 4.0, "single", 4.0, s, 0.5 + 0.01 * s) for s in range(3)]
                          + [("es", 4.0, "self", 8.0, s, 0.7 + 0.01 * s) for s in range(3)], schema=CURVE_SCHEMA,
                          orient="row")
-    rec = {"task": "gender", "arch": "tiny", "metric": "macro_f1", "languages": ["es"], "seeds": [0, 1, 2],
+    rec = {"task": "gender", "arch": "tiny", "metric": "macro_f1", "unit": "utterances", "languages": ["es"],
+           "seeds": [0, 1, 2],
            **recommend(curve), "fit": fit_curve(curve)}
     out = tmp_path / "index.html"
     render_report(entries, LANGUAGES, inventory_for(synthetic_runs()), CONFIG, out,
