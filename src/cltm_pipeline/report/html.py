@@ -461,6 +461,7 @@ def _learning_curve_section(curves: Sequence[LearningCurve], languages: pl.DataF
 
 
 def _inventory_section(inventory: pl.DataFrame | None) -> str:
+    """Runs done, missing and failed per task and architecture, and the runs not done by cell."""
     out = ['<section id="inventory">', "<h2>Run inventory</h2>"]
     if inventory is None or inventory.height == 0:
         out += ["<p class=meta>No run inventory was given.</p>", "</section>"]
@@ -476,6 +477,18 @@ def _inventory_section(inventory: pl.DataFrame | None) -> str:
         pl.col("donor").cast(pl.String).fill_null("-").replace("", "-"),
         pl.col("status").cast(pl.String).fill_null("?"),
     )
+    out.append("<p>Every expected run (task, architecture, target, donor, seed) and whether its metrics file "
+               "exists and reads back (a truncated or damaged file counts as missing). A missing or failed run "
+               "leaves its cell's seed count short or the cell NaN; a plain <code>snakemake</code> rerun "
+               "trains exactly those (README, Guarantees and recovery).</p>")
+    out.append(_status_table(inv))
+    out.append(_runs_not_done(inv.filter(pl.col("status") != "done")))
+    out.append("</section>")
+    return "\n".join(out)
+
+
+def _status_table(inv: pl.DataFrame) -> str:
+    """Runs per status (done, missing, failed, then any other) for each task and architecture."""
     statuses = ["done", "missing", "failed"]
     statuses += sorted(set(inv["status"].to_list()) - set(statuses))
     counts = inv.group_by(["task", "arch", "status"]).len().sort(["task", "arch", "status"])
@@ -495,40 +508,35 @@ def _inventory_section(inventory: pl.DataFrame | None) -> str:
         )
         body.append(f"<tr><td>{esc(task)}</td><td>{esc(arch)}</td>{cells}<td class=num>{total}</td>"
                     f"<td class=num>{100 * done / total:.1f}</td></tr>")
-    out.append("<p>Every expected run (task, architecture, target, donor, seed) and whether its metrics file "
-               "exists and reads back (a truncated or damaged file counts as missing). A missing or failed run "
-               "leaves its cell's seed count short or the cell NaN; a plain <code>snakemake</code> rerun "
-               "trains exactly those (README, Guarantees and recovery).</p>")
-    out.append(f"<table><thead>{head}</thead><tbody>{''.join(body)}</tbody></table>")
+    return f"<table><thead>{head}</thead><tbody>{''.join(body)}</tbody></table>"
 
-    bad = inv.filter(pl.col("status") != "done")
+
+def _runs_not_done(bad: pl.DataFrame) -> str:
+    """The runs not done, one row per cell with their seeds (cut at _MAX_LISTED cells)."""
     if bad.height == 0:
-        out.append("<p class=meta>All runs are done.</p>")
-    else:
-        grouped = (
-            bad.with_columns(pl.col("seed").cast(pl.Int64, strict=False))
-            .group_by(["task", "arch", "status", "target", "donor"])
-            .agg(pl.col("seed").sort().alias("seeds"))
-            .sort(["task", "arch", "status", "target", "donor"])
-        )
-        rows = []
-        for task, arch, status, target, donor, seeds in grouped.head(_MAX_LISTED).iter_rows():
-            kind = cell_kind(target, donor)
-            seed_text = ", ".join("?" if s is None else str(s) for s in seeds)
-            rows.append(f"<tr><td>{esc(task)}</td><td>{esc(arch)}</td><td class=code>{esc(target)}</td>"
-                        f"<td class=code>{esc(donor)}</td><td>{kind}</td><td><span class=flag>{esc(status)}"
-                        f"</span></td><td class=num>{esc(seed_text)}</td></tr>")
-        more = grouped.height - _MAX_LISTED
-        tail = f"<p class=meta>… and {more} more cells.</p>" if more > 0 else ""
-        out.append(
-            f"<details><summary>Runs not done: {bad.height} run{'s' if bad.height != 1 else ''} in "
-            f"{grouped.height} cell{'s' if grouped.height != 1 else ''}</summary><div class=scroll><table><thead>"
-            "<tr><th>task</th><th>arch</th><th>target</th><th>donor</th><th>kind</th><th>status</th>"
-            "<th class=num>seeds</th></tr></thead><tbody>" + "".join(rows) + "</tbody></table></div>"
-            + tail + "</details>"
-        )
-    out.append("</section>")
-    return "\n".join(out)
+        return "<p class=meta>All runs are done.</p>"
+    grouped = (
+        bad.with_columns(pl.col("seed").cast(pl.Int64, strict=False))
+        .group_by(["task", "arch", "status", "target", "donor"])
+        .agg(pl.col("seed").sort().alias("seeds"))
+        .sort(["task", "arch", "status", "target", "donor"])
+    )
+    rows = []
+    for task, arch, status, target, donor, seeds in grouped.head(_MAX_LISTED).iter_rows():
+        kind = cell_kind(target, donor)
+        seed_text = ", ".join("?" if s is None else str(s) for s in seeds)
+        rows.append(f"<tr><td>{esc(task)}</td><td>{esc(arch)}</td><td class=code>{esc(target)}</td>"
+                    f"<td class=code>{esc(donor)}</td><td>{kind}</td><td><span class=flag>{esc(status)}"
+                    f"</span></td><td class=num>{esc(seed_text)}</td></tr>")
+    more = grouped.height - _MAX_LISTED
+    tail = f"<p class=meta>… and {more} more cells.</p>" if more > 0 else ""
+    return (
+        f"<details><summary>Runs not done: {bad.height} run{'s' if bad.height != 1 else ''} in "
+        f"{grouped.height} cell{'s' if grouped.height != 1 else ''}</summary><div class=scroll><table><thead>"
+        "<tr><th>task</th><th>arch</th><th>target</th><th>donor</th><th>kind</th><th>status</th>"
+        "<th class=num>seeds</th></tr></thead><tbody>" + "".join(rows) + "</tbody></table></div>"
+        + tail + "</details>"
+    )
 
 
 def _plain(obj: Any) -> Any:
