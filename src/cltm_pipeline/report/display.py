@@ -14,7 +14,7 @@ from typing import Any
 
 import polars as pl
 
-__all__ = ["PALETTE", "UNKNOWN_FAMILY", "FLAG_COLOR", "FONT", "Lang", "slugify", "top_family", "family_key",
+__all__ = ["PALETTE", "UNKNOWN_FAMILY", "FLAG_COLOR", "FONT", "Lang", "slugify", "family_key",
            "display_languages", "fmt", "num", "esc", "pct", "pc"]
 
 # Qualitative palette for families: strong hues first so that neighbouring families (which are adjacent
@@ -44,11 +44,6 @@ class Lang:
 def slugify(text: str) -> str:
     """An HTML id from free text ("gender · tiny" -> "gender-tiny")."""
     return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-") or "matrix"
-
-
-def top_family(family: str) -> str:
-    """'Indo-European (Romance)' -> 'Indo-European'."""
-    return family.split(" (", 1)[0].strip()
 
 
 def family_key(family: str) -> tuple[bool, str]:
@@ -94,11 +89,14 @@ def display_languages(codes: Sequence[str], languages: pl.DataFrame | None) -> l
 
 
 def _rgb(color: str) -> tuple[int, int, int]:
+    """(r, g, b) of a #rrggbb colour."""
     c = color.lstrip("#")
     return int(c[0:2], 16), int(c[2:4], 16), int(c[4:6], 16)
 
 
 def _luminance(rgb: tuple[float, float, float]) -> float:
+    """WCAG relative luminance of an sRGB colour."""
+
     def chan(v: float) -> float:
         v /= 255.0
         return v / 12.92 if v <= 0.03928 else ((v + 0.055) / 1.055) ** 2.4

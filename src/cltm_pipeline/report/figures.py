@@ -24,12 +24,12 @@ import polars as pl
 from plotly.offline import get_plotlyjs
 from plotly.subplots import make_subplots
 
-from cltm_pipeline.analysis import ALPHA
+from cltm_pipeline.analysis import ALPHA, top_family
 from cltm_pipeline.cltm import CLTMResult
 from cltm_pipeline.io import write_text
 from cltm_pipeline.report.data import Analysis, Counted, LearningCurve, MatrixEntry
 from cltm_pipeline.report.display import (
-    FLAG_COLOR, FONT, PALETTE, Lang, display_languages, esc, family_key, fmt, num, pct, slugify, top_family,
+    FLAG_COLOR, FONT, PALETTE, Lang, display_languages, esc, family_key, fmt, num, pct, slugify,
 )
 
 __all__ = ["C_CLIP", "figures", "figure_div", "write_figure_html", "interval_text", "display_order", "m_range",
@@ -55,9 +55,15 @@ _PLOTLY_CONFIG = {
 }
 
 
+# --------------------------------------------------------------------------------------------------
+# The heatmaps
+# --------------------------------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class _Geometry:
+    """Pixel sizes of one heatmap, from its number of languages (see :func:`_geometry`)."""
+
     cell: int  # px per matrix cell
     font: float  # cell value font size
     show_values: bool
@@ -77,6 +83,7 @@ _MAX_WIDTH = 1340  # px: a figure of up to ~55 languages fits a 1400 px wide win
 
 
 def _cell_px(n: int) -> int:
+    """The starting cell size for n languages, before the figure is fitted to the page width."""
     return int(min(52, max(16, 1060 // max(n, 1))))
 
 
@@ -112,6 +119,7 @@ def _geometry(langs: Sequence[Lang], n_legend: int, flagged: bool) -> _Geometry:
 
 
 def _tick_text(lang: Lang, flagged: bool = False) -> str:
+    """A tick label: the name in its family's colour, after an amber ⚠ when the row is flagged."""
     label = f'<span style="color:{lang.text_color}">{esc(lang.name)}</span>'
     if flagged:
         label = f'<span style="color:{FLAG_COLOR}"><b>⚠</b></span> ' + label
@@ -131,6 +139,7 @@ def _runs(langs: Sequence[Lang], key) -> list[tuple[str, int, int]]:
 
 
 def _rect(x0: float, x1: float, y0: float, y1: float, color: str, width: float, dash: str = "solid") -> dict:
+    """An unfilled rectangle in data coordinates, drawn above the heatmap."""
     return {
         "type": "rect", "xref": "x", "yref": "y", "x0": x0, "x1": x1, "y0": y0, "y1": y1,
         "line": {"color": color, "width": width, "dash": dash}, "fillcolor": "rgba(0,0,0,0)", "layer": "above",
@@ -316,10 +325,12 @@ def _heatmap_layout(langs: Sequence[Lang], flags: Sequence[bool], geo: _Geometry
 
 
 def _lang_label(lang: Lang) -> str:
+    """'Name (code)', escaped."""
     return f"{esc(lang.name)} ({esc(lang.code)})"
 
 
 def display_order(entry: MatrixEntry, languages: pl.DataFrame | None) -> tuple[list[Lang], list[int]]:
+    """The matrix's languages in display order, and their positions in the result's order."""
     langs = display_languages(entry.result.languages, languages)
     pos = {code: k for k, code in enumerate(entry.result.languages)}
     return langs, [pos[lang.code] for lang in langs]
@@ -353,6 +364,7 @@ def _missing_reasons(entry: MatrixEntry, perm: Sequence[int], langs: Sequence[La
 
 
 def _cltm_hover(entry: MatrixEntry, perm: Sequence[int], langs: Sequence[Lang]) -> list[list[str]]:
+    """Hover text of every CLTM cell: C with its SE, interval and tests, M, a, b, c and seed counts."""
     r = entry.result
     ci = f"{pct(r.ci)} %"
     out: list[list[str]] = []
@@ -423,6 +435,7 @@ def _significance_marks(r: CLTMResult, perm: Sequence[int]) -> list[tuple[str, s
 
 
 def _m_hover(entry: MatrixEntry, perm: Sequence[int], langs: Sequence[Lang]) -> list[list[str]]:
+    """Hover text of every M cell: M, a, b, C and seed counts."""
     r = entry.result
     out: list[list[str]] = []
     for i_d, i in enumerate(perm):

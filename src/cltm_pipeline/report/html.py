@@ -37,12 +37,14 @@ _MAX_LISTED = 2000  # rows in a "missing" list before it is cut, with a count of
 
 
 def _lang_cell(lang: Lang, flagged: bool = False) -> str:
+    """A table cell naming a language with its family's swatch (⚠ when flagged)."""
     flag = '<span class="flag" title="ill-conditioned row">⚠</span> ' if flagged else ""
     return (f'{flag}<span class="swatch" style="background:{lang.color}"></span>{esc(lang.name)} '
             f'<span class="code">{esc(lang.code)}</span>')
 
 
 def _self_gain_table(entry: MatrixEntry, langs: Sequence[Lang], perm: Sequence[int]) -> str:
+    """Per target: b, c, the self gain with its SE and z, seed counts and the flag."""
     r = entry.result
     missing = set(r.missing)
     rows = []
@@ -77,6 +79,7 @@ def _self_gain_table(entry: MatrixEntry, langs: Sequence[Lang], perm: Sequence[i
 
 
 def _missing_list(entry: MatrixEntry, langs: Sequence[Lang]) -> str:
+    """The cells without runs, collapsed (cut at _MAX_LISTED)."""
     r = entry.result
     if not r.missing:
         return "<p class=meta>No missing cells: every single, self and dual cell has runs.</p>"
@@ -98,6 +101,7 @@ def _missing_list(entry: MatrixEntry, langs: Sequence[Lang]) -> str:
 
 
 def _cltm_caption(entry: MatrixEntry, values_printed: bool = True) -> str:
+    """What the CLTM heatmap shows, its colours and marks, and its ill-conditioned rows."""
     r = entry.result
     n = len(r.languages)
     finite = int(np.isfinite(r.C).sum())
@@ -151,6 +155,7 @@ def _marks_caption(r: CLTMResult) -> str:
 
 
 def _m_caption(entry: MatrixEntry) -> str:
+    """What the M heatmap shows and its colour range."""
     r = entry.result
     n = len(r.languages)
     finite = int(np.isfinite(r.M).sum())
@@ -165,6 +170,7 @@ def _m_caption(entry: MatrixEntry) -> str:
 
 
 def _facts(entry: MatrixEntry) -> str:
+    """One line of facts about a matrix: task, architecture, P, policy, sizes and flags."""
     r = entry.result
     n = len(r.languages)
     seeds = sorted({int(x) for x in np.asarray(r.n_seeds).ravel() if x > 0} | {int(x) for x in r.n_single if x > 0})
@@ -181,6 +187,7 @@ def _facts(entry: MatrixEntry) -> str:
 
 
 def _matrix_section(entry: MatrixEntry, slug: str, languages: pl.DataFrame | None) -> str:
+    """One matrix: facts, both heatmaps with captions, self gains, missing cells, analyses."""
     langs, perm = display_order(entry, languages)
     figs = figures(entry, languages)
     return "\n".join([
@@ -553,6 +560,7 @@ def _plain(obj: Any) -> Any:
 
 
 def _versions() -> list[tuple[str, str]]:
+    """(package, version) of Python and the packages the results depend on."""
     out = [("python", platform.python_version())]
     for dist in ("cltm-pipeline", "numpy", "polars", "plotly", "pyyaml", "snakemake", "torch"):
         try:
@@ -563,6 +571,7 @@ def _versions() -> list[tuple[str, str]]:
 
 
 def _config_section(config: Mapping | None) -> str:
+    """The validated config as YAML, and the package versions."""
     dump = yaml.safe_dump(_plain(config or {}), sort_keys=False, allow_unicode=True, default_flow_style=None,
                           width=100)
     versions = "".join(f"<tr><td>{esc(k)}</td><td class=code>{esc(v)}</td></tr>" for k, v in _versions())
