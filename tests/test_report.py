@@ -371,3 +371,13 @@ def test_a_recommendation_without_a_written_key_fails_naming_it(entry, tmp_path)
     with pytest.raises(ResultsError, match=r"^recommendation\.json of learning curve 1: missing key 'unit'"):
         render_report([entry], LANGUAGES, None, CONFIG, tmp_path / "r.html", learning_curves=[{"curve": curve, "rec": rec}])
     assert not (tmp_path / "r.html").exists()  # nothing half-written
+
+
+def test_report_needs_no_torch():
+    """The report runs on a CPU-only login node: importing it must not pull in torch (seconds, GBs)."""
+    import subprocess
+    import sys
+
+    code = "import sys, cltm_pipeline.report; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
