@@ -232,7 +232,8 @@ def test_report_puts_the_cross_task_summary_first_and_every_analysis_per_matrix(
     curve = pl.DataFrame([("es", 4.0, "single", 4.0, s, 0.5 + 0.01 * s) for s in range(3)]
                          + [("es", 4.0, "self", 8.0, s, 0.7 + 0.01 * s) for s in range(3)], schema=CURVE_SCHEMA,
                          orient="row")
-    rec = {"task": "gender", "arch": "tiny", "metric": "macro_f1", "languages": ["es"], "seeds": [0, 1, 2],
+    rec = {"task": "gender", "arch": "tiny", "metric": "macro_f1", "unit": "utterances", "languages": ["es"],
+           "seeds": [0, 1, 2],
            **recommend(curve), "fit": fit_curve(curve)}
     out = tmp_path / "index.html"
     render_report(entries, LANGUAGES, inventory_for(synthetic_runs()), CONFIG, out,
@@ -266,3 +267,117 @@ def test_cltm_heatmap_marks_significant_cells_and_explains_them(entry):
 
     old = MatrixEntry("gender", "tiny", "macro_f1", replace(r, p_zero=None, p_one=None, q_zero=None, q_one=None))
     assert not any((t.name or "").startswith(("●", "◆")) for t in figures(old, LANGUAGES)["cltm"].data)
+
+
+# --------------------------------------------------------------------------------------------------
+# Typed results: a key the writer always writes fails loudly when missing, never as a silent "–"
+# --------------------------------------------------------------------------------------------------
+
+# Containers keyed by data (a language, a cell kind, a distance): their entries are not keys of the format.
+_KEYED_BY_DATA = {"properties.donor_strength", "properties.receiver_strength", "mantel", "probes.by_kind",
+                  "probes.projections", "training_time.by_kind", "training_time.by_donor"}
+# Written by cltm analyse but not shown in the report.
+_NOT_SHOWN = {"families", "ill_conditioned", "properties.mean_offdiag_C.se", "properties.mean_offdiag_C.method",
+              "significance.alpha", "map.distance", "map.min_shared_coordinates", "probes.projections.*.chance",
+              "typology.iso639_3"}
+
+
+def _format_keys(obj, path=(), pattern=()):
+    """(key path, its pattern with "*" for an entry of a data-keyed container) for every key of the format."""
+    keyed = ".".join(pattern) in _KEYED_BY_DATA
+    for k, v in obj.items():
+        p, q = (*path, str(k)), (*pattern, "*" if keyed else str(k))
+        if not keyed:
+            yield p, ".".join(q)
+        if isinstance(v, dict):
+            yield from _format_keys(v, p, q)
+
+
+def _without(obj, path):
+    import copy
+
+    out = copy.deepcopy(obj)
+    d = out
+    for k in path[:-1]:
+        d = d[k]
+    del d[path[-1]]
+    return out
+
+
+@pytest.fixture(scope="module")
+def analysis_json(entry, tmp_path_factory) -> dict:
+    """analysis.json as cltm analyse writes it (JSON round trip: NaN stays NaN, tuples become lists)."""
+    import json
+
+    from cltm_pipeline.io import write_json
+
+    path = tmp_path_factory.mktemp("analysis") / "analysis.json"
+    a = dict(_analysed(entry, "gender", "tiny").analysis)
+    a["typology"] = {"source": "URIEL+ (test)", "iso639_3": {}, "unknown_iso": [], "locales_without_iso": []}
+    write_json(path, a)
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def test_every_key_the_report_shows_is_required_with_a_one_line_error(analysis_json, entry, tmp_path):
+    from cltm_pipeline.report import Analysis, ResultsError
+
+    Analysis.parse(analysis_json, "analysis.json")  # the writer's own output reads back
+    checked = 0
+    for path, pattern in _format_keys(analysis_json):
+        key = ".".join(path)
+        if pattern in _NOT_SHOWN or key == "typology":  # typology is optional: analyse() alone does not add it
+            continue
+        with pytest.raises(ResultsError) as err:
+            Analysis.parse(_without(analysis_json, path), "results/matrices/gender/tiny/analysis.json")
+        msg = str(err.value)
+        assert msg.startswith("results/matrices/gender/tiny/analysis.json: missing key ") and repr(key) in msg, msg
+        assert "\n" not in msg
+        checked += 1
+    assert checked > 60  # every statistic, count and label the report prints
+
+
+def test_a_stale_analysis_json_fails_before_rendering_naming_the_file(analysis_json, entry, tmp_path):
+    import json
+
+    from cltm_pipeline.report import ResultsError, read_entry
+
+    mdir = tmp_path / "matrices" / "gender" / "tiny"
+    entry.result.write(mdir)
+    stale = _without(analysis_json, ("properties", "shares", "positive"))
+    (mdir / "analysis.json").write_text(json.dumps(stale), encoding="utf-8")
+    with pytest.raises(ResultsError, match=r"analysis\.json: missing key 'properties\.shares\.positive'") as err:
+        read_entry(mdir)
+    assert str(mdir / "analysis.json") in str(err.value)
+    with pytest.raises(ResultsError, match=r"^analysis\.json of gender/tiny: missing key 'properties\.shares\.positive'"):
+        MatrixEntry("gender", "tiny", "macro_f1", entry.result, analysis=stale)  # as the CLI builds it
+    # an undefined number (NaN, null) is not a missing key: it is shown as "–"
+    undefined = json.loads(json.dumps(analysis_json))
+    undefined["properties"]["asymmetry"]["value"] = None
+    out = tmp_path / "r.html"
+    render_report([MatrixEntry("gender", "tiny", "macro_f1", entry.result, analysis=undefined)], LANGUAGES, None,
+                  CONFIG, out)
+    assert "<td class=num>–</td>" in out.read_text(encoding="utf-8")
+
+
+def test_a_recommendation_without_a_written_key_fails_naming_it(entry, tmp_path):
+    from cltm_pipeline.learning_curve import CURVE_SCHEMA, fit_curve, recommend
+    from cltm_pipeline.report import ResultsError
+
+    curve = pl.DataFrame([("es", 4.0, "single", 4.0, s, 0.5 + 0.01 * s) for s in range(3)]
+                         + [("es", 4.0, "self", 8.0, s, 0.7 + 0.01 * s) for s in range(3)], schema=CURVE_SCHEMA,
+                         orient="row")
+    rec = {"task": "gender", "arch": "tiny", "metric": "macro_f1", "languages": ["es"], "seeds": [0, 1, 2],
+           **recommend(curve), "fit": fit_curve(curve)}  # no "unit"
+    with pytest.raises(ResultsError, match=r"^recommendation\.json of learning curve 1: missing key 'unit'"):
+        render_report([entry], LANGUAGES, None, CONFIG, tmp_path / "r.html", learning_curves=[{"curve": curve, "rec": rec}])
+    assert not (tmp_path / "r.html").exists()  # nothing half-written
+
+
+def test_report_needs_no_torch():
+    """The report runs on a CPU-only login node: importing it must not pull in torch (seconds, GBs)."""
+    import subprocess
+    import sys
+
+    code = "import sys, cltm_pipeline.report; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"

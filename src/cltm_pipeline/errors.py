@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["ConfigError", "CorpusError", "SubsetError", "ModelError"]
+__all__ = ["ConfigError", "CorpusError", "SubsetError", "ModelError", "ResultsError"]
 
 
 class ConfigError(ValueError):
@@ -19,3 +19,7 @@ class SubsetError(ValueError):
 
 class ModelError(RuntimeError):
     """Model weights cannot be found or prepared; the message is one line saying what and how to fix it."""
+
+
+class ResultsError(ValueError):
+    """A results file lacks a key its writer always writes (stale or edited); one line naming file and key."""

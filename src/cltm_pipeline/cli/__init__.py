@@ -14,12 +14,12 @@ import threading
 import time
 
 from cltm_pipeline.cli import analysis, data, report, train
-from cltm_pipeline.errors import ConfigError, CorpusError, ModelError, SubsetError
+from cltm_pipeline.errors import ConfigError, CorpusError, ModelError, ResultsError, SubsetError
 
 __all__ = ["main", "build_parser", "watch_parent"]
 
 #: Errors the user can fix from the message alone: printed as one line, no traceback.
-USER_ERRORS = (ConfigError, CorpusError, SubsetError, ModelError)
+USER_ERRORS = (ConfigError, CorpusError, SubsetError, ModelError, ResultsError)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -10,7 +10,6 @@ from typing import Any
 
 import polars as pl
 
-from cltm_pipeline.cltm import read_result
 from cltm_pipeline.data.languages import read_languages
 from cltm_pipeline.io import write_json
 
@@ -70,18 +69,12 @@ def cmd_ready(args: argparse.Namespace) -> None:
 def cmd_report(args: argparse.Namespace) -> None:
     """Render the HTML report (and one page per heatmap for `snakemake --report`) from written matrices."""
     # plotly and the config's registries (torch): only the report command pays for them
-    from cltm_pipeline.report import MatrixEntry, figures, render_report, write_figure_html
     from cltm_pipeline.config import load_config
+    from cltm_pipeline.report import figures, read_entry, render_report, write_figure_html
     from cltm_pipeline.workflow import inventory
 
     cfg = load_config(json.loads(args.config_json), source="config", root=Path.cwd())
-    entries = []
-    for mdir in args.matrices:
-        task, arch = Path(mdir).parts[-2:]
-        res = read_result(Path(mdir))
-        analysis = Path(mdir) / "analysis.json"  # cltm analyse writes it next to the matrix
-        entries.append(MatrixEntry(task=task, arch=arch, metric=res.metric, result=res,
-                                   analysis=json.loads(analysis.read_text(encoding="utf-8")) if analysis.is_file() else None))
+    entries = [read_entry(Path(mdir)) for mdir in args.matrices]  # a stale analysis.json: one line, nothing written
     curves = [
         {"curve": pl.read_csv(Path(d) / "curve.tsv", separator="\t"),
          "rec": json.loads((Path(d) / "recommendation.json").read_text(encoding="utf-8"))}
