@@ -41,6 +41,24 @@ def test_an_unknown_hparam_is_named_with_its_path(demo):
         _load(bad)
 
 
+def test_the_schema_ships_with_the_package_and_types_every_registered_hparam(demo):
+    from cltm_pipeline import config
+    from cltm_pipeline.models import ARCHITECTURES
+    from cltm_pipeline.tasks import TASKS
+    from cltm_pipeline.training.hparams import HPARAM_DEFAULTS
+
+    assert config.SCHEMA_DIR.parent == Path(config.__file__).parent  # inside the package, not workflow/
+    arch = config.config_schema()["properties"]["tasks"]["additionalProperties"]["properties"]["architectures"]
+    props = arch["additionalProperties"]["properties"]["hparams"]["properties"]
+    registered = {*HPARAM_DEFAULTS, *(k for t in TASKS.values() for k in t.hparams),
+                  *(k for a in ARCHITECTURES.values() for k in a.hparams)}
+    assert set(props) == registered and props["pool_layers"]["type"] == "integer" and props["fp16"]["type"] == "boolean"
+    bad = copy.deepcopy(demo)
+    bad["tasks"]["sv"]["architectures"]["mhubert"].setdefault("hparams", {})["pool_layers"] = "four"
+    with pytest.raises(ConfigError, match=r"^cfg: tasks.sv.architectures.mhubert.hparams.pool_layers: 'four' is not of type 'integer'$"):
+        _load(bad)
+
+
 def test_the_learning_curve_is_checked_with_the_config(demo):
     ok = _load(demo)
     assert ok.learning_curve_seeds() == list(range(demo["learning_curve"].get("seeds", 3)))

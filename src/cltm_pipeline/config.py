@@ -23,15 +23,21 @@ from cltm_pipeline.data.subsets import SubsetSpec
 from cltm_pipeline.errors import ConfigError
 from cltm_pipeline.models import ARCHITECTURES
 from cltm_pipeline.tasks import TASKS
-from cltm_pipeline.training.hparams import check_hparams, hparam_extras
+from cltm_pipeline.training.hparams import check_hparams, hparam_extras, schema_fragment
 
-__all__ = ["Config", "load_config", "read_yaml", "resolve_path", "SCHEMA_DIR", "config_hash"]
+__all__ = ["Config", "config_schema", "load_config", "read_yaml", "resolve_path", "SCHEMA_DIR", "config_hash"]
 
-SCHEMA_DIR = Path(__file__).resolve().parents[2] / "workflow" / "schemas"
+#: The config schema ships with the package (an installed wheel has no workflow/ directory).
+SCHEMA_DIR = Path(__file__).resolve().parent / "schemas"
 
 
-def _schema(name: str) -> dict[str, Any]:
-    return yaml.safe_load((SCHEMA_DIR / name).read_text(encoding="utf-8"))
+def config_schema() -> dict[str, Any]:
+    """The config's JSON schema: the package's YAML file, with the ``hparams`` block assembled from the
+    task and architecture registries (their keys, types and defaults)."""
+    schema = yaml.safe_load((SCHEMA_DIR / "config.schema.yaml").read_text(encoding="utf-8"))
+    arch = schema["properties"]["tasks"]["additionalProperties"]["properties"]["architectures"]["additionalProperties"]
+    arch["properties"]["hparams"] = schema_fragment()
+    return schema
 
 
 def _fill_defaults(instance: Any, schema: Mapping[str, Any]) -> None:
@@ -259,7 +265,7 @@ def load_config(raw: Mapping[str, Any] | Path, source: str | None = None, root: 
     if "bootstrap" in cfg:  # renamed with the move from a percentile bootstrap to paired tests (issue 12)
         raise ConfigError(f"{source}: bootstrap: replaced by `inference: {{test: t, ci: 0.95, seed: 0}}` (paired "
                           "tests and Fieller intervals; README, Inference)")
-    schema = _schema("config.schema.yaml")
+    schema = config_schema()
     validate(cfg, schema, source)
     _fill_defaults(cfg, schema)
     for task, t in cfg["tasks"].items():

@@ -5,10 +5,10 @@ from __future__ import annotations
 from typing import Any, Mapping
 
 from cltm_pipeline.errors import ConfigError
-from cltm_pipeline.models import get_architecture
-from cltm_pipeline.tasks import get_task
+from cltm_pipeline.models import ARCHITECTURES, get_architecture
+from cltm_pipeline.tasks import TASKS, get_task
 
-__all__ = ["HPARAM_DEFAULTS", "check_hparams", "hparam_extras"]
+__all__ = ["HPARAM_DEFAULTS", "check_hparams", "hparam_extras", "schema_fragment"]
 
 #: Hyper-parameters a config may set, and their defaults (the study's where it had one: 1 epoch, lr 1e-5,
 #: best checkpoint by dev macro-F1). ``eval_every``: evaluate dev every so many optimiser steps (None:
@@ -73,3 +73,29 @@ def check_hparams(hparams: Mapping[str, Any] | None, extra: Mapping[str, Any] | 
 def hparam_extras(task: str, arch: str) -> dict[str, Any]:
     """The hyper-parameters (with defaults) a task and an architecture add to :data:`HPARAM_DEFAULTS`."""
     return {**get_task(task).hparams, **get_architecture(arch).hparams}
+
+
+def _json_type(default: Any) -> dict[str, Any]:
+    """The JSON-schema type of a key, from its default (None: any; the checks above say more)."""
+    if isinstance(default, bool):
+        return {"type": "boolean"}
+    if isinstance(default, int):
+        return {"type": "integer"}
+    if isinstance(default, float):
+        return {"type": "number"}
+    if isinstance(default, str):
+        return {"type": "string"}
+    return {}
+
+
+def schema_fragment() -> dict[str, Any]:
+    """The ``hparams`` block of the config schema, assembled from the defaults and every registered task's
+    and architecture's keys (which keys a given task and architecture accept is checked by
+    :func:`check_hparams`, with a one-line error listing them)."""
+    keys: dict[str, Any] = dict(HPARAM_DEFAULTS)
+    for task in TASKS.values():
+        keys.update(task.hparams)
+    for arch in ARCHITECTURES.values():
+        keys.update(arch.hparams)
+    return {"type": "object", "description": "training hyper-parameters: the shared defaults plus the task's and "
+            "architecture's own keys", "properties": {k: {**_json_type(v), "description": f"default {v!r}"} for k, v in sorted(keys.items())}}
