@@ -12,7 +12,7 @@ import polars as pl
 
 from cltm_pipeline.analysis import analyse
 from cltm_pipeline.cltm import build_matrices, read_result, read_run_metrics, read_study_csv
-from cltm_pipeline.data.languages import read_languages
+from cltm_pipeline.data.languages import UNKNOWN_FAMILY, read_languages
 from cltm_pipeline.data.subsets import SubsetSpec
 from cltm_pipeline.errors import ConfigError
 from cltm_pipeline.io import write_json
@@ -58,7 +58,7 @@ def cmd_analyse(args: argparse.Namespace) -> None:
     res = read_result(Path(args.matrix))
     sheet = {r["locale"]: r for r in read_languages(Path(args.languages_sheet)).iter_rows(named=True)}
     langs = list(res.languages)
-    families = [sheet[t]["family"] if t in sheet else "Unknown family" for t in langs]
+    families = [sheet[t]["family"] if t in sheet else UNKNOWN_FAMILY for t in langs]
     paths = run_metrics(Path(args.runs_dir), langs, args.seeds) if args.runs_dir else []
     try:
         runs = read_run_metrics(paths, res.metric).iter_rows() if paths and res.metric else []

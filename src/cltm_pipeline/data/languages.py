@@ -9,9 +9,11 @@ import polars as pl
 from cltm_pipeline.data.commonvoice import first_bad_row, row_width_error
 from cltm_pipeline.errors import ConfigError
 
-__all__ = ["LANGUAGE_COLUMNS", "OPTIONAL_LANGUAGE_COLUMNS", "read_languages"]
+__all__ = ["LANGUAGE_COLUMNS", "OPTIONAL_LANGUAGE_COLUMNS", "UNKNOWN_FAMILY", "read_languages"]
 
 LANGUAGE_COLUMNS = ("locale", "name", "family", "iso639_3")
+#: The family of a locale the sheet does not list (matrices and the report group it last).
+UNKNOWN_FAMILY = "Unknown family"
 #: Optional columns of the languages sheet: allowed values, the first being the default for an absent
 #: column or an empty cell. ``asr_unit``: the unit of the ASR error P is built on, word (corpus WER) or
 #: char (corpus CER, for scripts written without spaces between words).

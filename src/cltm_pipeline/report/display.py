@@ -14,7 +14,9 @@ from typing import Any
 
 import polars as pl
 
-__all__ = ["PALETTE", "UNKNOWN_FAMILY", "FLAG_COLOR", "FONT", "Lang", "slugify", "family_key",
+from cltm_pipeline.data.languages import UNKNOWN_FAMILY
+
+__all__ = ["PALETTE", "FLAG_COLOR", "FONT", "Lang", "slugify", "family_key",
            "display_languages", "fmt", "num", "esc", "pct", "pc"]
 
 # Qualitative palette for families: strong hues first so that neighbouring families (which are adjacent
@@ -25,7 +27,6 @@ PALETTE = (
     "#9edae5", "#637939", "#8c6d31", "#843c39", "#7b4173", "#3182bd", "#e6550d", "#31a354", "#756bb1",
     "#636363",
 )
-UNKNOWN_FAMILY = "Unknown family"
 FLAG_COLOR = "#b45309"  # amber: ill-conditioned rows
 FONT = "system-ui, -apple-system, 'Segoe UI', Roboto, 'Helvetica Neue', Arial, sans-serif"
 
