@@ -258,8 +258,7 @@ def test_checkpoint_reader_and_writer_agree_with_the_safetensors_library(tmp_pat
     from safetensors import safe_open
     from safetensors.torch import save_file
 
-    from cltm_pipeline.models.checkpoint import read_tensors, tensor_names, write_safetensors
-    from cltm_pipeline.protocol import SINGLE
+    from cltm_pipeline.models.checkpoint import SINGLE, read_tensors, tensor_names, write_safetensors
 
     g = torch.Generator().manual_seed(0)
     tensors = {"a.weight": torch.randn(3, 5, generator=g), "b.half": torch.randn(7, generator=g).half(),
