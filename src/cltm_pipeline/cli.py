@@ -160,7 +160,7 @@ def _run_paths(root: Path, languages: list[str] | None, seeds: list[int] | None)
 
 def cmd_matrix(args: argparse.Namespace) -> None:
     """Assemble M, CLTM, SE, Fieller intervals, paired tests and self gain from run metrics (or a study CSV)."""
-    from .cltm import build_matrices, read_run_metrics, read_study_csv
+    from .analysis.matrix import build_matrices, read_run_metrics, read_study_csv
 
     if args.study_csv:
         try:  # the reader's errors name file, row and problem in one line: show them as such
@@ -193,8 +193,8 @@ def cmd_analyse(args: argparse.Namespace) -> None:
     latent probes and training-time transfer of one matrix; writes analysis.json."""
     import json
 
-    from .analysis import analyse
-    from .cltm import read_result, read_run_metrics
+    from .analysis.matrix import read_result, read_run_metrics
+    from .analysis.properties import analyse
     from .config import read_languages
     from .io import write_json
 
@@ -212,7 +212,7 @@ def cmd_analyse(args: argparse.Namespace) -> None:
     typology: dict = {"source": None, "unknown_iso": [], "locales_without_iso": []}
     distances = {}
     if args.typology:
-        from .typology import read_typology
+        from .analysis.typology import read_typology
 
         table = json.loads(Path(args.typology).read_text(encoding="utf-8"))
         distances = read_typology(table, langs)
@@ -234,7 +234,7 @@ def cmd_typology(args: argparse.Namespace) -> None:
     """URIEL+ distances (genetic, geographic, syntactic, phonological, inventory, featural) between locales."""
     from .config import read_languages
     from .io import write_json
-    from .typology import typology_table
+    from .analysis.typology import typology_table
 
     t0 = time.perf_counter()
     sheet = {r["locale"]: r["iso639_3"] for r in read_languages(Path(args.languages_sheet)).iter_rows(named=True)}
@@ -249,7 +249,8 @@ def cmd_learning_curve(args: argparse.Namespace) -> None:
     """Train single and self cells at a ladder of N on a few targets; write curve.tsv and recommendation.json."""
     import json
 
-    from .learning_curve import draw_ladder, run_ladder, write_outputs
+    from .analysis.learning_curve import draw_ladder, write_outputs
+    from .learning_curve import run_ladder
     from .subsets import SubsetSpec
 
     t0 = time.perf_counter()
@@ -270,7 +271,7 @@ def cmd_report(args: argparse.Namespace) -> None:
     """Render the HTML report (and one page per heatmap for `snakemake --report`) from written matrices."""
     import json
 
-    from .cltm import read_result
+    from .analysis.matrix import read_result
     from .config import read_languages
     from .report import MatrixEntry, figures, render_report, write_figure_html
     from .workflow import inventory

@@ -1,71 +1,51 @@
-"""Choice of N: the single regime trained at a ladder of N on a few targets, a fitted curve, a recommendation.
+"""Training the learning curve's ladder: every (N, target, cell, seed) on the subsets ``draw_ladder`` wrote.
 
-At each N of the ladder the protocol's own subsets are drawn (same fixed test/dev sets as the matrix,
-nested single/extra parts per seed) and the *single* (N units) and *self* (2N units) cells of each target
-are trained with :func:`cltm_pipeline.train.run_cell`. The self gain c - b at N is then exactly what
-doubling N buys, and exactly the denominator of the CLTM at regime N.
-
-Recommendation rule: the **largest N on the ladder at which doubling still gives a clearly positive gain
-for every target tried**, with the matrix's own criterion for a well-conditioned row:
-c - b - z * sqrt(v_b + v_c) > 0 (z = 2 by default, v = seed variance / n). Beyond it more target data no
-longer measurably helps, every CLTM denominator would sit in seed noise, and the matrix would be all ⚠.
+The pure parts (drawing the ladder's subsets, the fit, the recommendation, the outputs) live in
+:mod:`cltm_pipeline.analysis.learning_curve`; this module is the part that trains, with torch.
 """
 
 from __future__ import annotations
 
 import json
-import math
 import multiprocessing
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import polars as pl
 
-from .io import stable_hash, write_json, write_tsv
-from .subsets import SINGLE, SubsetSpec, check_invariants, draw_seed, eval_sets
+from .analysis.learning_curve import CURVE_SCHEMA, ladder_dir
+from .io import stable_hash
+from .protocol import SINGLE, cell_kind, performance
+from .train import run_cell
 
-__all__ = ["CURVE_SCHEMA", "draw_ladder", "fit_curve", "recommend", "run_ladder", "write_outputs"]
-
-CURVE_SCHEMA = {
-    "target": pl.String, "n": pl.Float64, "cell": pl.String, "units": pl.Float64, "seed": pl.Int64,
-    "value": pl.Float64,
-}  # no wall times: equal inputs give equal bytes (each run's metrics.json under runs/ keeps its timing)
+__all__ = ["run_ladder"]
 
 
-def _n_name(n: float) -> str:
-    return f"n{n:g}"
-
-
-def draw_ladder(
-    spec: SubsetSpec, tables: Mapping[str, pl.DataFrame], targets: Sequence[str], ladder: Sequence[float],
-    seeds: Sequence[int], work: Path,
-) -> None:
-    """Write test/dev and per-seed tables of every target at every N under ``work/subsets/n<N>/<target>/``.
-
-    The spec's languages are narrowed to the target alone: only single and extra parts are drawn.
-    """
-    for n in ladder:
-        for t in targets:
-            s = SubsetSpec(**{**spec.__dict__, "n": float(n), "languages": (t,), "seeds": tuple(seeds)})
-            test, dev = eval_sets(s, t, tables[t])
-            out = Path(work) / "subsets" / _n_name(n) / t
-            write_tsv(out / "test.tsv", test)
-            write_tsv(out / "dev.tsv", dev)
-            for seed in seeds:
-                table = draw_seed(s, t, seed, tables, test, dev)
-                check_invariants(s, t, table, test, dev)
-                write_tsv(out / f"seed{seed}.tsv", table)
-
-
-def _job(args: tuple) -> dict[str, Any]:
+def _job(kw: dict[str, Any]) -> dict[str, Any]:
     """One cell in a worker process (spawned: torch's thread pools do not survive fork)."""
-    from .train import run_cell
-
-    kw = args[0]
     return run_cell(**kw)
+
+
+def _config_hash(task: str, arch: str, n: float, hparams: Mapping[str, Any], model_dir: Path) -> str:
+    """What a ladder cell's metrics.json must carry to be reused: N, hparams and model."""
+    return f"{stable_hash(task, arch, n, json.dumps(dict(hparams), sort_keys=True), model_dir):016x}"
+
+
+def _done(out: Path, config_hash: str) -> dict[str, Any] | None:
+    """The record at ``out`` if a run with this config hash wrote it, else None (the cell is to train)."""
+    if not out.is_file():
+        return None
+    rec = json.loads(out.read_text(encoding="utf-8"))
+    return rec if rec.get("config_hash") == config_hash else None
+
+
+def _curve_row(n: float, rec: Mapping[str, Any], metric: str) -> tuple[str, float, str, float, int, float]:
+    """One row of the curve table from a cell's metrics.json record (P: higher is better)."""
+    cell = cell_kind(rec["target"], rec.get("donor"))
+    units = 2 * float(n) if cell != "single" else float(n)
+    return rec["target"], float(n), cell, units, int(rec["seed"]), performance(metric, float(rec["metrics"][metric]))
 
 
 def run_ladder(
@@ -73,93 +53,32 @@ def run_ladder(
     seeds: Sequence[int], hparams: Mapping[str, Any], work: Path, metric: str, *, jobs: int = 1,
     cells: Sequence[str] = ("single", "self"), donors: Sequence[str] = (), device: str = "cpu",
 ) -> pl.DataFrame:
-    """Train every (N, target, cell, seed) from the tables :func:`draw_ladder` wrote; the curve as a table.
+    """Train every (N, target, cell, seed) from the tables ``draw_ladder`` wrote; the curve as a table.
 
     A cell whose metrics.json already exists with the same config hash (N, hparams, model) is read, not
     retrained, so a rerun after a kill costs only the missing cells. Lower-is-better metrics become 1 - x.
     """
-    from .cltm import _performance
-
     todo, rows = [], []
     for n in ladder:
+        chash = _config_hash(task, arch, n, hparams, model_dir)
         for t in targets:
-            sub = Path(work) / "subsets" / _n_name(n) / t
+            sub = ladder_dir(work, "subsets", n) / t
             pick = {"single": [None], "self": [t], "dual": [d for d in donors if d != t]}
-            for cell in cells:
-                for d in pick[cell]:
-                    for s in seeds:
-                        out = Path(work) / "runs" / _n_name(n) / t / (d or SINGLE) / f"seed{s}" / "metrics.json"
-                        chash = f"{stable_hash(task, arch, n, json.dumps(dict(hparams), sort_keys=True), model_dir):016x}"
-                        kw = dict(task=task, arch=arch, model_dir=Path(model_dir), seed_table_path=sub / f"seed{s}.tsv",
-                                  test_path=sub / "test.tsv", dev_path=sub / "dev.tsv", ingest_root=Path(ingest_root),
-                                  target=t, donor=d, seed=s, hparams=dict(hparams), out_path=out, device=device,
-                                  config_hash=chash, threads=1)
-                        if out.is_file():
-                            rec = json.loads(out.read_text(encoding="utf-8"))
-                            if rec.get("config_hash") == chash:
-                                rows.append((n, rec))
-                                continue
-                        todo.append((n, kw))
+            for d in (d for cell in cells for d in pick[cell]):
+                for s in seeds:
+                    out = ladder_dir(work, "runs", n) / t / (d or SINGLE) / f"seed{s}" / "metrics.json"
+                    rec = _done(out, chash)
+                    if rec is not None:
+                        rows.append((n, rec))
+                        continue
+                    todo.append((n, dict(
+                        task=task, arch=arch, model_dir=Path(model_dir), seed_table_path=sub / f"seed{s}.tsv",
+                        test_path=sub / "test.tsv", dev_path=sub / "dev.tsv", ingest_root=Path(ingest_root),
+                        target=t, donor=d, seed=s, hparams=dict(hparams), out_path=out, device=device,
+                        config_hash=chash, threads=1)))
     if todo:
         ctx = multiprocessing.get_context("spawn")
         with ProcessPoolExecutor(max_workers=max(1, jobs), mp_context=ctx) as pool:
-            rows += list(zip((n for n, _ in todo), pool.map(_job, [(kw,) for _, kw in todo])))
-    out_rows = []
-    for n, rec in rows:
-        donor = rec.get("donor")
-        cell = "single" if donor in (None, SINGLE) else ("self" if donor == rec["target"] else "dual")
-        units = 2 * float(n) if cell != "single" else float(n)
-        out_rows.append((rec["target"], float(n), cell, units, int(rec["seed"]),
-                         _performance(metric, float(rec["metrics"][metric]))))
+            rows += list(zip((n for n, _ in todo), pool.map(_job, [kw for _, kw in todo])))
+    out_rows = [_curve_row(n, rec, metric) for n, rec in rows]
     return pl.DataFrame(out_rows, schema=CURVE_SCHEMA, orient="row").sort(["target", "n", "cell", "seed"])
-
-
-def fit_curve(curve: pl.DataFrame) -> dict[str, dict[str, float]]:
-    """Per target, least-squares P = alpha + beta * log2(units) over single and self runs (beta: gain per doubling)."""
-    out = {}
-    for (t,), g in curve.filter(pl.col("cell").is_in(["single", "self"])).group_by(["target"], maintain_order=True):
-        x, y = np.log2(g["units"].to_numpy()), g["value"].to_numpy()
-        if np.unique(x).size < 2:
-            continue
-        beta, alpha = np.polyfit(x, y, 1)
-        out[t] = {"alpha": float(alpha), "beta": float(beta), "points": int(x.size)}
-    return dict(sorted(out.items()))
-
-
-def recommend(curve: pl.DataFrame, z: float = 2.0) -> dict[str, Any]:
-    """The largest N at which doubling (single N -> self 2N) is clearly positive for every target; per-N detail."""
-    steps = []
-    for n in sorted(set(curve["n"].to_list())):
-        targets = {}
-        for t in sorted(set(curve["target"].to_list())):
-            g = curve.filter((pl.col("n") == n) & (pl.col("target") == t))
-            b = g.filter(pl.col("cell") == "single")["value"].to_numpy()
-            c = g.filter(pl.col("cell") == "self")["value"].to_numpy()
-            if b.size < 2 or c.size < 2:
-                targets[t] = {"b": math.nan, "c": math.nan, "gain": math.nan, "se": math.nan, "clear": False,
-                              "n_single": int(b.size), "n_self": int(c.size)}
-                continue
-            gain = float(c.mean() - b.mean())
-            se = float(math.sqrt(b.var(ddof=1) / b.size + c.var(ddof=1) / c.size))
-            targets[t] = {"b": float(b.mean()), "c": float(c.mean()), "gain": gain, "se": se,
-                          "clear": bool(gain > 0 and gain - z * se > 0), "n_single": int(b.size), "n_self": int(c.size)}
-        steps.append({"n": n, "all_clear": bool(targets) and all(v["clear"] for v in targets.values()),
-                      "targets": targets})
-    clear = [s["n"] for s in steps if s["all_clear"]]
-    return {
-        "rule": f"largest N on the ladder at which doubling N (single N -> self 2N) still gives a clearly positive "
-                f"gain for every target: c - b - {z:g} * sqrt(v_b + v_c) > 0 (a screening threshold on the unpaired SE; the "
-                f"matrix's own flag is the paired t test of the self gain over seeds)",
-        "z": z,
-        "recommended_n": max(clear) if clear else None,
-        "steps": steps,
-    }
-
-
-def write_outputs(curve: pl.DataFrame, out_dir: Path, meta: Mapping[str, Any], z: float = 2.0) -> dict[str, Any]:
-    """Write curve.tsv and recommendation.json (with the fit and ``meta``) into ``out_dir``; return the latter."""
-    out_dir = Path(out_dir)
-    write_tsv(out_dir / "curve.tsv", curve)
-    rec = {**dict(meta), **recommend(curve, z), "fit": fit_curve(curve)}
-    write_json(out_dir / "recommendation.json", rec)
-    return rec
