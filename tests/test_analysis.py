@@ -3,17 +3,23 @@
 from __future__ import annotations
 
 import math
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import polars as pl
 import pytest
 
+import cltm_pipeline
 from cltm_pipeline.analysis import properties as A
 from cltm_pipeline.analysis.inference import bh
 from cltm_pipeline.analysis.learning_curve import CURVE_SCHEMA, fit_curve, recommend
 from cltm_pipeline.analysis.matrix import RUNS_SCHEMA, build_matrices, read_result
 from cltm_pipeline.analysis.typology import DISTANCES, uriel_distances
 
+ANALYSIS_MODULES = ("inference", "matrix", "properties", "typology", "simulate", "learning_curve")
 FAMILIES = ["Romance", "Romance", "Germanic", "Germanic", "Uralic", "Uralic"]
 
 
@@ -300,3 +306,14 @@ def test_cltm_analyse_end_to_end_on_constructed_run_files(tmp_path):
     assert sorted(a["probes"]["projections"]) == ["es", "it"]
     assert a["mantel"]["genetic"]["n_pairs"] == 3 and a["typology"]["source"] == "test"
     assert a["training_time"]["by_kind"]["self"]["cells"] == 9
+
+
+def test_the_analysis_layer_loads_no_torch_and_typology_loads_urielplus_only_when_asked():
+    """A fresh interpreter imports every analysis module and metrics: no torch, no transformers, no urielplus."""
+    code = ("import sys; import cltm_pipeline.metrics; "
+            + "; ".join(f"import cltm_pipeline.analysis.{m}" for m in ANALYSIS_MODULES)
+            + "; print(sorted(m for m in ('torch', 'transformers', 'urielplus') if m in sys.modules))")
+    src = str(Path(cltm_pipeline.__file__).parents[1])
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([src, os.environ.get("PYTHONPATH", "")])}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
+    assert out.stdout.strip() == "[]"
