@@ -408,12 +408,6 @@ def transfer_summary(
 # --------------------------------------------------------------------------------------------------
 
 
-def _finite(x: float) -> float | None:
-    """JSON-safe float: None for NaN and infinities."""
-    x = float(x)
-    return x if math.isfinite(x) else None
-
-
 def per_seed_arrays(
     runs: Iterable[tuple[str, str | None, int, float]], languages: Sequence[str]
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
