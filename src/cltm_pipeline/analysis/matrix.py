@@ -77,7 +77,7 @@ def read_run_metrics(paths: Iterable[Path], metric: str) -> pl.DataFrame:
         if not isinstance(target, str) or not target:
             raise ValueError(f"{path}: 'target' must be a non-empty string, got {target!r}")
         donor = record.get("donor")
-        # "-" is the donor wildcard of single runs in the results/ paths; accept it as null.
+        # SINGLE ("-") is the donor wildcard of single runs in the results/ paths; accept it as null.
         if donor == SINGLE:
             donor = None
         if donor is not None and (not isinstance(donor, str) or not donor):

@@ -19,6 +19,7 @@ from scipy.spatial.distance import squareform
 from sklearn.metrics import silhouette_score
 
 from cltm_pipeline.analysis.inference import ALPHA, holm, ratio_mean_interval
+from cltm_pipeline.protocol import SINGLE
 
 __all__ = [
     "analyse",
@@ -343,7 +344,7 @@ def steps_to_reach(records: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]
         if not curve:
             continue
         donor = rec.get("donor")
-        donor = None if donor in (None, "-") else donor
+        donor = None if donor in (None, SINGLE) else donor
         curves[(rec["target"], donor, int(rec["seed"]))] = [[float(s), float(v)] for s, v in curve]
     rows = []
     for (target, donor, seed), curve in sorted(curves.items(), key=lambda kv: (kv[0][0], kv[0][1] or "", kv[0][2])):
