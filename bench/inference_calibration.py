@@ -1,6 +1,6 @@
 """Calibration of the CLTM's per-cell inference, by simulation with a known answer (issue 12).
 
-Simulated studies (cltm_pipeline.simulate: per-seed offsets shared by the cells of a target and by the
+Simulated studies (cltm_pipeline.analysis.simulate: per-seed offsets shared by the cells of a target and by the
 targets drawing a donor, independent cell noise) run through the same ``build_matrices`` and
 ``transfer_summary`` as the workflow. For n = 3, 5 and 10 seeds it prints nominal against actual for:
 
@@ -24,9 +24,9 @@ import time
 
 import numpy as np
 
-from cltm_pipeline.analysis import per_seed_arrays, transfer_summary
-from cltm_pipeline.cltm import build_matrices
-from cltm_pipeline.simulate import simulate_study
+from cltm_pipeline.analysis.matrix import build_matrices
+from cltm_pipeline.analysis.properties import per_seed_arrays, transfer_summary
+from cltm_pipeline.analysis.simulate import simulate_study
 
 ALPHA = 0.05
 

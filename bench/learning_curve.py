@@ -5,7 +5,7 @@ with the library (fixed test/dev per target, nested single/extra per seed), trai
 (N clips) and the *self* cell (2N clips) of every target and seed with ``run_cell``, and prints per
 (N, target) the mean test macro-F1 over seeds, the self gain c - b with its standard error (unpaired,
 sqrt(v_b + v_c) as the CLTM's delta method uses) and the recommended N. The protocol lives in
-``cltm_pipeline.learning_curve`` (the workflow's ``learning_curve`` rule runs the same code).
+``cltm_pipeline.analysis.learning_curve`` and ``cltm_pipeline.training.learning_curve`` (the workflow's ``learning_curve`` rule runs the same code).
 
 Needs an ingested demo corpus, e.g.::
 
@@ -29,7 +29,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import polars as pl  # noqa: E402
 
-from cltm_pipeline.learning_curve import draw_ladder, recommend, run_ladder  # noqa: E402
+from cltm_pipeline.analysis.learning_curve import draw_ladder, recommend  # noqa: E402
+from cltm_pipeline.training.learning_curve import run_ladder  # noqa: E402
 from cltm_pipeline.data.subsets import SubsetSpec  # noqa: E402
 
 

@@ -27,8 +27,8 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
-from cltm_pipeline.analysis import analyse  # noqa: E402
-from cltm_pipeline.cltm import RUNS_SCHEMA, build_matrices  # noqa: E402
+from cltm_pipeline.analysis.matrix import RUNS_SCHEMA, build_matrices  # noqa: E402
+from cltm_pipeline.analysis.properties import analyse  # noqa: E402
 from cltm_pipeline.data.languages import read_languages
 from cltm_pipeline.report import MatrixEntry, figures, render_report, write_figure_html  # noqa: E402
 
@@ -114,7 +114,7 @@ def inventory_frame(task: str, arch: str, rows: list[tuple[str, str | None, int,
 
 def with_analysis(entry: MatrixEntry, runs: pl.DataFrame, families: dict[str, str], typology: dict | None) -> MatrixEntry:
     """The entry with its analyses (no probes or dev curves: synthetic runs have none)."""
-    from cltm_pipeline.typology import read_typology
+    from cltm_pipeline.analysis.typology import read_typology
 
     langs = list(entry.result.languages)
     dist = read_typology(typology, langs) if typology else {}

@@ -3,14 +3,23 @@
 from __future__ import annotations
 
 import math
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import polars as pl
 import pytest
 
-from cltm_pipeline import analysis as A
-from cltm_pipeline.cltm import RUNS_SCHEMA, build_matrices, read_result
+import cltm_pipeline
+from cltm_pipeline.analysis import properties as A
+from cltm_pipeline.analysis.inference import bh
+from cltm_pipeline.analysis.learning_curve import CURVE_SCHEMA, fit_curve, recommend
+from cltm_pipeline.analysis.matrix import RUNS_SCHEMA, build_matrices, read_result
+from cltm_pipeline.analysis.typology import DISTANCES, uriel_distances
 
+ANALYSIS_MODULES = ("inference", "matrix", "properties", "typology", "simulate", "learning_curve")
 FAMILIES = ["Romance", "Romance", "Germanic", "Germanic", "Uralic", "Uralic"]
 
 
@@ -74,9 +83,9 @@ def test_bh_against_a_hand_computed_example():
     # sorted: 0.005, 0.01, 0.03, 0.04, 0.5 (m = 5): p*m/k = 0.025, 0.025, 0.05, 0.05, 0.5; running min
     # from the top keeps them monotone
     expected = [0.025, 0.05, 0.05, 0.025, np.nan, 0.5]
-    np.testing.assert_allclose(A.bh(p), expected)
-    assert np.isnan(A.bh([np.nan])).all()
-    assert A.bh(np.array([0.9, 0.95])).max() <= 1.0
+    np.testing.assert_allclose(bh(p), expected)
+    assert np.isnan(bh([np.nan])).all()
+    assert bh(np.array([0.9, 0.95])).max() <= 1.0
 
 
 def test_mds_on_exactly_planar_points_has_zero_stress_and_recovers_distances():
@@ -226,8 +235,6 @@ def test_transfer_summary_mean_and_ci():
 
 def _curve(gains: dict[float, float], seeds: int = 4, sd: float = 0.01):
     """A synthetic ladder: at each N, single = base(N), self = base(N) + gains[N], seeded noise."""
-    from cltm_pipeline.learning_curve import CURVE_SCHEMA
-
     rng = np.random.default_rng(0)
     rows, base = [], 0.5
     for n in sorted(gains):
@@ -240,8 +247,6 @@ def _curve(gains: dict[float, float], seeds: int = 4, sd: float = 0.01):
 
 
 def test_learning_curve_recommends_the_largest_n_whose_doubling_still_clearly_helps():
-    from cltm_pipeline.learning_curve import fit_curve, recommend
-
     # doubling helps a lot at 4, 8 and 16, then saturates at 32
     rec = recommend(_curve({4.0: 0.15, 8.0: 0.1, 16.0: 0.06, 32.0: 0.0}))
     assert rec["recommended_n"] == 16.0
@@ -254,8 +259,6 @@ def test_learning_curve_recommends_the_largest_n_whose_doubling_still_clearly_he
 
 
 def test_uriel_distances_offline_with_unknown_codes():
-    from cltm_pipeline.typology import DISTANCES, uriel_distances
-
     d, unknown = uriel_distances(["spa", "ita", "deu", "qqq"])
     assert unknown == ["qqq"] and set(d) == set(DISTANCES)
     g = d["genetic"]
@@ -303,3 +306,14 @@ def test_cltm_analyse_end_to_end_on_constructed_run_files(tmp_path):
     assert sorted(a["probes"]["projections"]) == ["es", "it"]
     assert a["mantel"]["genetic"]["n_pairs"] == 3 and a["typology"]["source"] == "test"
     assert a["training_time"]["by_kind"]["self"]["cells"] == 9
+
+
+def test_the_analysis_layer_loads_no_torch_and_typology_loads_urielplus_only_when_asked():
+    """A fresh interpreter imports every analysis module and metrics: no torch, no transformers, no urielplus."""
+    code = ("import sys; import cltm_pipeline.metrics; "
+            + "; ".join(f"import cltm_pipeline.analysis.{m}" for m in ANALYSIS_MODULES)
+            + "; print(sorted(m for m in ('torch', 'transformers', 'urielplus') if m in sys.modules))")
+    src = str(Path(cltm_pipeline.__file__).parents[1])
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([src, os.environ.get("PYTHONPATH", "")])}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
+    assert out.stdout.strip() == "[]"

@@ -1,4 +1,4 @@
-"""Tests for cltm_pipeline.cltm against values worked out by hand."""
+"""Tests for cltm_pipeline.analysis.matrix against values worked out by hand."""
 
 from __future__ import annotations
 
@@ -11,7 +11,15 @@ import polars as pl
 import pytest
 from scipy import stats
 
-from cltm_pipeline.cltm import RUNS_SCHEMA, aggregate, build_matrices, read_run_metrics, read_study_csv
+from cltm_pipeline.analysis.inference import fieller
+from cltm_pipeline.analysis.matrix import (
+    RUNS_SCHEMA,
+    aggregate,
+    build_matrices,
+    read_result,
+    read_run_metrics,
+    read_study_csv,
+)
 
 SCHEMA = {"target": pl.String, "donor": pl.String, "seed": pl.Int64, "value": pl.Float64}
 
@@ -218,8 +226,6 @@ def test_sign_flip_test_is_exact_and_says_when_it_cannot_reject():
 ])
 def test_fieller_set_matches_its_definition(num, den, kind):
     """Bounded, two rays or the whole line: membership on a grid equals the defining inequality."""
-    from cltm_pipeline.inference import fieller
-
     x, y = np.array(num), np.array(den)
     n = x.size
     fs = fieller(x, y, 0.95)
@@ -427,8 +433,6 @@ def test_read_study_csv_several_metrics_needs_a_choice(tmp_path: Path):
 
 def test_written_result_reads_back_exactly(tmp_path):
     """read_result is the exact inverse of write (the report reads matrices back from disk)."""
-    from cltm_pipeline.cltm import read_result
-
     rng = np.random.default_rng(3)
     rows = [
         (t, d, s, float(rng.uniform(0.5, 0.9)))

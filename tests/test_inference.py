@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from cltm_pipeline.analysis import per_seed_arrays, transfer_summary
-from cltm_pipeline.cltm import build_matrices
-from cltm_pipeline.inference import fieller, holm, p_floor, paired_test, ratio_mean_interval
-from cltm_pipeline.simulate import simulate_study
+from cltm_pipeline.analysis.inference import fieller, holm, p_floor, paired_test, ratio_mean_interval
+from cltm_pipeline.analysis.matrix import build_matrices
+from cltm_pipeline.analysis.properties import per_seed_arrays, transfer_summary
+from cltm_pipeline.analysis.simulate import simulate_study
 
 
 def test_paired_t_matches_scipy():

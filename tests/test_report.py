@@ -11,7 +11,7 @@ import polars as pl
 import pytest
 from plotly.offline import get_plotlyjs
 
-from cltm_pipeline.cltm import RUNS_SCHEMA, build_matrices
+from cltm_pipeline.analysis.matrix import RUNS_SCHEMA, build_matrices
 from cltm_pipeline.data.languages import read_languages
 from cltm_pipeline.report import MatrixEntry, figures, render_report, write_figure_html
 
@@ -205,7 +205,7 @@ def test_54_languages_random_matrix(tmp_path):
 
 
 def _analysed(entry: MatrixEntry, task: str, arch: str) -> MatrixEntry:
-    from cltm_pipeline.analysis import analyse
+    from cltm_pipeline.analysis.properties import analyse
 
     r = entry.result
     fam = [LANGUAGES_FAMILY[t] for t in r.languages]
@@ -226,7 +226,7 @@ def _analysed(entry: MatrixEntry, task: str, arch: str) -> MatrixEntry:
 
 
 def test_report_puts_the_cross_task_summary_first_and_every_analysis_per_matrix(entry, tmp_path):
-    from cltm_pipeline.learning_curve import CURVE_SCHEMA, fit_curve, recommend
+    from cltm_pipeline.analysis.learning_curve import CURVE_SCHEMA, fit_curve, recommend
 
     entries = [_analysed(entry, "gender", "tiny"), _analysed(entry, "asr", "tiny")]
     curve = pl.DataFrame([("es", 4.0, "single", 4.0, s, 0.5 + 0.01 * s) for s in range(3)]
@@ -360,7 +360,7 @@ def test_a_stale_analysis_json_fails_before_rendering_naming_the_file(analysis_j
 
 
 def test_a_recommendation_without_a_written_key_fails_naming_it(entry, tmp_path):
-    from cltm_pipeline.learning_curve import CURVE_SCHEMA, fit_curve, recommend
+    from cltm_pipeline.analysis.learning_curve import CURVE_SCHEMA, fit_curve, recommend
     from cltm_pipeline.report import ResultsError
 
     curve = pl.DataFrame([("es", 4.0, "single", 4.0, s, 0.5 + 0.01 * s) for s in range(3)]

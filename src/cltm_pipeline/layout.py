@@ -12,7 +12,7 @@ from pathlib import Path
 
 from cltm_pipeline.protocol import SINGLE
 
-__all__ = ["PATTERNS", "CELL_DIR", "path", "cell_files", "run_metrics"]
+__all__ = ["PATTERNS", "CELL_DIR", "path", "cell_files", "run_metrics", "ladder_dir"]
 
 #: One cell's directory under ``runs/<task>/<arch>/`` (donor "-" is the single cell).
 CELL_DIR = "{target}/{donor}/seed{seed}"
@@ -81,3 +81,9 @@ def run_metrics(runs_dir: Path, languages: list[str] | None = None, seeds: list[
         if (not langs or (p.parts[-4] in langs and p.parts[-3] in langs | {SINGLE}))
         and (not keep or int(p.parts[-2].removeprefix("seed")) in keep)
     ]
+
+
+def ladder_dir(work: Path, part: str, n: float) -> Path:
+    """``work/<part>/n<N>``: where the learning curve's subsets (part "subsets") and runs (part "runs") at N
+    live; under ``runs`` each cell has the matrix's own ``CELL_DIR``."""
+    return Path(work) / part / f"n{n:g}"

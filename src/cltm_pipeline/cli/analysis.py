@@ -10,15 +10,15 @@ from typing import Any
 
 import polars as pl
 
-from cltm_pipeline.analysis import analyse
-from cltm_pipeline.cltm import build_matrices, read_result, read_run_metrics, read_study_csv
+from cltm_pipeline.analysis.properties import analyse
+from cltm_pipeline.analysis.matrix import build_matrices, read_result, read_run_metrics, read_study_csv
 from cltm_pipeline.data.languages import UNKNOWN_FAMILY, read_languages
 from cltm_pipeline.data.subsets import SubsetSpec
 from cltm_pipeline.errors import ConfigError
 from cltm_pipeline.io import write_json
 from cltm_pipeline.layout import run_metrics
-from cltm_pipeline.learning_curve import draw_ladder, write_outputs
-from cltm_pipeline.typology import read_typology, typology_table
+from cltm_pipeline.analysis.learning_curve import draw_ladder, write_outputs
+from cltm_pipeline.analysis.typology import read_typology, typology_table
 
 __all__ = ["register"]
 
@@ -97,7 +97,7 @@ def cmd_typology(args: argparse.Namespace) -> None:
 
 def cmd_learning_curve(args: argparse.Namespace) -> None:
     """Train single and self cells at a ladder of N on a few targets; write curve.tsv and recommendation.json."""
-    from cltm_pipeline.learning_curve import run_ladder  # torch: only when the ladder trains
+    from cltm_pipeline.training.learning_curve import run_ladder  # torch: only when the ladder trains
 
     t0 = time.perf_counter()
     spec = SubsetSpec.from_json(args.spec)

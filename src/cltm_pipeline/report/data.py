@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from cltm_pipeline.cltm import CLTMResult, read_result
+from cltm_pipeline.analysis.matrix import CLTMResult, read_result
 from cltm_pipeline.errors import ResultsError
 from cltm_pipeline.protocol import lower_is_better
 from cltm_pipeline.report.display import slugify

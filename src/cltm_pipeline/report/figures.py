@@ -24,8 +24,9 @@ import polars as pl
 from plotly.offline import get_plotlyjs
 from plotly.subplots import make_subplots
 
-from cltm_pipeline.analysis import ALPHA, top_family
-from cltm_pipeline.cltm import CLTMResult
+from cltm_pipeline.analysis.inference import ALPHA
+from cltm_pipeline.analysis.properties import top_family
+from cltm_pipeline.analysis.matrix import CLTMResult
 from cltm_pipeline.io import write_text
 from cltm_pipeline.report.data import Analysis, Counted, LearningCurve, MatrixEntry
 from cltm_pipeline.report.display import (

@@ -19,8 +19,8 @@ import polars as pl
 import yaml
 from plotly.offline import get_plotlyjs
 
-from cltm_pipeline.analysis import ALPHA
-from cltm_pipeline.cltm import CLTMResult
+from cltm_pipeline.analysis.inference import ALPHA
+from cltm_pipeline.analysis.matrix import CLTMResult
 from cltm_pipeline.io import write_text
 from cltm_pipeline.protocol import cell_kind
 from cltm_pipeline.report.data import Analysis, LearningCurve, MatrixEntry, Typology, read_learning_curves
@@ -29,7 +29,7 @@ from cltm_pipeline.report.figures import (
     C_CLIP, curve_figure, display_order, figure_div, figures, m_range, map_figure, projection_figure,
     strength_figure, summary_figure,
 )
-from cltm_pipeline.typology import DISTANCES
+from cltm_pipeline.analysis.typology import DISTANCES
 
 __all__ = ["render_report"]
 

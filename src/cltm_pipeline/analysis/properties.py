@@ -1,5 +1,5 @@
 """Properties of a CLTM (DESIGN.md "Analyses"): strengths, asymmetry, shares, families, MDS map, clusters,
-Mantel test against typological distances, BH false-discovery control, probes and training-time transfer.
+Mantel test against typological distances, significance counts, probes and training-time transfer.
 
 Every function is pure and takes a matrix indexed [target i, donor j] (rows receive, columns give) with
 NaN for missing or undefined cells. NaN cells are never imputed: each statistic is computed on the finite
@@ -14,30 +14,32 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
+from scipy.cluster.hierarchy import fcluster, linkage
+from scipy.spatial.distance import squareform
+from sklearn.metrics import silhouette_score
 
-from cltm_pipeline.inference import holm, ratio_mean_interval
+from cltm_pipeline.analysis.inference import ALPHA, holm, ratio_mean_interval
+from cltm_pipeline.protocol import SINGLE
 
 __all__ = [
-    "ALPHA",
+    "analyse",
     "asymmetry",
-    "bh",
     "clusters",
     "donor_strength",
     "mantel",
     "mds",
+    "per_seed_arrays",
     "probe_summary",
     "profile_distance",
     "receiver_strength",
     "shares",
     "intra_family_share",
+    "significance_counts",
     "steps_to_reach",
     "symmetrised",
     "top_family",
     "transfer_summary",
 ]
-
-#: False-discovery level at which cells are marked significant in the report.
-ALPHA = 0.05
 
 
 def _off_diagonal(n: int) -> np.ndarray:
@@ -192,10 +194,6 @@ def clusters(D: np.ndarray, max_k: int | None = None) -> dict[str, Any]:
     and numbered in order of first appearance, so equal inputs give equal labels. Fewer than 3 languages:
     one cluster, silhouette NaN.
     """
-    from scipy.cluster.hierarchy import fcluster, linkage
-    from scipy.spatial.distance import squareform
-    from sklearn.metrics import silhouette_score
-
     D = np.asarray(D, dtype=float)
     used = _complete_subset(D)
     n = len(used)
@@ -292,28 +290,6 @@ def mantel(
 
 
 # --------------------------------------------------------------------------------------------------
-# False-discovery control
-# --------------------------------------------------------------------------------------------------
-
-
-def bh(pvalues: Sequence[float] | np.ndarray) -> np.ndarray:
-    """Benjamini–Hochberg q-values (step-up, monotone, capped at 1); NaN p-values stay NaN and are not counted."""
-    p = np.asarray(pvalues, dtype=float)
-    q = np.full(p.shape, np.nan)
-    flat = p.ravel()
-    ok = np.flatnonzero(np.isfinite(flat))
-    m = ok.size
-    if m == 0:
-        return q
-    order = ok[np.argsort(flat[ok], kind="stable")]
-    ranked = flat[order] * m / np.arange(1, m + 1)
-    ranked = np.minimum.accumulate(ranked[::-1])[::-1]
-    qf = q.ravel()
-    qf[order] = np.minimum(ranked, 1.0)
-    return qf.reshape(p.shape)
-
-
-# --------------------------------------------------------------------------------------------------
 # Run-level views: latent probes and training-time transfer
 # --------------------------------------------------------------------------------------------------
 
@@ -368,7 +344,7 @@ def steps_to_reach(records: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]
         if not curve:
             continue
         donor = rec.get("donor")
-        donor = None if donor in (None, "-") else donor
+        donor = None if donor in (None, SINGLE) else donor
         curves[(rec["target"], donor, int(rec["seed"]))] = [[float(s), float(v)] for s, v in curve]
     rows = []
     for (target, donor, seed), curve in sorted(curves.items(), key=lambda kv: (kv[0][0], kv[0][1] or "", kv[0][2])):
@@ -402,7 +378,7 @@ def transfer_summary(
     same seed's single and self runs, NaN where a run is missing. An ill-conditioned row's C is seed noise
     over a near-zero gain (its Fieller sets are unbounded), so its cells are left out and counted. One seed
     set: the seeds present in every used cell, its single and its self. The interval is
-    :func:`~cltm_pipeline.inference.ratio_mean_interval` (seed as the unit, t with n − 1 df).
+    :func:`~cltm_pipeline.analysis.inference.ratio_mean_interval` (seed as the unit, t with n − 1 df).
     """
     a, b, c = (np.asarray(x, dtype=float) for x in (values, single, self_))
     L, S = b.shape
@@ -431,12 +407,6 @@ def transfer_summary(
 # --------------------------------------------------------------------------------------------------
 # Everything for one matrix: the content of analysis.json
 # --------------------------------------------------------------------------------------------------
-
-
-def _finite(x: float) -> float | None:
-    """JSON-safe float: None for NaN and infinities."""
-    x = float(x)
-    return x if math.isfinite(x) else None
 
 
 def per_seed_arrays(
@@ -471,6 +441,82 @@ def significance_counts(C: np.ndarray, q_zero: np.ndarray, q_one: np.ndarray, al
         }
 
 
+def _mantel_rows(
+    sym: np.ndarray, distances: Mapping[str, np.ndarray], langs: Sequence[str], permutations: int, seed: int
+) -> dict[str, dict[str, Any]]:
+    """The Mantel test of the symmetrised C against each typological distance, with Holm-adjusted p."""
+    rows = {}
+    for kind, dist in distances.items():
+        m = mantel(sym, np.asarray(dist, dtype=float), permutations=permutations, seed=seed)
+        rows[kind] = {**m, "used": [langs[k] for k in m["used"]]}
+    # Several distances are tested against one C: Holm's adjustment keeps "any link" at the nominal level.
+    kinds_tested = list(rows)
+    adjusted = holm(np.array([rows[k]["p"] for k in kinds_tested], dtype=float))
+    for kind, p_adj in zip(kinds_tested, adjusted):
+        rows[kind]["p_holm"] = float(p_adj)
+    return rows
+
+
+def _training_time(records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """Steps-to-reach ratios summarised by donor and by cell kind (per-run rows stay out of analysis.json)."""
+    timing = steps_to_reach(records)
+    by_donor: dict[str, list[float]] = {}
+    never: dict[str, int] = {}
+    for row in timing:
+        if math.isfinite(row["ratio"]):
+            by_donor.setdefault(row["donor"], []).append(row["ratio"])
+        if not math.isfinite(row["steps"]):
+            never[row["donor"]] = never.get(row["donor"], 0) + 1
+    by_kind = {}
+    for kind in ("self", "dual"):
+        ratios = [r["ratio"] for r in timing if ((r["donor"] == r["target"]) == (kind == "self"))]
+        fin = [x for x in ratios if math.isfinite(x)]
+        by_kind[kind] = {"mean_ratio": float(np.mean(fin)) if fin else math.nan, "reached": len(fin),
+                         "cells": len(ratios)}
+    return {
+        "runs": len(timing),  # per-run rows stay out: 29,700 of them in the study grid
+        "by_donor": {d: {"mean_ratio": float(np.mean(v)), "n": len(v), "never": never.get(d, 0)}
+                     for d, v in sorted(by_donor.items())},
+        "by_kind": by_kind,
+    }
+
+
+def _properties(C: np.ndarray, families: Sequence[str], langs: Sequence[str], mean_c: dict[str, Any]) -> dict[str, Any]:
+    """The matrix's properties block: mean C, strengths, asymmetry, shares, intra-family shares."""
+    donor, donor_n = donor_strength(C)
+    receiver, receiver_n = receiver_strength(C)
+    asym, asym_n = asymmetry(C)
+    fam_share, fam_uniform = intra_family_share(C, families)
+    top_share, top_uniform = intra_family_share(C, [top_family(f) for f in families])
+    return {
+        "mean_offdiag_C": mean_c,
+        "donor_strength": {t: {"value": float(v), "n": int(k)} for t, v, k in zip(langs, donor, donor_n)},
+        "receiver_strength": {t: {"value": float(v), "n": int(k)} for t, v, k in zip(langs, receiver, receiver_n)},
+        "asymmetry": {"value": asym, "n": asym_n},
+        "shares": shares(C),
+        "intra_family_share": {"value": fam_share, "uniform": fam_uniform},
+        "intra_top_family_share": {"value": top_share, "uniform": top_uniform},
+    }
+
+
+def _profile_map(C: np.ndarray, ill_conditioned: np.ndarray, langs: Sequence[str]) -> dict[str, Any]:
+    """MDS map and clusters of the languages' transfer profiles."""
+    # An ill-conditioned row is seed noise divided by a near-zero gain: as a profile it would dominate the
+    # map. Its row is left out of the profiles (the language stays, placed by what it gives as a donor).
+    C_map = np.where(np.asarray(ill_conditioned, dtype=bool)[:, None], np.nan, C)
+    D, D_used = profile_distance(C_map)
+    layout = mds(D)
+    groups = clusters(D)
+    return {
+        "distance": "RMS difference of transfer profiles (row and column of C, own cells left out)",
+        "languages": [langs[k] for k in layout["used"]], "x": layout["x"], "y": layout["y"],
+        "stress": layout["stress"],
+        "clusters": [int(x) for x in groups["labels"]], "cluster_languages": [langs[k] for k in groups["used"]],
+        "k": groups["k"], "silhouette": groups["silhouette"],
+        "min_shared_coordinates": int(D_used[_off_diagonal(len(langs))].min()) if len(langs) > 1 else 0,
+    }
+
+
 def analyse(
     result: Any,
     families: Sequence[str],
@@ -490,76 +536,18 @@ def analyse(
     """
     langs = list(result.languages)
     C = np.asarray(result.C, dtype=float)
-    donor, donor_n = donor_strength(C)
-    receiver, receiver_n = receiver_strength(C)
-    asym, asym_n = asymmetry(C)
-    fam_share, fam_uniform = intra_family_share(C, families)
-    top = [top_family(f) for f in families]
-    top_share, top_uniform = intra_family_share(C, top)
     a, b, c = per_seed_arrays(runs, langs)
     mean_c = transfer_summary(a, b, c, ci=result.ci, ill_conditioned=result.ill_conditioned)
-    # An ill-conditioned row is seed noise divided by a near-zero gain: as a profile it would dominate the
-    # map. Its row is left out of the profiles (the language stays, placed by what it gives as a donor).
-    C_map = np.where(np.asarray(result.ill_conditioned, dtype=bool)[:, None], np.nan, C)
-    D, D_used = profile_distance(C_map)
-    layout = mds(D)
-    groups = clusters(D)
-    sym = symmetrised(C)
-    mantel_rows = {}
-    for kind, dist in distances.items():
-        m = mantel(sym, np.asarray(dist, dtype=float), permutations=permutations, seed=seed)
-        mantel_rows[kind] = {**m, "used": [langs[k] for k in m["used"]]}
-    # Several distances are tested against one C: Holm's adjustment keeps "any link" at the nominal level.
-    kinds_tested = list(mantel_rows)
-    adjusted = holm(np.array([mantel_rows[k]["p"] for k in kinds_tested], dtype=float))
-    for kind, p_adj in zip(kinds_tested, adjusted):
-        mantel_rows[kind]["p_holm"] = float(p_adj)
-    kinds = ("self", "dual")
-    timing = steps_to_reach(records)
-    by_donor: dict[str, list[float]] = {}
-    for row in timing:
-        if math.isfinite(row["ratio"]):
-            by_donor.setdefault(row["donor"], []).append(row["ratio"])
-    never: dict[str, int] = {}
-    for row in timing:
-        if not math.isfinite(row["steps"]):
-            never[row["donor"]] = never.get(row["donor"], 0) + 1
-    timing_kind = {}
-    for kind in kinds:
-        ratios = [r["ratio"] for r in timing if ((r["donor"] == r["target"]) == (kind == "self"))]
-        fin = [x for x in ratios if math.isfinite(x)]
-        timing_kind[kind] = {"mean_ratio": float(np.mean(fin)) if fin else math.nan, "reached": len(fin),
-                             "cells": len(ratios)}
     return {
         "languages": langs,
         "families": list(families),
         "ill_conditioned": [t for t, bad in zip(langs, result.ill_conditioned) if bad],
-        "properties": {
-            "mean_offdiag_C": mean_c,
-            "donor_strength": {t: {"value": float(v), "n": int(k)} for t, v, k in zip(langs, donor, donor_n)},
-            "receiver_strength": {t: {"value": float(v), "n": int(k)} for t, v, k in zip(langs, receiver, receiver_n)},
-            "asymmetry": {"value": asym, "n": asym_n},
-            "shares": shares(C),
-            "intra_family_share": {"value": fam_share, "uniform": fam_uniform},
-            "intra_top_family_share": {"value": top_share, "uniform": top_uniform},
-        },
+        "properties": _properties(C, families, langs, mean_c),
         "significance": {"alpha": alpha, **significance_counts(C, result.q_zero, result.q_one, alpha)},
-        "map": {
-            "distance": "RMS difference of transfer profiles (row and column of C, own cells left out)",
-            "languages": [langs[k] for k in layout["used"]], "x": layout["x"], "y": layout["y"],
-            "stress": layout["stress"],
-            "clusters": [int(x) for x in groups["labels"]], "cluster_languages": [langs[k] for k in groups["used"]],
-            "k": groups["k"], "silhouette": groups["silhouette"],
-            "min_shared_coordinates": int(D_used[_off_diagonal(len(langs))].min()) if len(langs) > 1 else 0,
-        },
-        "mantel": mantel_rows,
+        "map": _profile_map(C, result.ill_conditioned, langs),
+        "mantel": _mantel_rows(symmetrised(C), distances, langs, permutations, seed),
         "probes": {**probe_summary(records), "projections": _projections(records)},
-        "training_time": {
-            "runs": len(timing),  # per-run rows stay out: 29,700 of them in the study grid
-            "by_donor": {d: {"mean_ratio": float(np.mean(v)), "n": len(v), "never": never.get(d, 0)}
-                         for d, v in sorted(by_donor.items())},
-            "by_kind": timing_kind,
-        },
+        "training_time": _training_time(records),
     }
 
 

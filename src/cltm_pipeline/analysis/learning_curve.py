@@ -2,7 +2,7 @@
 
 At each N of the ladder the protocol's own subsets are drawn (same fixed test/dev sets as the matrix,
 nested single/extra parts per seed) and the *single* (N units) and *self* (2N units) cells of each target
-are trained with :func:`cltm_pipeline.training.cell.run_cell`. The self gain c - b at N is then exactly what
+are trained by :func:`cltm_pipeline.training.learning_curve.run_ladder` (the part that needs torch). The self gain c - b at N is then exactly what
 doubling N buys, and exactly the denominator of the CLTM at regime N.
 
 Recommendation rule: the **largest N on the ladder at which doubling still gives a clearly positive gain
@@ -13,31 +13,24 @@ longer measurably helps, every CLTM denominator would sit in seed noise, and the
 
 from __future__ import annotations
 
-import json
 import math
-import multiprocessing
 from collections.abc import Mapping, Sequence
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import polars as pl
 
-from cltm_pipeline.io import stable_hash, write_json, write_tsv
+from cltm_pipeline.io import write_json, write_tsv
+from cltm_pipeline.layout import ladder_dir
 from cltm_pipeline.data.subsets import SubsetSpec, check_invariants, draw_seed, eval_sets
-from cltm_pipeline.protocol import SINGLE
 
-__all__ = ["CURVE_SCHEMA", "draw_ladder", "fit_curve", "recommend", "run_ladder", "write_outputs"]
+__all__ = ["CURVE_SCHEMA", "draw_ladder", "fit_curve", "recommend", "write_outputs"]
 
 CURVE_SCHEMA = {
     "target": pl.String, "n": pl.Float64, "cell": pl.String, "units": pl.Float64, "seed": pl.Int64,
     "value": pl.Float64,
 }  # no wall times: equal inputs give equal bytes (each run's metrics.json under runs/ keeps its timing)
-
-
-def _n_name(n: float) -> str:
-    return f"n{n:g}"
 
 
 def draw_ladder(
@@ -52,67 +45,13 @@ def draw_ladder(
         for t in targets:
             s = SubsetSpec(**{**spec.__dict__, "n": float(n), "languages": (t,), "seeds": tuple(seeds)})
             test, dev = eval_sets(s, t, tables[t])
-            out = Path(work) / "subsets" / _n_name(n) / t
+            out = ladder_dir(work, "subsets", n) / t
             write_tsv(out / "test.tsv", test)
             write_tsv(out / "dev.tsv", dev)
             for seed in seeds:
                 table = draw_seed(s, t, seed, tables, test, dev)
                 check_invariants(s, t, table, test, dev)
                 write_tsv(out / f"seed{seed}.tsv", table)
-
-
-def _job(args: tuple) -> dict[str, Any]:
-    """One cell in a worker process (spawned: torch's thread pools do not survive fork)."""
-    from cltm_pipeline.training.cell import run_cell
-
-    kw = args[0]
-    return run_cell(**kw)
-
-
-def run_ladder(
-    task: str, arch: str, model_dir: Path, ingest_root: Path, targets: Sequence[str], ladder: Sequence[float],
-    seeds: Sequence[int], hparams: Mapping[str, Any], work: Path, metric: str, *, jobs: int = 1,
-    cells: Sequence[str] = ("single", "self"), donors: Sequence[str] = (), device: str = "cpu",
-) -> pl.DataFrame:
-    """Train every (N, target, cell, seed) from the tables :func:`draw_ladder` wrote; the curve as a table.
-
-    A cell whose metrics.json already exists with the same config hash (N, hparams, model) is read, not
-    retrained, so a rerun after a kill costs only the missing cells. Lower-is-better metrics become 1 - x.
-    """
-    from cltm_pipeline.cltm import _performance
-
-    todo, rows = [], []
-    for n in ladder:
-        for t in targets:
-            sub = Path(work) / "subsets" / _n_name(n) / t
-            pick = {"single": [None], "self": [t], "dual": [d for d in donors if d != t]}
-            for cell in cells:
-                for d in pick[cell]:
-                    for s in seeds:
-                        out = Path(work) / "runs" / _n_name(n) / t / (d or SINGLE) / f"seed{s}" / "metrics.json"
-                        chash = f"{stable_hash(task, arch, n, json.dumps(dict(hparams), sort_keys=True), model_dir):016x}"
-                        kw = dict(task=task, arch=arch, model_dir=Path(model_dir), seed_table_path=sub / f"seed{s}.tsv",
-                                  test_path=sub / "test.tsv", dev_path=sub / "dev.tsv", ingest_root=Path(ingest_root),
-                                  target=t, donor=d, seed=s, hparams=dict(hparams), out_path=out, device=device,
-                                  config_hash=chash, threads=1)
-                        if out.is_file():
-                            rec = json.loads(out.read_text(encoding="utf-8"))
-                            if rec.get("config_hash") == chash:
-                                rows.append((n, rec))
-                                continue
-                        todo.append((n, kw))
-    if todo:
-        ctx = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(max_workers=max(1, jobs), mp_context=ctx) as pool:
-            rows += list(zip((n for n, _ in todo), pool.map(_job, [(kw,) for _, kw in todo])))
-    out_rows = []
-    for n, rec in rows:
-        donor = rec.get("donor")
-        cell = "single" if donor in (None, SINGLE) else ("self" if donor == rec["target"] else "dual")
-        units = 2 * float(n) if cell != "single" else float(n)
-        out_rows.append((rec["target"], float(n), cell, units, int(rec["seed"]),
-                         _performance(metric, float(rec["metrics"][metric]))))
-    return pl.DataFrame(out_rows, schema=CURVE_SCHEMA, orient="row").sort(["target", "n", "cell", "seed"])
 
 
 def fit_curve(curve: pl.DataFrame) -> dict[str, dict[str, float]]:

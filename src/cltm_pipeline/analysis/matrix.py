@@ -12,17 +12,16 @@ import csv
 import json
 import math
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 import polars as pl
 
-from cltm_pipeline.analysis import ALPHA, bh
-from cltm_pipeline.inference import TESTS, delta_se, fieller, p_floor, paired_test, t_crit
+from cltm_pipeline.analysis.inference import ALPHA, TESTS, bh, delta_se, fieller, p_floor, paired_test, t_crit
 from cltm_pipeline.io import stable_hash, write_json, write_text
-from cltm_pipeline.protocol import SINGLE, cell_kind
+from cltm_pipeline.protocol import SINGLE, cell_kind, performance
 
 __all__ = [
     "POLICIES",
@@ -38,8 +37,6 @@ __all__ = [
 #: Aggregation policies over seeds. Only the plain mean exists; the name is written into every output.
 POLICIES: tuple[str, ...] = ("mean",)
 
-# Lower-is-better metrics accepted by name; they are turned into P = 1 - x so that higher is better.
-_LOWER_IS_BETTER = frozenset({"eer", "wer", "cer", "asr_error", "mean_utt_wer"})
 # The metric columns the reference study's per-seed CSVs carry.
 _STUDY_METRICS = ("f1", "auc", "eer", "wer")
 _STUDY_KEYS = ("model_id", "type", "lang_src", "lang_tgt", "seed")
@@ -64,16 +61,6 @@ def _runs_frame(rows: list[tuple[str, str | None, int, float]]) -> pl.DataFrame:
     return pl.DataFrame(rows, schema=RUNS_SCHEMA, orient="row")
 
 
-def lower_is_better(metric: str) -> bool:
-    """Whether ``metric`` is an error (EER, WER, CER, ...), which the matrices turn into P = 1 − error."""
-    return metric in _LOWER_IS_BETTER
-
-
-def _performance(metric: str, raw: float) -> float:
-    """Turn a raw metric value into P (higher is better)."""
-    return 1.0 - raw if lower_is_better(metric) else raw
-
-
 def read_run_metrics(paths: Iterable[Path], metric: str) -> pl.DataFrame:
     """Read this pipeline's per-run metrics.json files into the canonical long table."""
     rows: list[tuple[str, str | None, int, float]] = []
@@ -90,7 +77,7 @@ def read_run_metrics(paths: Iterable[Path], metric: str) -> pl.DataFrame:
         if not isinstance(target, str) or not target:
             raise ValueError(f"{path}: 'target' must be a non-empty string, got {target!r}")
         donor = record.get("donor")
-        # "-" is the donor wildcard of single runs in the results/ paths; accept it as null.
+        # SINGLE ("-") is the donor wildcard of single runs in the results/ paths; accept it as null.
         if donor == SINGLE:
             donor = None
         if donor is not None and (not isinstance(donor, str) or not donor):
@@ -109,7 +96,7 @@ def read_run_metrics(paths: Iterable[Path], metric: str) -> pl.DataFrame:
         if key in first_seen:
             raise ValueError(f"{path}: duplicate (target, donor, seed) = {key}, also in {first_seen[key]}")
         first_seen[key] = path
-        rows.append((target, donor, seed, _performance(metric, float(raw))))
+        rows.append((target, donor, seed, performance(metric, float(raw))))
     return _runs_frame(rows).sort(["target", "donor", "seed"], nulls_last=False)
 
 
@@ -132,6 +119,92 @@ def _is_utf8(raw: bytes) -> bool:
     except UnicodeDecodeError:
         return False
     return True
+
+
+def _study_metric(path: Path, header: list[str], metric: str | None) -> str:
+    """The metric column of a study CSV's header: ``metric`` if given (checked), else the only one present."""
+    for name in _STUDY_KEYS:
+        if name not in header:
+            raise ValueError(f"{path}: header (line 1): missing column {name!r}")
+    if metric is None:
+        found = [name for name in header if name in _STUDY_METRICS]
+        if not found:
+            known = ", ".join(_STUDY_METRICS)
+            raise ValueError(f"{path}: header (line 1): no metric column (one of {known})")
+        if len(found) > 1:
+            several = ", ".join(found)
+            raise ValueError(f"{path}: header (line 1): several metric columns ({several}); choose one with --metric")
+        return found[0]
+    if metric not in _STUDY_METRICS:
+        raise ValueError(f"{path}: unknown metric {metric!r} (known: {', '.join(_STUDY_METRICS)})")
+    if metric not in header:
+        raise ValueError(f"{path}: header (line 1): missing column {metric!r}")
+    return metric
+
+
+def _study_cell(get: dict[str, str], target_column: str, where: str) -> Cell:
+    """(target, donor) of one study row: a single names one language, a dual both."""
+    donor_column = "lang_tgt" if target_column == "lang_src" else "lang_src"
+    kind = get["type"]
+    tgt, don = get[target_column], get[donor_column]
+    if kind == "single":
+        langs = {x for x in (tgt, don) if x}
+        if len(langs) != 1:
+            raise ValueError(
+                f"{where}: single row must name one language, got lang_src={get['lang_src']!r} "
+                f"lang_tgt={get['lang_tgt']!r}"
+            )
+        return langs.pop(), None
+    if kind == "dual":
+        if not tgt or not don:
+            raise ValueError(
+                f"{where}: dual row needs lang_src and lang_tgt, got lang_src={get['lang_src']!r} "
+                f"lang_tgt={get['lang_tgt']!r}"
+            )
+        return tgt, don
+    raise ValueError(f"{where}: unknown type {kind!r} (expected single or dual)")
+
+
+def _study_row(
+    fields: list[str], width: int, col: dict[str, int], target_column: str, metric: str, where: str
+) -> tuple[str, str | None, int, float]:
+    """One data row of a study CSV as (target, donor, seed, raw metric value); errors name ``where``."""
+    if len(fields) > width:
+        raise ValueError(f"{where}: {len(fields)} fields, header has {width}")
+    for name, idx in col.items():
+        if idx >= len(fields):
+            raise ValueError(f"{where}: missing column {name!r}")
+    get = {name: fields[idx].strip() for name, idx in col.items()}
+    target, donor = _study_cell(get, target_column, where)
+    try:
+        seed = int(get["seed"])
+    except ValueError:
+        raise ValueError(f"{where}: non-numeric seed {get['seed']!r}") from None
+    try:
+        raw = float(get[metric])
+    except ValueError:
+        raise ValueError(f"{where}: non-numeric {metric} value {get[metric]!r}") from None
+    if not math.isfinite(raw):
+        raise ValueError(f"{where}: non-finite {metric} value {get[metric]!r}")
+    return target, donor, seed, raw
+
+
+class _StudyKeys:
+    """The (target, donor, seed) keys and language spellings seen so far in one study CSV."""
+
+    def __init__(self) -> None:
+        self.first_seen: dict[tuple[str, str | None, int], int] = {}
+        self.spelling: dict[str, tuple[str, int]] = {}
+
+    def add(self, key: tuple[str, str | None, int], row_no: int, where: str) -> None:
+        """Record ``key`` of row ``row_no``; a repeated key, or a language spelt two ways, is an error."""
+        if key in self.first_seen:
+            raise ValueError(f"{where}: duplicate (target, donor, seed) = {key}, first at row {self.first_seen[key]}")
+        self.first_seen[key] = row_no
+        for lang in key[:2]:  # CV locales are case-sensitive (zh-CN): ES next to es is a typo
+            if lang is not None and self.spelling.setdefault(lang.casefold(), (lang, row_no))[0] != lang:
+                other, at = self.spelling[lang.casefold()]
+                raise ValueError(f"{where}: language {lang!r} differs only in case from {other!r} (row {at})")
 
 
 def read_study_csv(
@@ -157,7 +230,6 @@ def read_study_csv(
     path = Path(path)
     if target_column not in ("lang_src", "lang_tgt"):
         raise ValueError(f"target_column must be 'lang_src' or 'lang_tgt', got {target_column!r}")
-    donor_column = "lang_tgt" if target_column == "lang_src" else "lang_src"
     try:
         handle = path.open(encoding="utf-8-sig", newline="")
     except OSError as err:
@@ -168,80 +240,19 @@ def read_study_csv(
         if header is None:
             raise ValueError(f"{path}: empty file, expected a header line")
         header = [name.strip() for name in header]
-        for name in _STUDY_KEYS:
-            if name not in header:
-                raise ValueError(f"{path}: header (line 1): missing column {name!r}")
-        if metric is None:
-            found = [name for name in header if name in _STUDY_METRICS]
-            if not found:
-                known = ", ".join(_STUDY_METRICS)
-                raise ValueError(f"{path}: header (line 1): no metric column (one of {known})")
-            if len(found) > 1:
-                several = ", ".join(found)
-                raise ValueError(f"{path}: header (line 1): several metric columns ({several}); choose one with --metric")
-            metric = found[0]
-        elif metric not in _STUDY_METRICS:
-            raise ValueError(f"{path}: unknown metric {metric!r} (known: {', '.join(_STUDY_METRICS)})")
-        elif metric not in header:
-            raise ValueError(f"{path}: header (line 1): missing column {metric!r}")
+        metric = _study_metric(path, header, metric)
         col = {name: header.index(name) for name in (*_STUDY_KEYS, metric)}
-
         rows: list[tuple[str, str | None, int, float]] = []
-        first_seen: dict[tuple[str, str | None, int], int] = {}
-        spelling: dict[str, tuple[str, int]] = {}
+        seen = _StudyKeys()
         row_no = 0
         for fields in _utf8_rows(reader, path):
             if not fields or all(not f.strip() for f in fields):
                 continue  # blank line
             row_no += 1
             where = f"{path}: row {row_no} (line {reader.line_num})"
-            if len(fields) > len(header):
-                raise ValueError(f"{where}: {len(fields)} fields, header has {len(header)}")
-            for name, idx in col.items():
-                if idx >= len(fields):
-                    raise ValueError(f"{where}: missing column {name!r}")
-            get = {name: fields[idx].strip() for name, idx in col.items()}
-
-            kind = get["type"]
-            tgt, don = get[target_column], get[donor_column]
-            if kind == "single":
-                langs = {x for x in (tgt, don) if x}
-                if len(langs) != 1:
-                    raise ValueError(
-                        f"{where}: single row must name one language, got lang_src={get['lang_src']!r} "
-                        f"lang_tgt={get['lang_tgt']!r}"
-                    )
-                target, donor = langs.pop(), None
-            elif kind == "dual":
-                if not tgt or not don:
-                    raise ValueError(
-                        f"{where}: dual row needs lang_src and lang_tgt, got lang_src={get['lang_src']!r} "
-                        f"lang_tgt={get['lang_tgt']!r}"
-                    )
-                target, donor = tgt, don
-            else:
-                raise ValueError(f"{where}: unknown type {kind!r} (expected single or dual)")
-            try:
-                seed = int(get["seed"])
-            except ValueError:
-                raise ValueError(f"{where}: non-numeric seed {get['seed']!r}") from None
-            try:
-                raw = float(get[metric])
-            except ValueError:
-                raise ValueError(f"{where}: non-numeric {metric} value {get[metric]!r}") from None
-            if not math.isfinite(raw):
-                raise ValueError(f"{where}: non-finite {metric} value {get[metric]!r}")
-            key = (target, donor, seed)
-            if key in first_seen:
-                raise ValueError(
-                    f"{where}: duplicate (target, donor, seed) = {key}, first at row {first_seen[key]}"
-                )
-            first_seen[key] = row_no
-            for lang in (target, donor):  # CV locales are case-sensitive (zh-CN): ES next to es is a typo
-                if lang is not None and spelling.setdefault(lang.casefold(), (lang, row_no))[0] != lang:
-                    other, at = spelling[lang.casefold()]
-                    raise ValueError(f"{where}: language {lang!r} differs only in case from {other!r} (row {at})")
-            rows.append((target, donor, seed, _performance(metric, raw)))
+            target, donor, seed, raw = _study_row(fields, len(header), col, target_column, metric, where)
+            seen.add((target, donor, seed), row_no, where)
+            rows.append((target, donor, seed, performance(metric, raw)))
     return _runs_frame(rows).sort(["target", "donor", "seed"], nulls_last=False), metric
 
 
@@ -486,6 +497,118 @@ def _cell_rng(seed: int, target: str, donor: str) -> np.random.Generator:
     return np.random.default_rng([seed, stable_hash(target), stable_hash(donor)])
 
 
+@dataclass
+class _Grid:
+    """The arrays :func:`build_matrices` fills, named as :class:`CLTMResult`'s fields; NaN/0 where unset."""
+
+    mu: np.ndarray
+    M: np.ndarray
+    C: np.ndarray
+    se: np.ndarray
+    ci_low: np.ndarray
+    ci_high: np.ndarray
+    ci_gap_low: np.ndarray
+    ci_gap_high: np.ndarray
+    p_zero: np.ndarray
+    p_one: np.ndarray
+    p_floor: np.ndarray
+    ci_kind: np.ndarray
+    partial: np.ndarray
+    n_seeds: np.ndarray
+    n_paired: np.ndarray
+    baseline: np.ndarray
+    self_gain: np.ndarray
+    self_gain_se: np.ndarray
+    n_single: np.ndarray
+    clearly_positive: np.ndarray
+
+    @classmethod
+    def empty(cls, n: int) -> _Grid:
+        """Every per-cell array n x n and per-target array n long, before any cell is computed."""
+        shape = (n, n)
+        cells = {name: np.full(shape, math.nan) for name in (
+            "mu", "M", "C", "se", "ci_low", "ci_high", "ci_gap_low", "ci_gap_high", "p_zero", "p_one", "p_floor")}
+        rows = {name: np.full(n, math.nan) for name in ("baseline", "self_gain", "self_gain_se")}
+        return cls(
+            **cells, **rows, ci_kind=np.full(shape, "none", dtype=object), partial=np.zeros(shape, dtype=bool),
+            n_seeds=np.zeros(shape, dtype=np.int64), n_paired=np.zeros(shape, dtype=np.int64),
+            n_single=np.zeros(n, dtype=np.int64), clearly_positive=np.zeros(n, dtype=bool),
+        )
+
+    def fill_target(self, i: int, single: dict[int, float] | None, self_: dict[int, float] | None, ci: float) -> None:
+        """Row i's baseline b, self gain c - b and its SE on the seeds single i shares with self i."""
+        if single is not None:
+            self.n_single[i] = len(single)
+        if single is None or self_ is None:
+            return
+        shared = sorted(set(single) & set(self_))
+        b_v = np.array([single[s] for s in shared])
+        y = np.array([self_[s] for s in shared]) - b_v
+        if shared:
+            self.baseline[i], self.self_gain[i] = float(b_v.mean()), float(y.mean())
+        if len(shared) >= 2:
+            gain, gain_se = self.self_gain[i], float(y.std(ddof=1) / math.sqrt(len(shared)))
+            self.self_gain_se[i] = gain_se
+            self.clearly_positive[i] = gain > 0 and (gain_se == 0 or gain / gain_se > t_crit(ci, len(shared)))
+
+    def fill_cell(
+        self, i: int, j: int, runs: tuple[dict[int, float], dict[int, float] | None, dict[int, float] | None],
+        test: str, ci: float, rng: np.random.Generator | None,
+    ) -> None:
+        """Cell (i, j) from its runs (cell, single i, self i): a, M, C, SE, Fieller set and paired tests."""
+        cell, single, self_ = runs
+        self.n_seeds[i, j] = len(cell)
+        if single is None:
+            self.mu[i, j] = float(np.mean(list(cell.values())))
+            return
+        # One seed set per cell: the seeds it shares with single i (and self i when there is one).
+        seeds = sorted(set(single) & set(cell) & (set(self_) if self_ is not None else set(cell)))
+        self.n_paired[i, j] = len(seeds)
+        self.partial[i, j] = len(seeds) < max(len(single), len(self_ or cell), len(cell))
+        if not seeds:
+            return
+        a_v = np.array([cell[s] for s in seeds])
+        b_v = np.array([single[s] for s in seeds])
+        self.mu[i, j] = float(a_v.mean())
+        b_m = float(b_v.mean())
+        self.M[i, j] = (self.mu[i, j] - b_m) / b_m if b_m > 0 else math.nan
+        if self_ is None:
+            return
+        c_v = np.array([self_[s] for s in seeds])
+        num, den = a_v - b_v, c_v - b_v
+        num_m, den_m = float(num.mean()), float(den.mean())
+        if den_m == 0:
+            return  # a zero self gain leaves C undefined, not infinite
+        self.C[i, j] = 1.0 if i == j else num_m / den_m
+        if len(seeds) < 2:
+            return
+        if i == j:  # C = 1 by construction: no uncertainty, no test
+            self.se[i, j], self.ci_low[i, j], self.ci_high[i, j], self.ci_kind[i, j] = 0.0, 1.0, 1.0, "bounded"
+            return
+        self.se[i, j] = delta_se(num, den)
+        fs = fieller(num, den, ci)
+        self.ci_kind[i, j], self.ci_low[i, j], self.ci_high[i, j] = fs.kind, fs.low, fs.high
+        self.ci_gap_low[i, j], self.ci_gap_high[i, j] = fs.gap_low, fs.gap_high
+        self.p_zero[i, j] = float(paired_test(num, test, rng))
+        self.p_one[i, j] = float(paired_test(a_v - c_v, test, rng))
+        self.p_floor[i, j] = p_floor(len(seeds), test)
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """The filled arrays as keyword arguments of :class:`CLTMResult` (the q-values and flags included)."""
+        out = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "clearly_positive"}
+        return {**out, "ill_conditioned": ~self.clearly_positive, "q_zero": bh(self.p_zero), "q_one": bh(self.p_one)}
+
+
+def _matrix_languages(runs: pl.DataFrame, languages: Sequence[str] | None) -> tuple[str, ...]:
+    """The matrix's rows and columns: ``languages`` (checked for duplicates), else the sorted targets."""
+    if languages is None:
+        return tuple(sorted(set(runs["target"].to_list())))
+    langs = tuple(languages)
+    if len(set(langs)) != len(langs):
+        raise ValueError(f"languages has duplicates: {list(langs)}")
+    return langs
+
+
 def build_matrices(
     runs: pl.DataFrame,
     languages: Sequence[str] | None = None,
@@ -515,126 +638,30 @@ def build_matrices(
         raise ValueError(f"unknown test {test!r} (known: {', '.join(TESTS)})")
     aggregate(runs, policy)  # validates policy and runs
     runs = _check_runs(runs)
-    if languages is None:
-        langs = tuple(sorted(set(runs["target"].to_list())))
-    else:
-        langs = tuple(languages)
-        if len(set(langs)) != len(langs):
-            raise ValueError(f"languages has duplicates: {list(langs)}")
-    n_lang = len(langs)
+    langs = _matrix_languages(runs, languages)
     per_seed: dict[Cell, dict[int, float]] = {}
     for target, donor, s, value in runs.iter_rows():
         per_seed.setdefault((target, donor), {})[s] = value
-
-    nan = math.nan
-    shape = (n_lang, n_lang)
-    mu, C, se, M = (np.full(shape, nan) for _ in range(4))
-    ci_low, ci_high, gap_low, gap_high = (np.full(shape, nan) for _ in range(4))
-    p_zero, p_one, floor = (np.full(shape, nan) for _ in range(3))
-    kind = np.full(shape, "none", dtype=object)
-    partial = np.zeros(shape, dtype=bool)
-    n_seeds = np.zeros(shape, dtype=np.int64)
-    n_paired = np.zeros(shape, dtype=np.int64)
-    baseline, gain, gain_se = np.full(n_lang, nan), np.full(n_lang, nan), np.full(n_lang, nan)
-    n_single = np.zeros(n_lang, dtype=np.int64)
-    clearly_positive = np.zeros(n_lang, dtype=bool)
+    grid = _Grid.empty(len(langs))
     missing: list[Cell] = []
     expected = set(seeds or ())
     for i, t in enumerate(langs):
         single, self_ = per_seed.get((t, None)), per_seed.get((t, t))
         if single is None or not expected <= set(single):
             missing.append((t, None))
-        if single is not None:
-            n_single[i] = len(single)
-        if single is not None and self_ is not None:
-            shared = sorted(set(single) & set(self_))
-            b_v = np.array([single[s] for s in shared])
-            y = np.array([self_[s] for s in shared]) - b_v
-            if shared:
-                baseline[i], gain[i] = float(b_v.mean()), float(y.mean())
-            if len(shared) >= 2:
-                gain_se[i] = float(y.std(ddof=1) / math.sqrt(len(shared)))
-                clearly_positive[i] = gain[i] > 0 and (
-                    gain_se[i] == 0 or gain[i] / gain_se[i] > t_crit(ci, len(shared))
-                )
+        grid.fill_target(i, single, self_, ci)
         # Self first, then duals in language order: the order the matrix is read in.
-        for j in [i, *(k for k in range(n_lang) if k != i)]:
+        for j in [i, *(k for k in range(len(langs)) if k != i)]:
             d = langs[j]
             cell = per_seed.get((t, d))
             if cell is None or not expected <= set(cell):
                 missing.append((t, d))
-            if cell is None:
-                continue
-            n_seeds[i, j] = len(cell)
-            if single is None:
-                mu[i, j] = float(np.mean(list(cell.values())))
-                continue
-            # One seed set per cell: the seeds it shares with single i (and self i when there is one).
-            seeds = sorted(set(single) & set(cell) & (set(self_) if self_ is not None else set(cell)))
-            n_paired[i, j] = len(seeds)
-            partial[i, j] = len(seeds) < max(len(single), len(self_ or cell), len(cell))
-            if not seeds:
-                continue
-            a_v = np.array([cell[s] for s in seeds])
-            b_v = np.array([single[s] for s in seeds])
-            mu[i, j] = float(a_v.mean())
-            b_m = float(b_v.mean())
-            M[i, j] = (mu[i, j] - b_m) / b_m if b_m > 0 else nan
-            if self_ is None:
-                continue
-            c_v = np.array([self_[s] for s in seeds])
-            num, den = a_v - b_v, c_v - b_v
-            num_m, den_m = float(num.mean()), float(den.mean())
-            if den_m == 0:
-                continue  # a zero self gain leaves C undefined, not infinite
-            C[i, j] = 1.0 if i == j else num_m / den_m
-            if len(seeds) < 2:
-                continue
-            if i == j:  # C = 1 by construction: no uncertainty, no test
-                se[i, j], ci_low[i, j], ci_high[i, j], kind[i, j] = 0.0, 1.0, 1.0, "bounded"
-                continue
-            se[i, j] = delta_se(num, den)
-            fs = fieller(num, den, ci)
-            kind[i, j], ci_low[i, j], ci_high[i, j] = fs.kind, fs.low, fs.high
-            gap_low[i, j], gap_high[i, j] = fs.gap_low, fs.gap_high
-            rng = _cell_rng(seed, t, d) if test == "signflip" else None
-            p_zero[i, j] = float(paired_test(num, test, rng))
-            p_one[i, j] = float(paired_test(a_v - c_v, test, rng))
-            floor[i, j] = p_floor(len(seeds), test)
-
-    m_undefined = [t for i, t in enumerate(langs) if math.isfinite(baseline[i]) and baseline[i] <= 0]
-    return CLTMResult(
-        languages=langs,
-        policy=policy,
-        metric=metric,
-        mu=mu,
-        baseline=baseline,
-        M=M,
-        C=C,
-        se=se,
-        ci_low=ci_low,
-        ci_high=ci_high,
-        n_seeds=n_seeds,
-        n_paired=n_paired,
-        self_gain=gain,
-        self_gain_se=gain_se,
-        ill_conditioned=~clearly_positive,
-        n_single=n_single,
-        missing=missing,
-        ci=ci,
-        test=test,
-        seed=seed,
-        p_zero=p_zero,
-        p_one=p_one,
-        q_zero=bh(p_zero),
-        q_one=bh(p_one),
-        p_floor=floor,
-        ci_kind=kind,
-        ci_gap_low=gap_low,
-        ci_gap_high=gap_high,
-        partial=partial,
-        m_undefined=m_undefined,
-    )
+            if cell is not None:
+                rng = _cell_rng(seed, t, d) if test == "signflip" else None
+                grid.fill_cell(i, j, (cell, single, self_), test, ci, rng)
+    m_undefined = [t for i, t in enumerate(langs) if math.isfinite(grid.baseline[i]) and grid.baseline[i] <= 0]
+    return CLTMResult(languages=langs, policy=policy, metric=metric, missing=missing, ci=ci, test=test, seed=seed,
+                      m_undefined=m_undefined, **grid.arrays())
 
 
 # --------------------------------------------------------------------------------------------------

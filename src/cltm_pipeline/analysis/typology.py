@@ -13,6 +13,7 @@ import io
 import logging
 from collections.abc import Mapping, Sequence
 from functools import lru_cache
+from importlib import metadata
 
 import numpy as np
 
@@ -26,8 +27,6 @@ DISTANCES = ("genetic", "geographic", "syntactic", "phonological", "inventory", 
 
 def uriel_version() -> str:
     """The installed urielplus version (written next to every distance it gives)."""
-    from importlib import metadata
-
     return metadata.version("urielplus")
 
 
@@ -36,6 +35,7 @@ def _uriel():
     """One URIEL+ database per process (loading takes about a second)."""
     # URIEL+ logs every query at INFO on the root logger, and prints: keep both out of rule logs.
     with contextlib.redirect_stdout(io.StringIO()):
+        # Local: urielplus loads its database on import (and prints); only the typology command needs it.
         from urielplus import urielplus
 
         logging.getLogger().setLevel(max(logging.getLogger().level, logging.WARNING))

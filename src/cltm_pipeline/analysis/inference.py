@@ -17,6 +17,7 @@ distribution-free option; its smallest two-sided p is 2 / 2^n (0.25 at 3 seeds, 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Literal
@@ -25,8 +26,10 @@ import numpy as np
 from scipy import special, stats
 
 __all__ = [
+    "ALPHA",
     "TESTS",
     "Fieller",
+    "bh",
     "delta_se",
     "fieller",
     "holm",
@@ -36,6 +39,8 @@ __all__ = [
     "t_crit",
 ]
 
+#: False-discovery level at which cells are marked significant (analysis.json, the report).
+ALPHA = 0.05
 #: Per-cell tests on paired differences; "t" is the default (see the module docstring for why).
 TESTS: tuple[str, ...] = ("t", "signflip")
 # Exact enumeration of sign flips up to this many seeds (2^16 = 65,536 patterns); Monte Carlo above.
@@ -206,3 +211,20 @@ def holm(p: np.ndarray) -> np.ndarray:
     res[order] = np.minimum(adj, 1.0)
     out[ok] = res
     return out
+
+
+def bh(pvalues: Sequence[float] | np.ndarray) -> np.ndarray:
+    """Benjamini–Hochberg q-values (step-up, monotone, capped at 1); NaN p-values stay NaN and are not counted."""
+    p = np.asarray(pvalues, dtype=float)
+    q = np.full(p.shape, np.nan)
+    flat = p.ravel()
+    ok = np.flatnonzero(np.isfinite(flat))
+    m = ok.size
+    if m == 0:
+        return q
+    order = ok[np.argsort(flat[ok], kind="stable")]
+    ranked = flat[order] * m / np.arange(1, m + 1)
+    ranked = np.minimum.accumulate(ranked[::-1])[::-1]
+    qf = q.ravel()
+    qf[order] = np.minimum(ranked, 1.0)
+    return qf.reshape(p.shape)

@@ -1,0 +1,87 @@
+"""Training the learning curve's ladder: every (N, target, cell, seed) on the subsets ``draw_ladder`` wrote.
+
+The pure parts (drawing the ladder's subsets, the fit, the recommendation, the outputs) live in
+:mod:`cltm_pipeline.analysis.learning_curve`; this module is the part that trains, with torch.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+from collections.abc import Mapping, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from cltm_pipeline.analysis.learning_curve import CURVE_SCHEMA
+from cltm_pipeline.data.subsets import cell_manifest
+from cltm_pipeline.io import read_manifest, stable_hash
+from cltm_pipeline.layout import cell_files, ladder_dir
+from cltm_pipeline.protocol import CellSpec, cell_kind, performance
+from cltm_pipeline.training.cell import data_hash, run_cell
+from cltm_pipeline.training.worker import cell_is_current
+
+__all__ = ["run_ladder"]
+
+
+def _job(spec: CellSpec) -> dict[str, Any]:
+    """One cell in a worker process (spawned: torch's thread pools do not survive fork)."""
+    return run_cell(spec)
+
+
+def _config_hash(task: str, arch: str, n: float, hparams: Mapping[str, Any], model_dir: Path) -> str:
+    """What a ladder cell's metrics.json must carry to be reused: N, hparams and model."""
+    return f"{stable_hash(task, arch, n, json.dumps(dict(hparams), sort_keys=True), model_dir):016x}"
+
+
+def _done(spec: CellSpec) -> dict[str, Any] | None:
+    """The cell's record if it is current (the worker's rule: same config hash and same data hash), else None."""
+    train = cell_manifest(read_manifest(spec.seed_table_path), spec.target, spec.donor)
+    if not cell_is_current(spec.out_path, spec.config_hash, data_hash(train, spec.test_path, spec.dev_path)):
+        return None
+    return json.loads(spec.out_path.read_text(encoding="utf-8"))
+
+
+def _curve_row(n: float, rec: Mapping[str, Any], metric: str) -> tuple[str, float, str, float, int, float]:
+    """One row of the curve table from a cell's metrics.json record (P: higher is better)."""
+    cell = cell_kind(rec["target"], rec.get("donor"))
+    units = 2 * float(n) if cell != "single" else float(n)
+    return rec["target"], float(n), cell, units, int(rec["seed"]), performance(metric, float(rec["metrics"][metric]))
+
+
+def run_ladder(
+    task: str, arch: str, model_dir: Path, ingest_root: Path, targets: Sequence[str], ladder: Sequence[float],
+    seeds: Sequence[int], hparams: Mapping[str, Any], work: Path, metric: str, *, jobs: int = 1,
+    cells: Sequence[str] = ("single", "self"), donors: Sequence[str] = (), device: str = "cpu",
+) -> pl.DataFrame:
+    """Train every (N, target, cell, seed) from the tables ``draw_ladder`` wrote; the curve as a table.
+
+    A cell the worker would skip (metrics.json with the same config hash — N, hparams, model — and the same
+    data hash) is read, not retrained, so a rerun after a kill costs only the missing cells. Lower-is-better metrics become 1 - x.
+    """
+    todo, rows = [], []
+    for n in ladder:
+        chash = _config_hash(task, arch, n, hparams, model_dir)
+        for t in targets:
+            sub = ladder_dir(work, "subsets", n) / t
+            pick = {"single": [None], "self": [t], "dual": [d for d in donors if d != t]}
+            for d in (d for cell in cells for d in pick[cell]):
+                for s in seeds:
+                    spec = CellSpec(
+                        task=task, arch=arch, model_dir=model_dir, seed_table_path=sub / f"seed{s}.tsv",
+                        test_path=sub / "test.tsv", dev_path=sub / "dev.tsv", ingest_root=ingest_root, target=t,
+                        donor=d, seed=s, hparams=dict(hparams), out_path=cell_files(ladder_dir(work, "runs", n), t, d, s)[0],
+                        device=device, config_hash=chash, threads=1)
+                    rec = _done(spec)
+                    if rec is not None:
+                        rows.append((n, rec))
+                    else:
+                        todo.append((n, spec))
+    if todo:
+        ctx = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(max_workers=max(1, jobs), mp_context=ctx) as pool:
+            rows += list(zip((n for n, _ in todo), pool.map(_job, [kw for _, kw in todo])))
+    out_rows = [_curve_row(n, rec, metric) for n, rec in rows]
+    return pl.DataFrame(out_rows, schema=CURVE_SCHEMA, orient="row").sort(["target", "n", "cell", "seed"])
