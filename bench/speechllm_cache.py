@@ -36,6 +36,7 @@ import yaml
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+from cltm_pipeline.protocol import CellSpec  # noqa: E402
 from cltm_pipeline.training.worker import run_cells  # noqa: E402
 from cltm_pipeline.models.embeddings import cache_spec, update_cache  # noqa: E402
 from cltm_pipeline.config import load_config  # noqa: E402
@@ -57,10 +58,11 @@ def grid(results: Path, tables: dict, languages: list[str], seeds: list[int], hp
         d = results / "subsets" / "sv" / target
         arts = {TRIALS: d / TRIALS, DEV_TRIALS: d / DEV_TRIALS, **{f"emb:{k}": v for k, v in (caches or {}).items()}}
         for seed in seeds:
-            out = run_cells(task="sv", arch="speechllm", model_dir=model_dir, seed_table_path=tables[target, seed],
+            cell = CellSpec(task="sv", arch="speechllm", model_dir=model_dir, seed_table_path=tables[target, seed],
                             test_path=d / "test.tsv", dev_path=d / "dev.tsv", ingest_root=results / "ingest",
-                            target=target, donors=[None, *languages], seed=seed, hparams=hp, runs_dir=runs,
-                            device="cpu", threads=1, artifacts=arts, log=open(os.devnull, "w"))
+                            target=target, donor=None, seed=seed, hparams=hp, out_path=runs, device="cpu", threads=1,
+                            artifacts=arts)
+            out = run_cells(cell, [None, *languages], runs, log=open(os.devnull, "w"))
             assert not out["failed"], out
             n += len(out["trained"])
     return n

@@ -219,12 +219,13 @@ def test_asr_hparams_are_checked_at_config_load():
 def test_worker_skips_a_finished_asr_cell(corpus):
     from cltm_pipeline.training.worker import run_cells
 
-    kw = dict(task="asr", arch="mhubert", model_dir=corpus["model"], seed_table_path=corpus["seed1"],
-              test_path=corpus["test"], dev_path=corpus["dev"], ingest_root=corpus["ingest"], target="aa",
-              donors=[None], seed=1, hparams=HP, runs_dir=corpus["root"] / "worker", config_hash="c1",
-              device="cpu", artifacts={"vocab.json": corpus["vocab"]})
-    assert run_cells(**kw)["trained"] == ["aa/-/seed1"]
-    assert run_cells(**kw)["skipped"] == ["aa/-/seed1"]  # same config and data hash (vocabulary included)
+    cell = CellSpec(task="asr", arch="mhubert", model_dir=corpus["model"], seed_table_path=corpus["seed1"],
+                    test_path=corpus["test"], dev_path=corpus["dev"], ingest_root=corpus["ingest"], target="aa",
+                    donor=None, seed=1, hparams=HP, out_path=corpus["root"] / "worker", config_hash="c1",
+                    device="cpu", artifacts={"vocab.json": corpus["vocab"]})
+    assert run_cells(cell, [None], corpus["root"] / "worker")["trained"] == ["aa/-/seed1"]
+    # same config and data hash (vocabulary included)
+    assert run_cells(cell, [None], corpus["root"] / "worker")["skipped"] == ["aa/-/seed1"]
 
 
 class _Killed(Exception):

@@ -70,13 +70,13 @@ def cmd_train_cells(args: argparse.Namespace) -> None:
     t0 = time.perf_counter()
     outcome: dict[str, list[str]] = {"trained": [], "skipped": [], "failed": []}
     for seed, seed_table in zip(args.seeds, args.seed_tables):
-        done = run_cells(
-            task=args.task, arch=args.arch, model_dir=Path(args.model_dir), seed_table_path=Path(seed_table),
-            test_path=Path(args.test), dev_path=Path(args.dev), ingest_root=Path(args.ingest_root),
-            target=args.target, donors=donors, seed=seed, hparams=hparams, runs_dir=Path(args.runs_dir),
-            config_hash=args.config_hash, device=args.device, threads=args.threads,
-            artifacts=parse_artifacts(args.artifact), probe_path=Path(args.probe) if args.probe else None, log=sys.stdout,
+        template = CellSpec(
+            task=args.task, arch=args.arch, model_dir=args.model_dir, seed_table_path=seed_table, test_path=args.test,
+            dev_path=args.dev, ingest_root=args.ingest_root, target=args.target, donor=None, seed=seed, hparams=hparams,
+            out_path=args.runs_dir, device=args.device, config_hash=args.config_hash, threads=args.threads,
+            artifacts=parse_artifacts(args.artifact), probe_path=args.probe or None,
         )
+        done = run_cells(template, donors, Path(args.runs_dir), log=sys.stdout)
         for k, v in done.items():
             outcome[k] += v
     summary = {k: len(v) for k, v in outcome.items()}

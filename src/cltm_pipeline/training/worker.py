@@ -13,8 +13,9 @@ import json
 import sys
 import time
 import traceback
+from dataclasses import replace
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Sequence
 
 from cltm_pipeline.data.subsets import cell_manifest
 from cltm_pipeline.io import read_manifest, write_json
@@ -33,49 +34,26 @@ def cell_is_current(metrics_path: Path, config_hash: str, expected_data_hash: st
     return done.get("config_hash") == config_hash and done.get("data_hash") == expected_data_hash
 
 
-def run_cells(
-    *,
-    task: str,
-    arch: str,
-    model_dir: Path,
-    seed_table_path: Path,
-    test_path: Path,
-    dev_path: Path,
-    ingest_root: Path,
-    target: str,
-    donors: Sequence[str | None],
-    seed: int,
-    hparams: Mapping[str, Any],
-    runs_dir: Path,
-    config_hash: str = "",
-    device: str = "auto",
-    threads: int | None = None,
-    artifacts: Mapping[str, Path] | None = None,
-    probe_path: Path | None = None,
-    log=sys.stderr,
-) -> dict[str, list[str]]:
-    """Run every listed cell that is not already current; return the cells done, skipped and failed.
+def run_cells(template: CellSpec, donors: Sequence[str | None], runs_dir: Path, log=sys.stderr) -> dict[str, list[str]]:
+    """Run the cell of each donor (None: single) of ``template``'s target and seed that is not already current;
+    return the cells done, skipped and failed. Each writes its metrics.json under ``runs_dir`` (layout).
 
     A failing cell is recorded in its ``failed.json`` (error and traceback) and the worker goes on with
     the next one; the caller decides what a failure means for the job.
     """
-    seed_table = read_manifest(Path(seed_table_path))
+    t = template
+    seed_table = read_manifest(t.seed_table_path)
     outcome: dict[str, list[str]] = {"trained": [], "skipped": [], "failed": []}
     for donor in donors:
-        name = f"{target}/{donor or SINGLE}/seed{seed}"
-        metrics_path, failed_path = cell_files(runs_dir, target, donor, seed)
-        expected = data_hash(cell_manifest(seed_table, target, donor), Path(test_path), Path(dev_path), artifacts)
-        if cell_is_current(metrics_path, config_hash, expected):
+        name = CELL_DIR.format(target=t.target, donor=donor or SINGLE, seed=t.seed)
+        metrics_path, failed_path = cell_files(runs_dir, t.target, donor, t.seed)
+        expected = data_hash(cell_manifest(seed_table, t.target, donor), t.test_path, t.dev_path, t.artifacts)
+        if cell_is_current(metrics_path, t.config_hash, expected):
             outcome["skipped"].append(name)
             continue
         t0 = time.perf_counter()
         try:
-            res = run_cell(CellSpec(
-                task=task, arch=arch, model_dir=model_dir, seed_table_path=seed_table_path, test_path=test_path,
-                dev_path=dev_path, ingest_root=ingest_root, target=target, donor=donor, seed=seed, hparams=hparams,
-                out_path=metrics_path, device=device, config_hash=config_hash, threads=threads,
-                artifacts=artifacts or {}, probe_path=probe_path,
-            ))
+            res = run_cell(replace(t, donor=donor, out_path=metrics_path))
         except (KeyboardInterrupt, SystemExit):
             raise
         except Exception as exc:  # one broken cell must not take the other cells of the job with it
