@@ -327,6 +327,20 @@ class MHubert(Architecture):
 # ------------------------------------------------------------------------------------------ ASR
 
 
+def last_hidden(encoder: nn.Module, waves: torch.Tensor, lengths: torch.Tensor, do_normalize: bool,
+                pass_mask: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """A Hugging Face audio encoder's last hidden states ``[B, F, H]`` of zero-padded clips and their frame
+    counts ``[B]`` (not clamped): standardised if the checkpoint's preprocessor asks, masked if its feature
+    encoder is layer-normed."""
+    if do_normalize:
+        waves = standardise_waves(waves, lengths)
+    mask = None
+    if pass_mask:
+        mask = (torch.arange(waves.shape[1], device=waves.device)[None, :] < lengths[:, None]).long()
+    hidden = encoder(waves, attention_mask=mask).last_hidden_state
+    return hidden, encoder._get_feat_extract_output_lengths(lengths)
+
+
 def standardise_waves(waves: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
     """Wav2Vec2FeatureExtractor's zero-mean unit-variance per clip over its valid samples; padding stays 0."""
     valid = torch.arange(waves.shape[1], device=waves.device)[None, :] < lengths[:, None]
@@ -350,14 +364,8 @@ class HubertCTC(nn.Module):
 
     def hidden(self, waves: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Last hidden states ``[B, F, H]`` and the valid frame counts ``[B]``."""
-        if self.do_normalize:
-            waves = standardise_waves(waves, lengths)
-        mask = None
-        if self.pass_mask:
-            mask = (torch.arange(waves.shape[1], device=waves.device)[None, :] < lengths[:, None]).long()
-        hidden = self.encoder(waves, attention_mask=mask).last_hidden_state
-        frames = self.encoder._get_feat_extract_output_lengths(lengths).clamp(min=1, max=hidden.shape[1])
-        return hidden, frames
+        hidden, frames = last_hidden(self.encoder, waves, lengths, self.do_normalize, self.pass_mask)
+        return hidden, frames.clamp(min=1, max=hidden.shape[1])
 
     def forward(self, waves: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-frame logits ``[B, F, V]`` and the valid frame counts ``[B]``."""

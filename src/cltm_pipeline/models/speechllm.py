@@ -32,7 +32,7 @@ from cltm_pipeline.errors import ModelError
 from cltm_pipeline.models.registry import Architecture, register
 from cltm_pipeline.models.checkpoint import read_tensors, tensor_names
 from cltm_pipeline.models.hubert import (HubertClassifier, MHubert, feature_extractor, missing_model, offline, prepare_pretrained,
-                                         quiet_transformers, read_preprocessor, source_files, standardise_waves)
+                                         quiet_transformers, read_preprocessor, source_files, last_hidden)
 from cltm_pipeline.models.speaker import CONFIG_NAME, SVModel, load_scratch, prepare_scratch
 
 __all__ = ["HUBERT_XLARGE_LL60K", "ENCODER_CONFIGS", "ENCODER_PREFIX", "CONNECTOR_PREFIXES", "FBANK_SIZES", "FORWARDS",
@@ -155,13 +155,8 @@ class ConnectorPooled(nn.Module):
         self.pass_mask = encoder.config.feat_extract_norm == "layer"
 
     def embed(self, waves: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        if self.do_normalize:
-            waves = standardise_waves(waves, lengths)
-        mask = None
-        if self.pass_mask:
-            mask = (torch.arange(waves.shape[1], device=waves.device)[None, :] < lengths[:, None]).long()
-        hidden = self.encoder(waves, attention_mask=mask).last_hidden_state
-        frames = self.encoder._get_feat_extract_output_lengths(lengths).clamp(max=hidden.shape[1])
+        hidden, frames = last_hidden(self.encoder, waves, lengths, self.do_normalize, self.pass_mask)
+        frames = frames.clamp(max=hidden.shape[1])
         need = self.connector.min_frames()
         if hidden.shape[1] < need:  # a batch of clips under ~0.35 s: zero frames after the end, as padding is
             hidden = F.pad(hidden, (0, 0, 0, need - hidden.shape[1]))
