@@ -18,6 +18,8 @@ from cltm_pipeline.errors import ConfigError
 from cltm_pipeline.io import write_json
 from cltm_pipeline.layout import run_metrics
 from cltm_pipeline.analysis.learning_curve import draw_ladder, write_outputs
+from cltm_pipeline.analysis.completion import MODELS as COMPLETION_MODELS
+from cltm_pipeline.analysis.completion import complete, read_wide, write_cells
 from cltm_pipeline.analysis.typology import read_typology, typology_table
 
 __all__ = ["register"]
@@ -113,6 +115,19 @@ def cmd_learning_curve(args: argparse.Namespace) -> None:
           f"({time.perf_counter() - t0:.0f} s)")
 
 
+def cmd_complete(args: argparse.Namespace) -> None:
+    """Predict a CLTM's unmeasured (NaN) dual cells with 90 % prediction intervals; write DIR/cells.tsv."""
+    path = Path(args.matrix)
+    if path.is_dir():  # a workflow matrix directory: its cltm.tsv
+        path = path / "cltm.tsv"
+    languages, values = read_wide(path)
+    res = complete(languages, values, model=args.model, level=args.level, folds=args.folds, seed=args.seed)
+    out = write_cells(res, Path(args.out))
+    predicted = int((~res.measured).sum())
+    print(f"complete {out}: {predicted} of {len(languages) ** 2 - len(languages)} dual cells predicted by {res.model} "
+          f"(cross-validated {args.level:.0%} interval half-width {res.half_width:.3f})")
+
+
 def register(sub: Any) -> None:
     """Add this module's subcommands to the ``cltm`` subparsers."""
     s = sub.add_parser("matrix", help=cmd_matrix.__doc__)
@@ -163,3 +178,12 @@ def register(sub: Any) -> None:
     s.add_argument("--z", type=float, default=2.0, help="clearly positive: gain - z SE > 0 (default: %(default)s)")
     s.add_argument("--out", required=True, help="output directory (curve.tsv, recommendation.json, runs/)")
     s.set_defaults(func=cmd_learning_curve)
+
+    s = sub.add_parser("complete", help=cmd_complete.__doc__)
+    s.add_argument("--matrix", required=True, help="wide CLTM TSV (target, then donors; NaN = not measured) or a matrix directory")
+    s.add_argument("--out", required=True, help="directory for cells.tsv (target donor C lo hi measured)")
+    s.add_argument("--model", default="auto", choices=COMPLETION_MODELS, help="(default: %(default)s, chosen by cross-validation)")
+    s.add_argument("--level", type=float, default=0.9, help="prediction-interval level (default: %(default)s)")
+    s.add_argument("--folds", type=int, default=10, help="cross-validation folds for the intervals (default: %(default)s)")
+    s.add_argument("--seed", type=int, default=0)
+    s.set_defaults(func=cmd_complete)

@@ -1,0 +1,92 @@
+"""CLTM completion (``cltm complete``): the CLI contract, bad input, and accuracy and coverage on a real matrix."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+
+from cltm_pipeline.analysis.completion import complete, read_wide
+from cltm_pipeline.cli import main as cltm
+
+STUDY = Path(__file__).resolve().parents[2] / "shared" / "realworld" / "study_matrices"
+
+
+def _write(path: Path, langs: list[str], values: np.ndarray) -> Path:
+    rows = ["\t".join(["target", *langs])]
+    rows += ["\t".join([t, *("NaN" if np.isnan(v) else f"{v:.2f}" for v in values[i])]) for i, t in enumerate(langs)]
+    path.write_text("\n".join(rows) + "\n", encoding="utf-8")
+    return path
+
+
+def _study(name: str) -> tuple[list[str], np.ndarray]:
+    if not (STUDY / name).is_file():
+        pytest.skip(f"{STUDY / name} not present (../shared/realworld)")
+    return read_wide(STUDY / name)
+
+
+def test_a_fully_measured_matrix_comes_back_as_it_is(tmp_path):
+    langs, C = _study("asr_mhubert.tsv")
+    assert cltm(["complete", "--matrix", str(STUDY / "asr_mhubert.tsv"), "--out", str(tmp_path)]) == 0
+    cells = pl.read_csv(tmp_path / "cells.tsv", separator="\t")
+    assert cells.columns == ["target", "donor", "C", "lo", "hi", "measured"] and cells.height == len(langs) ** 2
+    assert cells["measured"].all() and (cells["lo"] == cells["C"]).all() and (cells["hi"] == cells["C"]).all()
+    got = cells.filter((pl.col("target") == "en") & (pl.col("donor") == "eo"))["C"][0]
+    assert got == C[langs.index("en"), langs.index("eo")]
+
+
+def test_nan_rows_and_columns_are_predicted_with_finite_intervals_and_same_bytes_twice(tmp_path):
+    langs, C = _study("asr_mhubert.tsv")
+    hidden = C.copy()
+    hidden[2, :] = np.nan  # a target with no measured dual cell
+    hidden[:, 5] = np.nan  # a donor never measured
+    hidden[2, 2] = 1.0
+    path = _write(tmp_path / "in.tsv", langs, hidden)
+    for out in ("a", "b"):
+        assert cltm(["complete", "--matrix", str(path), "--out", str(tmp_path / out)]) == 0
+    assert (tmp_path / "a" / "cells.tsv").read_bytes() == (tmp_path / "b" / "cells.tsv").read_bytes()
+    cells = pl.read_csv(tmp_path / "a" / "cells.tsv", separator="\t")
+    pred = cells.filter(~pl.col("measured"))
+    assert pred.height == 2 * (len(langs) - 1) - 1 + 0  # row 2 and column 5 without their diagonals, once each
+    assert pred["C"].is_finite().all() and (pred["lo"] < pred["C"]).all() and (pred["C"] < pred["hi"]).all()
+    diag = cells.filter(pl.col("target") == pl.col("donor"))
+    assert diag["measured"].all() and (diag["C"] == 1.0).all()
+
+
+@pytest.mark.parametrize("text, message", [
+    ("target\taa\tbb\naa\t1\t0.5\nbb\t0.3\n", r"in\.tsv: row 3: 2 fields, the header has 3"),
+    ("target\taa\tbb\naa\t1\t0.5\ncc\t0.3\t1\n", r"in\.tsv: row 3: target 'cc' is not among the donor columns"),
+    ("target\taa\tbb\naa\t1\tNaN\nbb\tNaN\t1\n", r"in\.tsv: no measured off-diagonal cell"),
+    ("target\taa\tbb\naa\t1\tx\nbb\t0.2\t1\n", r"in\.tsv: row 2: bb: 'x' is not a number"),
+])
+def test_bad_input_is_one_line_naming_the_file_and_row(tmp_path, capsys, text, message):
+    path = tmp_path / "in.tsv"
+    path.write_text(text, encoding="utf-8")
+    assert cltm(["complete", "--matrix", str(path), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and err.startswith("cltm complete: error: ")
+    import re
+
+    assert re.search(message, err), err
+    assert not (tmp_path / "out").exists()
+
+
+def test_half_the_gender_duals_predict_the_rest_better_than_row_means_with_honest_intervals():
+    """One draw of the study's real 54 x 54 gender matrix at 50 % measured. The goal (median error <= 0.7 x
+    the row mean's over 5 draws, coverage >= 85 %) is measured by bench/completion.py (0.66, 90 %); one draw
+    varies (0.76 here), so this test holds the line between the low-rank fit and the additive one (0.84)."""
+    langs, truth = _study("gender_mhubert.tsv")
+    off = ~np.eye(len(langs), dtype=bool)
+    cells = np.argwhere(off)
+    hide = cells[np.random.default_rng(7).permutation(len(cells))[: len(cells) // 2]]
+    hidden = np.zeros_like(off)
+    hidden[hide[:, 0], hide[:, 1]] = True
+    observed = np.where(hidden, np.nan, truth)
+    base = complete(langs, observed, model="row_mean")
+    auto = complete(langs, observed)
+    err = lambda r: float(np.median(np.abs(r.C[hidden] - truth[hidden])))  # noqa: E731
+    cover = float(((truth[hidden] >= auto.lo[hidden]) & (truth[hidden] <= auto.hi[hidden])).mean())
+    assert err(auto) <= 0.8 * err(base), (err(auto), err(base))
+    assert 0.85 <= cover <= 0.95, cover
