@@ -69,3 +69,19 @@ def test_functions_are_short_unless_a_comment_says_why():
                 if length >= MAX_FUNCTION_LINES and "# long:" not in head:
                     offences.append(f"{path.relative_to(ROOT)}:{fn.lineno} {fn.name} ({length} lines)")
     assert not offences, offences
+
+
+def test_each_cli_command_loads_only_its_module():
+    """`cltm <command>` imports one cli module (cli.COMMANDS); the table names exactly the registered commands."""
+    import subprocess
+    import sys
+
+    from cltm_pipeline import cli
+
+    full = cli.build_parser()
+    registered = set(next(a for a in full._actions if a.dest == "command").choices)
+    assert registered == set(cli.COMMANDS)
+    code = ("import sys; from cltm_pipeline import cli; cli.build_parser('ingest'); "
+            "print(sorted(m for m in ('scipy', 'sklearn', 'torch', 'plotly') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert out == "[]", out

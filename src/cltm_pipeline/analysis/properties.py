@@ -14,9 +14,6 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
-from scipy.cluster.hierarchy import fcluster, linkage
-from scipy.spatial.distance import squareform
-from sklearn.metrics import silhouette_score
 
 from cltm_pipeline.analysis.inference import ALPHA, holm, ratio_mean_interval
 from cltm_pipeline.protocol import SINGLE
@@ -163,6 +160,12 @@ def mds(D: np.ndarray) -> dict[str, Any]:
     Languages with undefined distances are dropped (greedily, most undefined first) and listed by index in
     ``used``. Axis signs are fixed (largest-magnitude coordinate positive) so reruns give the same map.
     """
+    # scipy's clustering and scikit-learn (~2 s to import): only `cltm analyse` clusters, every cltm command
+    # imports this module through the CLI
+    from scipy.cluster.hierarchy import fcluster, linkage
+    from scipy.spatial.distance import squareform
+    from sklearn.metrics import silhouette_score
+
     D = np.asarray(D, dtype=float)
     used = _complete_subset(D)
     n = len(used)
@@ -194,6 +197,12 @@ def clusters(D: np.ndarray, max_k: int | None = None) -> dict[str, Any]:
     and numbered in order of first appearance, so equal inputs give equal labels. Fewer than 3 languages:
     one cluster, silhouette NaN.
     """
+    # scipy's clustering and scikit-learn (~2 s to import): only `cltm analyse` clusters, every cltm command
+    # imports this module through the CLI
+    from scipy.cluster.hierarchy import fcluster, linkage
+    from scipy.spatial.distance import squareform
+    from sklearn.metrics import silhouette_score
+
     D = np.asarray(D, dtype=float)
     used = _complete_subset(D)
     n = len(used)

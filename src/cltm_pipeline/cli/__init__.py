@@ -1,19 +1,19 @@
 """The ``cltm`` command: one subcommand per workflow stage, each a thin call into the library.
 
-Each module of this package adds the subcommands of one layer (``register``); heavy libraries (torch,
-transformers, plotly) are imported inside the commands that use them, so ``cltm status`` or ``cltm ready``
-start in a fraction of a second.
+Each module of this package adds the subcommands of one layer (``register``). A run imports only the module
+of its command (:data:`COMMANDS`), and heavy libraries (torch, transformers, plotly) are imported inside the
+commands that use them, so ``cltm ingest`` or ``cltm ready`` start without scipy, scikit-learn or torch.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import sys
 import threading
 import time
 
-from cltm_pipeline.cli import analysis, data, report, train
 from cltm_pipeline.errors import ConfigError, CorpusError, ModelError, ResultsError, SubsetError
 
 __all__ = ["main", "build_parser", "watch_parent"]
@@ -22,12 +22,24 @@ __all__ = ["main", "build_parser", "watch_parent"]
 USER_ERRORS = (ConfigError, CorpusError, SubsetError, ModelError, ResultsError)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The argument parser of ``cltm``."""
+#: The module of this package that defines each subcommand (tests/test_layers.py checks it against them).
+COMMANDS = {
+    "validate-config": "report", "status": "report", "ready": "report", "report": "report",
+    "demo-corpus": "data", "ingest": "data", "eval-sets": "data", "subsets": "data", "task-artifact": "data",
+    "probe-set": "data",
+    "matrix": "analysis", "analyse": "analysis", "typology": "analysis", "learning-curve": "analysis",
+    "complete": "analysis",
+    "prepare-model": "train", "train": "train", "train-cells": "train", "embed": "train",
+}
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The argument parser of ``cltm``: every subcommand, or only those of ``command``'s module."""
     p = argparse.ArgumentParser(prog="cltm", description="Cross-Lingual Transfer Matrix pipeline stages.")
     sub = p.add_subparsers(dest="command", required=True)
-    for module in (report, data, analysis, train):
-        module.register(sub)
+    modules = [COMMANDS[command]] if command in COMMANDS else ["report", "data", "analysis", "train"]
+    for name in modules:
+        importlib.import_module(f"cltm_pipeline.cli.{name}").register(sub)
     return p
 
 
@@ -70,7 +82,8 @@ def _one_line(exc: BaseException) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point: run one subcommand; user errors (and OS errors such as a full disk) print one line, exit 2."""
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = build_parser(argv[0] if argv else None).parse_args(argv)
     watch_parent()
     try:
         args.func(args)
