@@ -41,7 +41,6 @@ PATTERNS: dict[str, str] = {
     "matrices.cells": "matrices/{task}/{arch}/cells.tsv",
     "matrices.cltm": "matrices/{task}/{arch}/cltm.tsv",
     "matrices.analysis": "matrices/{task}/{arch}/analysis.json",
-    "learning_curve.runs": "learning_curve/{task}/{arch}/runs",
     "learning_curve.curve": "learning_curve/{task}/{arch}/curve.tsv",
     "learning_curve.recommendation": "learning_curve/{task}/{arch}/recommendation.json",
     "embeddings": "embeddings/{task}/{arch}/{locale}.json",

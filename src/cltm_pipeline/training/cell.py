@@ -33,7 +33,7 @@ from cltm_pipeline import __version__
 from cltm_pipeline.errors import ConfigError
 from cltm_pipeline.io import read_manifest, write_json
 from cltm_pipeline.data.subsets import cell_manifest
-from cltm_pipeline.protocol import CellSpec, cell_kind
+from cltm_pipeline.protocol import CellSpec
 from cltm_pipeline.models import model_provenance
 from cltm_pipeline.tasks import CellData, get_task
 from cltm_pipeline.training.checkpoint import CHECKPOINT_NAME, Checkpoints
@@ -123,7 +123,7 @@ def cell_record(spec: CellSpec, train_rows: pl.DataFrame, hparams: Mapping[str, 
     there is one) plus the task's own ``fields`` (metrics, primary_metric, n_test, training, ...)."""
     record = {
         "task": spec.task, "arch": spec.arch, "target": spec.target, "donor": spec.donor,
-        "cell": cell_kind(spec.target, spec.donor), "seed": spec.seed, "n_train": train_rows.height,
+        "cell": spec.kind, "seed": spec.seed, "n_train": train_rows.height,
         "n_train_by_locale": {k: int(v) for k, v in sorted(train_rows.group_by("locale").len().iter_rows())},
         "hparams": dict(hparams), "timing": dict(timing), "device": device, "data_hash": identity["data_hash"],
         "model": dict(identity["model"]), "versions": dict(identity["versions"]), "config_hash": spec.config_hash,

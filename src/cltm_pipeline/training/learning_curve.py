@@ -16,12 +16,11 @@ from typing import Any
 import polars as pl
 
 from cltm_pipeline.analysis.learning_curve import CURVE_SCHEMA
-from cltm_pipeline.data.subsets import cell_manifest
-from cltm_pipeline.io import read_manifest, stable_hash
+from cltm_pipeline.io import stable_hash
 from cltm_pipeline.layout import cell_files, ladder_dir
 from cltm_pipeline.protocol import CellSpec, cell_kind, performance
-from cltm_pipeline.training.cell import data_hash, run_cell
-from cltm_pipeline.training.worker import cell_is_current
+from cltm_pipeline.training.cell import run_cell
+from cltm_pipeline.training.worker import is_current
 
 __all__ = ["run_ladder"]
 
@@ -38,8 +37,7 @@ def _config_hash(task: str, arch: str, n: float, hparams: Mapping[str, Any], mod
 
 def _done(spec: CellSpec) -> dict[str, Any] | None:
     """The cell's record if it is current (the worker's rule: same config hash and same data hash), else None."""
-    train = cell_manifest(read_manifest(spec.seed_table_path), spec.target, spec.donor)
-    if not cell_is_current(spec.out_path, spec.config_hash, data_hash(train, spec.test_path, spec.dev_path)):
+    if not is_current(spec):
         return None
     return json.loads(spec.out_path.read_text(encoding="utf-8"))
 

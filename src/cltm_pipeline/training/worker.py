@@ -17,13 +17,15 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Sequence
 
+import polars as pl
+
 from cltm_pipeline.data.subsets import cell_manifest
 from cltm_pipeline.io import read_manifest, write_json
 from cltm_pipeline.layout import CELL_DIR, cell_files
 from cltm_pipeline.protocol import SINGLE, CellSpec
 from cltm_pipeline.training.cell import data_hash, run_cell
 
-__all__ = ["cell_is_current", "run_cells", "write_flag", "file_stamp", "read_flag", "metrics_ok"]
+__all__ = ["cell_is_current", "is_current", "run_cells", "write_flag", "file_stamp", "read_flag", "metrics_ok"]
 
 def cell_is_current(metrics_path: Path, config_hash: str, expected_data_hash: str) -> bool:
     """Whether a written cell was produced from the same config and the same data (else it is stale)."""
@@ -32,6 +34,14 @@ def cell_is_current(metrics_path: Path, config_hash: str, expected_data_hash: st
     except (OSError, json.JSONDecodeError):
         return False
     return done.get("config_hash") == config_hash and done.get("data_hash") == expected_data_hash
+
+
+def is_current(spec: CellSpec, seed_table: pl.DataFrame | None = None) -> bool:
+    """Whether the cell's metrics.json holds its config hash and the hash of its data (its training rows from
+    ``seed_table``, read from the spec when not given; test, dev and artifacts): such a cell is not retrained."""
+    table = read_manifest(spec.seed_table_path) if seed_table is None else seed_table
+    expected = data_hash(cell_manifest(table, spec.target, spec.donor), spec.test_path, spec.dev_path, spec.artifacts)
+    return cell_is_current(spec.out_path, spec.config_hash, expected)
 
 
 def run_cells(template: CellSpec, donors: Sequence[str | None], runs_dir: Path, log=sys.stderr) -> dict[str, list[str]]:
@@ -47,13 +57,13 @@ def run_cells(template: CellSpec, donors: Sequence[str | None], runs_dir: Path, 
     for donor in donors:
         name = CELL_DIR.format(target=t.target, donor=donor or SINGLE, seed=t.seed)
         metrics_path, failed_path = cell_files(runs_dir, t.target, donor, t.seed)
-        expected = data_hash(cell_manifest(seed_table, t.target, donor), t.test_path, t.dev_path, t.artifacts)
-        if cell_is_current(metrics_path, t.config_hash, expected):
+        spec = replace(t, donor=donor, out_path=metrics_path)
+        if is_current(spec, seed_table):
             outcome["skipped"].append(name)
             continue
         t0 = time.perf_counter()
         try:
-            res = run_cell(replace(t, donor=donor, out_path=metrics_path))
+            res = run_cell(spec)
         except (KeyboardInterrupt, SystemExit):
             raise
         except Exception as exc:  # one broken cell must not take the other cells of the job with it
