@@ -12,7 +12,7 @@ from pathlib import Path
 
 from cltm_pipeline.protocol import SINGLE
 
-__all__ = ["PATTERNS", "CELL_DIR", "path", "cell_files", "run_metrics", "ladder_dir"]
+__all__ = ["PATTERNS", "CELL_DIR", "path", "cell_files", "run_metrics", "ladder_dir", "ladder_tables"]
 
 #: One cell's directory under ``runs/<task>/<arch>/`` (donor "-" is the single cell).
 CELL_DIR = "{target}/{donor}/seed{seed}"
@@ -86,3 +86,9 @@ def ladder_dir(work: Path, part: str, n: float) -> Path:
     """``work/<part>/n<N>``: where the learning curve's subsets (part "subsets") and runs (part "runs") at N
     live; under ``runs`` each cell has the matrix's own ``CELL_DIR``."""
     return Path(work) / part / f"n{n:g}"
+
+
+def ladder_tables(work: Path, n: float, target: str, seed: int) -> tuple[Path, Path, Path]:
+    """(seed table, test set, dev set) of one target and seed of the learning curve's subsets at N."""
+    d = ladder_dir(work, "subsets", n) / target
+    return d / f"seed{seed}.tsv", d / "test.tsv", d / "dev.tsv"

@@ -22,7 +22,7 @@ import numpy as np
 import polars as pl
 
 from cltm_pipeline.io import write_json, write_tsv
-from cltm_pipeline.layout import ladder_dir
+from cltm_pipeline.layout import ladder_tables
 from cltm_pipeline.data.subsets import SubsetSpec, check_invariants, draw_seed, eval_sets
 
 __all__ = ["CURVE_SCHEMA", "draw_ladder", "fit_curve", "recommend", "write_outputs"]
@@ -45,13 +45,13 @@ def draw_ladder(
         for t in targets:
             s = SubsetSpec(**{**spec.__dict__, "n": float(n), "languages": (t,), "seeds": tuple(seeds)})
             test, dev = eval_sets(s, t, tables[t])
-            out = ladder_dir(work, "subsets", n) / t
-            write_tsv(out / "test.tsv", test)
-            write_tsv(out / "dev.tsv", dev)
+            _, test_path, dev_path = ladder_tables(work, n, t, 0)
+            write_tsv(test_path, test)
+            write_tsv(dev_path, dev)
             for seed in seeds:
                 table = draw_seed(s, t, seed, tables, test, dev)
                 check_invariants(s, t, table, test, dev)
-                write_tsv(out / f"seed{seed}.tsv", table)
+                write_tsv(ladder_tables(work, n, t, seed)[0], table)
 
 
 def fit_curve(curve: pl.DataFrame) -> dict[str, dict[str, float]]:

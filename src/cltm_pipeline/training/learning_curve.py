@@ -17,7 +17,7 @@ import polars as pl
 
 from cltm_pipeline.analysis.learning_curve import CURVE_SCHEMA
 from cltm_pipeline.io import stable_hash
-from cltm_pipeline.layout import cell_files, ladder_dir
+from cltm_pipeline.layout import cell_files, ladder_dir, ladder_tables
 from cltm_pipeline.protocol import CellSpec, cell_kind, performance
 from cltm_pipeline.training.cell import run_cell
 from cltm_pipeline.training.worker import is_current
@@ -63,13 +63,13 @@ def run_ladder(
     for n in ladder:
         chash = _config_hash(task, arch, n, hparams, model_dir)
         for t in targets:
-            sub = ladder_dir(work, "subsets", n) / t
             pick = {"single": [None], "self": [t], "dual": [d for d in donors if d != t]}
             for d in (d for cell in cells for d in pick[cell]):
                 for s in seeds:
+                    seed_table, test, dev = ladder_tables(work, n, t, s)
                     spec = CellSpec(
-                        task=task, arch=arch, model_dir=model_dir, seed_table_path=sub / f"seed{s}.tsv",
-                        test_path=sub / "test.tsv", dev_path=sub / "dev.tsv", ingest_root=ingest_root, target=t,
+                        task=task, arch=arch, model_dir=model_dir, seed_table_path=seed_table, test_path=test,
+                        dev_path=dev, ingest_root=ingest_root, target=t,
                         donor=d, seed=s, hparams=dict(hparams), out_path=cell_files(ladder_dir(work, "runs", n), t, d, s)[0],
                         device=device, config_hash=chash, threads=1)
                     rec = _done(spec)
