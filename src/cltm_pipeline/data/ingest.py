@@ -9,9 +9,11 @@ decoded clips go straight to the on-disk store in order, a bounded window of chu
 from __future__ import annotations
 
 import multiprocessing
+import os
 import sys
+import tempfile
 from collections import deque
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +22,7 @@ from typing import Iterator, Sequence
 import numpy as np
 import polars as pl
 
-from cltm_pipeline.data.audio import SAMPLE_RATE, decode_clips
+from cltm_pipeline.data.audio import SAMPLE_RATE, decode_clips, decode_clips_to_file, read_spool
 from cltm_pipeline.data.commonvoice import GENDERS, LocaleScan, read_locale, scan_locale
 from cltm_pipeline.errors import CorpusError
 from cltm_pipeline.io import NpyAppender, write_json, write_parquet, write_tsv
@@ -109,18 +111,21 @@ def decode_stream(
     # server that has imported only the decoder, so they start in milliseconds and stay small
     ctx = multiprocessing.get_context("forkserver")
     ctx.set_forkserver_preload(["cltm_pipeline.data.audio"])
-    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool, tempfile.TemporaryDirectory(prefix="cltm-decode-") as spool:
         window: deque = deque()
+
+        def drain() -> Iterator[tuple[np.ndarray | None, str | None]]:
+            path, future = window.popleft()
+            return iter(read_spool(path, future.result()))
+
         for k, job in enumerate(jobs):
-            if k < 2 * workers:  # workers start on demand, while the window first fills
-                with _main_module_hidden():
-                    window.append(pool.submit(decode_clips, job))
-            else:
-                window.append(pool.submit(decode_clips, job))
+            path = os.path.join(spool, f"{k}.i16")
+            with _main_module_hidden() if k < 2 * workers else nullcontext():  # workers start on demand
+                window.append((path, pool.submit(decode_clips_to_file, job, path)))
             if len(window) >= 2 * workers:
-                yield from window.popleft().result()
+                yield from drain()
         while window:
-            yield from window.popleft().result()
+            yield from drain()
 
 
 def ingest_locale(
