@@ -90,3 +90,23 @@ def test_bad_duration_row_is_named(tmp_path):
     p.write_text("clip\tduration[ms]\na.mp3\t1200\nb.mp3\tabc\n", encoding="utf-8")
     with pytest.raises(CorpusError, match=r"clip_durations.tsv: row 3: duration\[ms\] 'abc' is not an integer"):
         read_clip_durations(p)
+
+
+def test_scan_hashes_are_the_stable_hashes_of_the_utterance_ids(realworld, tmp_path):
+    """The scan computes the pool and cap hashes on bytes for speed; they must stay stable_hash's values (the
+    draws and the pool of every released result depend on them), also for a non-ASCII clip name."""
+    import numpy as np
+
+    from cltm_pipeline.data.commonvoice import scan_locale
+    from cltm_pipeline.io import stable_hash
+
+    src = (realworld / "common_voice_pl" / "validated.tsv").read_text(encoding="utf-8").splitlines()
+    path_col = src[0].split("\t").index("path")
+    first = src[1].split("\t")
+    first[path_col] = "common_voice_pl_żółw.MP3"
+    (tmp_path / "validated.tsv").write_text("\n".join([src[0], "\t".join(first), *src[2:]]) + "\n", encoding="utf-8")
+    scan = scan_locale(tmp_path, "pl", chunk_rows=100)
+    utts = [line.split("\t")[path_col].rsplit(".", 1)[0] for line in [src[0], "\t".join(first), *src[2:]][1:]]
+    assert np.array_equal(scan.pool_hash, np.array([stable_hash("pool", u) for u in utts], dtype=np.uint64))
+    assert np.array_equal(scan.cap_hash, np.array([stable_hash("cap", u) for u in utts], dtype=np.uint64))
+    assert not scan_locale(tmp_path, "pl", cap_hash=False).cap_hash.any()

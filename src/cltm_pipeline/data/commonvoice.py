@@ -7,6 +7,7 @@ points the config at a directory they already have.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import re
 from dataclasses import dataclass, field
@@ -54,6 +55,7 @@ _GENDER_MAP = {
 }
 
 _EXTENSION = re.compile(r"\.[A-Za-z0-9]+$")
+_EXTENSION_BYTES = re.compile(rb"\.[A-Za-z0-9]+$")
 
 #: CV's own speaker-disjoint split files, in the order membership is assigned.
 SPLIT_FILES = ("test", "dev", "train")
@@ -260,15 +262,22 @@ def scan_locale(d: Path, locale: str, chunk_rows: int = CHUNK_ROWS, cap_hash: bo
     speakers: dict[bytes, int] = {}
     genders: dict[bytes, int] = {}
     unmapped: dict[bytes, int] = {}
-    dtypes = {"row": np.uint32, "speaker": np.uint32, "gender": np.uint8, "evaluation": bool,
-              "cap_hash": np.uint64, "pool_hash": np.uint64}
-    parts: dict[str, list[np.ndarray]] = {k: [] for k in dtypes}
+    dtypes = {"row": np.uint32, "speaker": np.uint32, "gender": np.uint8, "evaluation": bool}
+    parts: dict[str, list[np.ndarray]] = {k: [] for k in (*dtypes, "cap_hash", "pool_hash")}
     block: dict[str, list] = {k: [] for k in dtypes}
+    # the two hashes are stable_hash("cap" | "pool", utterance id), computed here on the bytes and converted per
+    # block: the same values, at a third of the per-row cost of the generic function (1.8 M rows per locale)
+    digests = {"cap_hash": bytearray(), "pool_hash": bytearray()}
+    blake2b = hashlib.blake2b
 
     def flush() -> None:
         for k, v in block.items():
             parts[k].append(np.array(v, dtype=dtypes[k]))
             v.clear()
+        for k, buf in digests.items():
+            parts[k].append(np.frombuffer(bytes(buf), dtype=">u8").astype(np.uint64) if k == "pool_hash" or cap_hash
+                            else np.zeros(len(parts["row"][-1]), dtype=np.uint64))
+            buf.clear()
 
     for row, line in _lines(path):
         f = line.split(b"\t")
@@ -278,7 +287,7 @@ def scan_locale(d: Path, locale: str, chunk_rows: int = CHUNK_ROWS, cap_hash: bo
         if not client or not clip:
             raise CorpusError(f"{path}: row {row}: empty client_id or path")
         try:
-            utt = _EXTENSION.sub("", clip.decode("utf-8"))
+            clip.decode("utf-8")
             code = genders.get(gender)
             if code is None:
                 label = gender.decode("utf-8")
@@ -289,12 +298,14 @@ def scan_locale(d: Path, locale: str, chunk_rows: int = CHUNK_ROWS, cap_hash: bo
             raise CorpusError(f"{path}: cannot parse as a Common Voice TSV: row {row}: not UTF-8 ({exc.reason})") from None
         if gender in unmapped:
             unmapped[gender] += 1
+        utt = _EXTENSION_BYTES.sub(b"", clip)
         block["row"].append(row)
         block["speaker"].append(speakers.setdefault(client, len(speakers)))
         block["gender"].append(code)
         block["evaluation"].append(clip in evaluation)
-        block["cap_hash"].append(stable_hash("cap", utt) if cap_hash else 0)
-        block["pool_hash"].append(stable_hash("pool", utt))
+        if cap_hash:
+            digests["cap_hash"] += blake2b(b"cap\x1f" + utt, digest_size=8).digest()
+        digests["pool_hash"] += blake2b(b"pool\x1f" + utt, digest_size=8).digest()
         if len(block["row"]) >= chunk_rows:
             flush()
     flush()
