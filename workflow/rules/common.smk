@@ -4,6 +4,7 @@ import os
 import re
 import shlex
 import sys
+from functools import cache
 from pathlib import Path
 
 # Jobs call the `cltm` of the environment running Snakemake (the README's .venv), activated or not.
@@ -83,6 +84,10 @@ LC = CFG.raw.get("learning_curve")
 LC_OUTPUTS = [] if LC is None else [P("learning_curve.recommendation", task=LC["task"], arch=LC["arch"])]
 
 
+# The functions below decorated with @cache are pure functions of the validated config: Snakemake calls
+# them once per job and parameter, several times while planning, and the paper grid has thousands of jobs.
+
+
 wildcard_constraints:
     locale=r"[a-z]{2,3}(-[A-Za-z0-9]+)*",
     target=r"[a-z]{2,3}(-[A-Za-z0-9]+)*",
@@ -92,6 +97,7 @@ wildcard_constraints:
     model=r"[A-Za-z0-9][A-Za-z0-9_.-]*",
 
 
+@cache
 def subset_spec_json(task, with_languages=True):
     """The task's subset spec as JSON, without what a job does not depend on (the seed list is a wildcard;
     evaluation sets ignore the donors), so adding seeds or languages reruns no finished subset job."""
@@ -145,10 +151,12 @@ def target_hparams(task, arch, target=None):
     return hp
 
 
+@cache
 def arch_hparams_json(task, arch, target=None):
     return json.dumps(target_hparams(task, arch, target), sort_keys=True, separators=(",", ":"))
 
 
+@cache
 def cell_config_hash(task, arch, target=None):
     """Hash of what a cell's result depends on (regime, splits, model, hparams), not of the whole grid:
     adding languages or seeds does not change it."""
@@ -169,9 +177,10 @@ def tiny_arg(model):
     return "" if tiny is None else f"--tiny {shlex.quote(json.dumps(tiny, sort_keys=True))}"
 
 
+@cache
 def cell_donors(task):
     """Donor components of a target's cells: single ("-"), then every language (self for the target)."""
-    return [SINGLE, *CFG.raw["tasks"][task]["languages"]]
+    return (SINGLE, *CFG.raw["tasks"][task]["languages"])
 
 
 def matrix_runs(wildcards):
@@ -198,6 +207,7 @@ def artifact_pattern(kind):
     return "|".join(re.escape(n) for n in names) if names else "(?!)"
 
 
+@cache
 def cell_artifacts(task, target):
     """NAME -> path of every artifact a task declares, as the cells of ``target`` receive them."""
     spec = TASK_REGISTRY[task]
@@ -206,6 +216,7 @@ def cell_artifacts(task, target):
     return out
 
 
+@cache
 def embedding_artifacts(task, arch):
     """NAME -> cache manifest of every language of the task, for an architecture with a frozen encoder
     whose embeddings are cached (rule embed); empty for any other architecture."""
@@ -227,6 +238,19 @@ def embed_manifests(wildcards):
     (each holds the locale's rows it trains on, as target or donor)."""
     evals = [P(f"subsets.{name}", task=wildcards.task, target=wildcards.locale) for name in ("test", "dev")]
     return evals + seed_tables(wildcards)
+
+
+def train_args(w, input):
+    """The train-cells arguments that depend on the job's wildcards beyond its inputs (rule train)."""
+    artifacts = {**cell_artifacts(w.task, w.target), **embedding_artifacts(w.task, w.arch)}
+    args = [
+        "--ingest-root", P("ingest"), "--donors", *cell_donors(w.task), "--seeds", *w.seeds.split("+"),
+        "--hparams", arch_hparams_json(w.task, w.arch, w.target), "--config-hash", cell_config_hash(w.task, w.arch, w.target),
+        "--runs-dir", P("runs", task=w.task, arch=w.arch),
+        *(a for n, p in artifacts.items() for a in ("--artifact", f"{n}={p}")),
+        *(("--probe", str(input.probe)) if input.probe else ()),
+    ]
+    return shlex.join(args)
 
 
 def probe_input(task, arch):

@@ -23,17 +23,9 @@ rule train:
     wildcard_constraints:
         seeds=r"\d+(\+\d+)*",
     params:
-        seeds=lambda w: w.seeds.replace("+", " "),
-        runs_dir=lambda w: P("runs", task=w.task, arch=w.arch),
-        ingest_root=P("ingest"),
-        donors=lambda w: " ".join(cell_donors(w.task)),
-        hparams=lambda w: arch_hparams_json(w.task, w.arch, w.target),
-        config_hash=lambda w: cell_config_hash(w.task, w.arch, w.target),
-        artifacts=lambda w: " ".join(
-            f"--artifact {shlex.quote(f'{n}={p}')}"
-            for n, p in {**cell_artifacts(w.task, w.target), **embedding_artifacts(w.task, w.arch)}.items()
-        ),
-        probe=lambda w, input: f"--probe {shlex.quote(str(input.probe))}" if input.probe else "",
+        # one function for the whole argument tail: Snakemake evaluates each param function several times per
+        # job while planning (2,390 train jobs on the paper grid), so seven lambdas cost seconds of dry-run
+        args=train_args,
     threads: lambda w: arch_resources(w.task, w.arch)["threads"]
     resources:
         mem_mb=lambda w, attempt: arch_resources(w.task, w.arch)["mem_mb"] * attempt,
@@ -49,7 +41,5 @@ rule train:
         "../envs/gpu.yaml"
     shell:
         "cltm train-cells --task {wildcards.task} --arch {wildcards.arch} --model-dir \"$(dirname {input.model:q})\""
-        " --seed-tables {input.seed_tables:q} --test {input.test:q} --dev {input.dev:q} --ingest-root {params.ingest_root:q}"
-        " --target {wildcards.target} --donors {params.donors} --seeds {params.seeds}"
-        " --hparams {params.hparams:q} --config-hash {params.config_hash} --threads {threads}"
-        " {params.artifacts} {params.probe} --runs-dir {params.runs_dir:q} --flag {output:q} > {log:q} 2>&1"
+        " --seed-tables {input.seed_tables:q} --test {input.test:q} --dev {input.dev:q} --target {wildcards.target}"
+        " --threads {threads} {params.args} --flag {output:q} > {log:q} 2>&1"
