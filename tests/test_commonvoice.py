@@ -110,3 +110,24 @@ def test_scan_hashes_are_the_stable_hashes_of_the_utterance_ids(realworld, tmp_p
     assert np.array_equal(scan.pool_hash, np.array([stable_hash("pool", u) for u in utts], dtype=np.uint64))
     assert np.array_equal(scan.cap_hash, np.array([stable_hash("cap", u) for u in utts], dtype=np.uint64))
     assert not scan_locale(tmp_path, "pl", cap_hash=False).cap_hash.any()
+
+
+def test_scan_blocks_with_an_empty_line_or_crlf_agree_with_clean_blocks(realworld, tmp_path):
+    """Blocks polars cannot take as they are (an empty line, CRLF ends) go through the reference line parser;
+    speaker codes, genders and hashes must not depend on which parser read a block."""
+    import numpy as np
+
+    from cltm_pipeline.data.commonvoice import scan_locale
+
+    lines = (realworld / "common_voice_pl" / "validated.tsv").read_text(encoding="utf-8").splitlines()
+    clean, messy = tmp_path / "clean", tmp_path / "messy"
+    clean.mkdir(), messy.mkdir()
+    (clean / "validated.tsv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    # an empty line after data row 300 (file row 301), CRLF line ends in the first blocks
+    body = [line + ("\r" if i < 120 else "") for i, line in enumerate(lines)]
+    (messy / "validated.tsv").write_text("\n".join(body[:301] + [""] + body[301:]) + "\n", encoding="utf-8")
+    a, b = scan_locale(clean, "pl", chunk_rows=50), scan_locale(messy, "pl", chunk_rows=50)
+    for k in ("speaker", "gender", "evaluation", "cap_hash", "pool_hash"):
+        assert np.array_equal(getattr(a, k), getattr(b, k)), k
+    assert np.array_equal(b.row, np.where(a.row > 301, a.row + 1, a.row))
+    assert a.unmapped == b.unmapped
