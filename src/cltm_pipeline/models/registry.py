@@ -22,10 +22,12 @@ from typing import Any, Callable, TypeVar
 
 from cltm_pipeline.errors import ModelError
 
-__all__ = ["Architecture", "ARCHITECTURES", "register", "get_architecture", "model_provenance", "PROVENANCE"]
+__all__ = ["Architecture", "ARCHITECTURES", "register", "get_architecture", "model_provenance", "PROVENANCE", "CONFIG_NAME"]
 
 #: The provenance file ``prepare`` writes into every model directory.
 PROVENANCE = "cltm_model.json"
+#: The config file of a from-scratch model's directory (:func:`cltm_pipeline.models.speaker.prepare_scratch`).
+CONFIG_NAME = "sv_model.json"
 
 
 

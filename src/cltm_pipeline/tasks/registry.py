@@ -102,7 +102,9 @@ class Task:
     labels: tuple[str, ...]  # class names; the model's output index i is labels[i] (empty: set per cell)
     label_column: str
     primary: str  # the key of the metrics that is the protocol's performance P
-    cell: type[TaskCell]  # the hooks of one cell
+    # the hooks of one cell: ``cell(spec, hp, data, device)`` makes them (a TaskCell subclass, or a function
+    # that imports it, so that config validation and ``snakemake -n`` load no torch)
+    cell: Callable[[CellSpec, Mapping[str, Any], CellData, Any], TaskCell]
     target_artifacts: Mapping[str, Callable[..., bytes]] = field(default_factory=dict)  # name -> f(spec, test, dev)
     task_artifacts: Mapping[str, Callable[..., bytes]] = field(default_factory=dict)  # name -> f(spec, {locale: table})
     hparams: Mapping[str, Any] = field(default_factory=dict)  # hyper-parameters the task adds, with defaults
