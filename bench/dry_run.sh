@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The paper dry-run (`snakemake -n --configfile config/paper.yaml`), side by side: the commit BASE (exported to a
-# temporary directory) and this working tree, alternately, RUNS times each; wall time and peak RSS of each run,
-# (CPU: user + system, less sensitive than wall time to other processes on a shared machine), the import time of
-# what the Snakefile imports, and whether both plan the same jobs (the per-rule job table).
+# temporary directory) and this working tree, alternately, RUNS times each. Per run: wall time, CPU time (user +
+# system: less sensitive than wall time to other processes on a shared machine) and peak RSS; then the import time
+# of what the Snakefile imports, and whether both plan the same jobs (the per-rule job table).
 # Usage: bench/dry_run.sh BASE [RUNS]   (from the repo root; snakemake and python from PATH or .venv)
 set -euo pipefail
 base=${1:?usage: bench/dry_run.sh BASE [RUNS]}
