@@ -1,10 +1,13 @@
 """The task registry and the hooks a task implements for one cell.
 
 A task is registered under its config name (``tasks.<name>`` in the config) with :func:`register`. Its
-``cell`` class (a :class:`TaskCell`) is what the one training loop (:func:`cltm_pipeline.training.loop.fit`)
+``cell`` (a :class:`TaskCell`) is what the one training loop (:func:`cltm_pipeline.training.loop.fit`)
 drives, as SpeechBrain's ``Brain`` subclasses override only ``compute_forward`` and ``compute_objectives``:
 the task builds its model and head, its batches, its loss and its evaluation; the loop owns the optimiser,
 the schedule, dev evaluation and best-state selection, and checkpoints.
+The registering module imports no torch (the Snakefile imports the registry to validate a config): ``cell`` is
+a factory that imports the task's :class:`TaskCell` subclass from a sibling module (``<task>_cell``) when a
+cell runs.
 
 - ``target_artifacts``: files built once per (task, target) from the target's test and dev sets, e.g. the
   SV trial list; ``task_artifacts``: files built once per task (matrix) from the ingested tables of its
