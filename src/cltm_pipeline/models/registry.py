@@ -11,7 +11,9 @@ An architecture is a class registered under its config name with :func:`register
 
 The same ``load`` serves the laptop demo and the cluster; only the prepared directory differs.
 Adding an architecture is one module in this package that registers itself, an import in
-``cltm_pipeline/models/__init__.py``, and a config entry naming it.
+``cltm_pipeline/models/__init__.py``, and a config entry naming it. The registering module imports no torch
+(the Snakefile imports the registry to validate a config); its ``nn.Module``s live in a sibling
+``<name>_nn`` module that ``prepare``, ``load*`` and ``embedder`` import inside their bodies.
 """
 
 from __future__ import annotations
