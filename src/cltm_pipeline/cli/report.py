@@ -18,7 +18,7 @@ __all__ = ["register"]
 
 def cmd_validate_config(args: argparse.Namespace) -> None:
     """Validate the config and, where the release exists, that every locale holds what the regimes ask."""
-    # torch: the config checks import the registries
+    # jsonschema and the registries (no torch): only the commands that read the config
     from cltm_pipeline.config import load_config
     from cltm_pipeline.workflow import check_release_capacity
 
@@ -29,7 +29,7 @@ def cmd_validate_config(args: argparse.Namespace) -> None:
 
 def cmd_status(args: argparse.Namespace) -> None:
     """Cells done / missing / failed per task and architecture, from the files on disk."""
-    # torch: the config checks import the registries
+    # jsonschema and the registries (no torch): only the commands that read the config
     from cltm_pipeline.config import load_config
     from cltm_pipeline.workflow import inventory
 
