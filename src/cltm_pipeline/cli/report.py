@@ -68,7 +68,7 @@ def cmd_ready(args: argparse.Namespace) -> None:
 
 def cmd_report(args: argparse.Namespace) -> None:
     """Render the HTML report (and one page per heatmap for `snakemake --report`) from written matrices."""
-    # plotly and the config's registries (torch): only the report command pays for them
+    # plotly and the config's registries: only the report command pays for them
     from cltm_pipeline.config import load_config
     from cltm_pipeline.report import figures, read_entry, render_report, write_figure_html
     from cltm_pipeline.workflow import inventory
