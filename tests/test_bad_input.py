@@ -350,7 +350,7 @@ def test_truncated_weights_are_one_line(tmp_path, capsys):
     code, _, err = cltm(capsys, "prepare-model", "--arch", "mhubert", "--source", model, "--out", tmp_path / "out")
     assert code == 2 and "Error while deserializing header" in one_line_error(err, "prepare-model")
     from cltm_pipeline.errors import ModelError
-    from cltm_pipeline.models.hubert import load_encoder
+    from cltm_pipeline.models.hubert_nn import load_encoder
 
     with pytest.raises(ModelError, match=r"cannot load the prepared model .*; delete the directory and rerun"):
         load_encoder(model)  # what a training job meets when the prepared model's weights were damaged

@@ -91,7 +91,7 @@ def cmd_subsets(args: argparse.Namespace) -> None:
 
 def cmd_task_artifact(args: argparse.Namespace) -> None:
     """Build one artifact a task declares: per target (from its test and dev sets) or per task (from tables)."""
-    from cltm_pipeline.tasks import get_task  # torch: the task registry imports the models
+    from cltm_pipeline.tasks import get_task  # the task registry and every task module: only this command
 
     spec = SubsetSpec.from_json(args.spec)
     task = get_task(args.task)

@@ -18,7 +18,7 @@ __all__ = ["register"]
 
 def cmd_validate_config(args: argparse.Namespace) -> None:
     """Validate the config and, where the release exists, that every locale holds what the regimes ask."""
-    # torch: the config checks import the registries
+    # jsonschema and the registries (no torch): only the commands that read the config
     from cltm_pipeline.config import load_config
     from cltm_pipeline.workflow import check_release_capacity
 
@@ -29,7 +29,7 @@ def cmd_validate_config(args: argparse.Namespace) -> None:
 
 def cmd_status(args: argparse.Namespace) -> None:
     """Cells done / missing / failed per task and architecture, from the files on disk."""
-    # torch: the config checks import the registries
+    # jsonschema and the registries (no torch): only the commands that read the config
     from cltm_pipeline.config import load_config
     from cltm_pipeline.workflow import inventory
 
@@ -68,7 +68,7 @@ def cmd_ready(args: argparse.Namespace) -> None:
 
 def cmd_report(args: argparse.Namespace) -> None:
     """Render the HTML report (and one page per heatmap for `snakemake --report`) from written matrices."""
-    # plotly and the config's registries (torch): only the report command pays for them
+    # plotly and the config's registries: only the report command pays for them
     from cltm_pipeline.config import load_config
     from cltm_pipeline.report import figures, read_entry, render_report, write_figure_html
     from cltm_pipeline.workflow import inventory

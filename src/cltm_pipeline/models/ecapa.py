@@ -11,13 +11,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import torch
-from torch import nn
-
 from cltm_pipeline.models.registry import Architecture, register
-from cltm_pipeline.models.speaker import AAMHead, LogMel, SpeakerIdModel, load_scratch, prepare_scratch
 
-__all__ = ["SIZES", "EcapaEmbedder", "Ecapa"]
+__all__ = ["SIZES", "Ecapa"]
 
 SIZES: dict[str, dict[str, Any]] = {
     "scratch": {"seed": 0, "n_mels": 80, "channels": [1024, 1024, 1024, 1024, 3072], "lin_neurons": 192,
@@ -25,27 +21,6 @@ SIZES: dict[str, dict[str, Any]] = {
     "tiny": {"seed": 0, "n_mels": 24, "channels": [32, 32, 32, 32, 96], "lin_neurons": 32,
              "attention_channels": 16, "se_channels": 16, "res2net_scale": 4},
 }
-
-
-class EcapaEmbedder(nn.Module):
-    """Log-mel front end + ECAPA-TDNN: ``embed(waves, lengths)`` -> ``[B, lin_neurons]``."""
-
-    def __init__(self, config: dict[str, Any]):
-        super().__init__()
-        # speechbrain (~1 s): only when this model is built
-        from speechbrain.lobes.models.ECAPA_TDNN import ECAPA_TDNN
-
-        self.features = LogMel(config["n_mels"])
-        self.ecapa = ECAPA_TDNN(
-            config["n_mels"], lin_neurons=config["lin_neurons"], channels=list(config["channels"]),
-            attention_channels=config["attention_channels"], se_channels=config["se_channels"],
-            res2net_scale=config["res2net_scale"],
-        )
-        self.dim = config["lin_neurons"]
-
-    def embed(self, waves: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
-        feats, rel = self.features(waves, lengths)
-        return self.ecapa(feats, rel).squeeze(1)
 
 
 @register("ecapa")
@@ -56,9 +31,18 @@ class Ecapa(Architecture):
 
     @classmethod
     def prepare(cls, source: str, out_dir: Path, tiny: dict[str, Any] | None = None) -> Path:
+        # torch: only when a model is prepared
+        from cltm_pipeline.models.ecapa_nn import EcapaEmbedder
+        from cltm_pipeline.models.speaker import prepare_scratch
+
         return prepare_scratch(cls.name, source, out_dir, SIZES, tiny, EcapaEmbedder)
 
     @classmethod
-    def load_sv(cls, model_dir: Path, num_speakers: int, hparams: dict[str, Any]) -> SpeakerIdModel:
+    def load_sv(cls, model_dir: Path, num_speakers: int, hparams: dict[str, Any]) -> Any:
+        """A :class:`~cltm_pipeline.models.speaker.SpeakerIdModel` with an AAM-softmax head."""
+        # torch: only when a model is built
+        from cltm_pipeline.models.ecapa_nn import EcapaEmbedder
+        from cltm_pipeline.models.speaker import AAMHead, SpeakerIdModel, load_scratch
+
         body, _ = load_scratch(model_dir, EcapaEmbedder)
         return SpeakerIdModel(body, AAMHead(body.dim, num_speakers, hparams["aam_scale"], hparams["aam_margin"]))

@@ -11,7 +11,9 @@ An architecture is a class registered under its config name with :func:`register
 
 The same ``load`` serves the laptop demo and the cluster; only the prepared directory differs.
 Adding an architecture is one module in this package that registers itself, an import in
-``cltm_pipeline/models/__init__.py``, and a config entry naming it.
+``cltm_pipeline/models/__init__.py``, and a config entry naming it. The registering module imports no torch
+(the Snakefile imports the registry to validate a config); its ``nn.Module``s live in a sibling
+``<name>_nn`` module that ``prepare``, ``load*`` and ``embedder`` import inside their bodies.
 """
 
 from __future__ import annotations
@@ -22,10 +24,12 @@ from typing import Any, Callable, TypeVar
 
 from cltm_pipeline.errors import ModelError
 
-__all__ = ["Architecture", "ARCHITECTURES", "register", "get_architecture", "model_provenance", "PROVENANCE"]
+__all__ = ["Architecture", "ARCHITECTURES", "register", "get_architecture", "model_provenance", "PROVENANCE", "CONFIG_NAME"]
 
 #: The provenance file ``prepare`` writes into every model directory.
 PROVENANCE = "cltm_model.json"
+#: The config file of a from-scratch model's directory (:func:`cltm_pipeline.models.speaker.prepare_scratch`).
+CONFIG_NAME = "sv_model.json"
 
 
 

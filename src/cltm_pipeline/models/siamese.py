@@ -8,61 +8,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import torch
-from torch import nn
-
 from cltm_pipeline.models.registry import Architecture, register
-from cltm_pipeline.models.speaker import LogMel, SVModel, contrastive_loss, load_scratch, prepare_scratch
 
-__all__ = ["SIZES", "SiameseCNN", "SiameseModel", "Siamese"]
+__all__ = ["SIZES", "Siamese"]
 
 SIZES: dict[str, dict[str, Any]] = {
     "scratch": {"seed": 0, "n_mels": 64, "channels": [32, 64, 128, 256], "embedding_dim": 256},
     "tiny": {"seed": 0, "n_mels": 24, "channels": [8, 16, 32], "embedding_dim": 32},
 }
-
-
-class SiameseCNN(nn.Module):
-    """Conv2d-BN-ReLU-maxpool blocks over (time, mel), mean and std pooling over valid time, linear out."""
-
-    def __init__(self, config: dict[str, Any]):
-        super().__init__()
-        self.features = LogMel(config["n_mels"])
-        blocks, c_in = [], 1
-        for c in config["channels"]:
-            blocks += [nn.Conv2d(c_in, c, 3, padding=1), nn.BatchNorm2d(c), nn.ReLU(), nn.MaxPool2d((1, 2))]
-            c_in = c
-        self.cnn = nn.Sequential(*blocks)
-        freq = config["n_mels"]
-        for _ in config["channels"]:
-            freq //= 2
-        self.out = nn.Linear(2 * c_in * max(freq, 1), config["embedding_dim"])
-
-    def embed(self, waves: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
-        feats, rel = self.features(waves, lengths)  # [B, T, M]
-        h = self.cnn(feats.unsqueeze(1))  # [B, C, T, M']  (time is not pooled: lengths stay valid)
-        b, c, t, m = h.shape
-        h = h.permute(0, 2, 1, 3).reshape(b, t, c * m)
-        frames = (rel * t).round().long().clamp(min=1)
-        mask = (torch.arange(t, device=h.device)[None, :] < frames[:, None]).to(h.dtype)[..., None]
-        mean = (h * mask).sum(1) / mask.sum(1)
-        std = (((h - mean[:, None]) ** 2 * mask).sum(1) / mask.sum(1)).clamp(min=1e-6).sqrt()
-        return self.out(torch.cat([mean, std], -1))
-
-
-class SiameseModel(SVModel):
-    objective = "pairs"
-
-    def __init__(self, body: SiameseCNN, margin: float):
-        super().__init__()
-        self.body = body
-        self.margin = margin
-
-    def embed(self, x: torch.Tensor, n: torch.Tensor | None) -> torch.Tensor:
-        return self.body.embed(x, n)
-
-    def pair_loss(self, e1: torch.Tensor, e2: torch.Tensor, same: torch.Tensor) -> torch.Tensor:
-        return contrastive_loss(e1, e2, same, self.margin)
 
 
 @register("siamese")
@@ -71,9 +24,18 @@ class Siamese(Architecture):
 
     @classmethod
     def prepare(cls, source: str, out_dir: Path, tiny: dict[str, Any] | None = None) -> Path:
+        # torch: only when a model is prepared
+        from cltm_pipeline.models.siamese_nn import SiameseCNN
+        from cltm_pipeline.models.speaker import prepare_scratch
+
         return prepare_scratch(cls.name, source, out_dir, SIZES, tiny, SiameseCNN)
 
     @classmethod
-    def load_sv(cls, model_dir: Path, num_speakers: int, hparams: dict[str, Any]) -> SiameseModel:
+    def load_sv(cls, model_dir: Path, num_speakers: int, hparams: dict[str, Any]) -> Any:
+        """A :class:`~cltm_pipeline.models.siamese_nn.SiameseModel` (contrastive pairs)."""
+        # torch: only when a model is built
+        from cltm_pipeline.models.siamese_nn import SiameseCNN, SiameseModel
+        from cltm_pipeline.models.speaker import load_scratch
+
         body, _ = load_scratch(model_dir, SiameseCNN)
         return SiameseModel(body, hparams["contrastive_margin"])

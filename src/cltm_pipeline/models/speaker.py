@@ -25,6 +25,7 @@ from torch.nn import functional as F
 
 from cltm_pipeline.io import atomic_dir, sha256_file, write_json
 from cltm_pipeline.errors import ModelError
+from cltm_pipeline.models.registry import CONFIG_NAME
 
 __all__ = ["SVModel", "SpeakerIdModel", "AAMHead", "LogMel", "contrastive_loss", "prepare_scratch", "load_scratch"]
 
@@ -122,7 +123,6 @@ class LogMel(nn.Module):
 # size, overridable key by key) and seeded initial weights, so every cell of a grid starts from the same
 # network and the directory records what was built, like a pretrained encoder's.
 
-CONFIG_NAME = "sv_model.json"
 WEIGHTS_NAME = "init.pt"
 
 

@@ -1,10 +1,13 @@
 """The task registry and the hooks a task implements for one cell.
 
 A task is registered under its config name (``tasks.<name>`` in the config) with :func:`register`. Its
-``cell`` class (a :class:`TaskCell`) is what the one training loop (:func:`cltm_pipeline.training.loop.fit`)
+``cell`` (a :class:`TaskCell`) is what the one training loop (:func:`cltm_pipeline.training.loop.fit`)
 drives, as SpeechBrain's ``Brain`` subclasses override only ``compute_forward`` and ``compute_objectives``:
 the task builds its model and head, its batches, its loss and its evaluation; the loop owns the optimiser,
 the schedule, dev evaluation and best-state selection, and checkpoints.
+The registering module imports no torch (the Snakefile imports the registry to validate a config): ``cell`` is
+a factory that imports the task's :class:`TaskCell` subclass from a sibling module (``<task>_cell``) when a
+cell runs.
 
 - ``target_artifacts``: files built once per (task, target) from the target's test and dev sets, e.g. the
   SV trial list; ``task_artifacts``: files built once per task (matrix) from the ingested tables of its
@@ -102,7 +105,9 @@ class Task:
     labels: tuple[str, ...]  # class names; the model's output index i is labels[i] (empty: set per cell)
     label_column: str
     primary: str  # the key of the metrics that is the protocol's performance P
-    cell: type[TaskCell]  # the hooks of one cell
+    # the hooks of one cell: ``cell(spec, hp, data, device)`` makes them (a TaskCell subclass, or a function
+    # that imports it, so that config validation and ``snakemake -n`` load no torch)
+    cell: Callable[[CellSpec, Mapping[str, Any], CellData, Any], TaskCell]
     target_artifacts: Mapping[str, Callable[..., bytes]] = field(default_factory=dict)  # name -> f(spec, test, dev)
     task_artifacts: Mapping[str, Callable[..., bytes]] = field(default_factory=dict)  # name -> f(spec, {locale: table})
     hparams: Mapping[str, Any] = field(default_factory=dict)  # hyper-parameters the task adds, with defaults

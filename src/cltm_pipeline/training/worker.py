@@ -23,7 +23,6 @@ from cltm_pipeline.data.subsets import cell_manifest
 from cltm_pipeline.io import read_manifest, write_json
 from cltm_pipeline.layout import CELL_DIR, cell_files
 from cltm_pipeline.protocol import SINGLE, CellSpec
-from cltm_pipeline.training.cell import data_hash, run_cell
 
 __all__ = ["cell_is_current", "is_current", "run_cells", "write_flag", "file_stamp", "read_flag", "metrics_ok"]
 
@@ -39,6 +38,9 @@ def cell_is_current(metrics_path: Path, config_hash: str, expected_data_hash: st
 def is_current(spec: CellSpec, seed_table: pl.DataFrame | None = None) -> bool:
     """Whether the cell's metrics.json holds its config hash and the hash of its data (its training rows from
     ``seed_table``, read from the spec when not given; test, dev and artifacts): such a cell is not retrained."""
+    # torch and the task registry's cells: not for the Snakefile, which imports this module for read_flag
+    from cltm_pipeline.training.cell import data_hash
+
     table = read_manifest(spec.seed_table_path) if seed_table is None else seed_table
     expected = data_hash(cell_manifest(table, spec.target, spec.donor), spec.test_path, spec.dev_path, spec.artifacts)
     return cell_is_current(spec.out_path, spec.config_hash, expected)
@@ -51,6 +53,9 @@ def run_cells(template: CellSpec, donors: Sequence[str | None], runs_dir: Path, 
     A failing cell is recorded in its ``failed.json`` (error and traceback) and the worker goes on with
     the next one; the caller decides what a failure means for the job.
     """
+    # torch and the task registry's cells: not for the Snakefile, which imports this module for read_flag
+    from cltm_pipeline.training.cell import run_cell
+
     t = template
     seed_table = read_manifest(t.seed_table_path)
     outcome: dict[str, list[str]] = {"trained": [], "skipped": [], "failed": []}
