@@ -136,3 +136,42 @@ def test_footprint_top_is_checked_as_a_fraction():
     for bad in (1.5, -0.1, "5%", True):
         with pytest.raises(ConfigError, match="hparams.footprint_top"):
             check_hparams({"footprint_top": bad})
+
+
+def test_report_names_interference_cells_and_shows_the_overlap(tmp_path):
+    import polars as pl
+
+    from cltm_pipeline.analysis.matrix import RUNS_SCHEMA, build_matrices
+    from cltm_pipeline.analysis.properties import analyse
+    from cltm_pipeline.report import MatrixEntry, render_report
+    from cltm_pipeline.report.interference import interference_cells
+
+    langs = ["es", "it", "de", "nl"]
+    sheet = pl.DataFrame({"locale": langs, "name": ["Spanish", "Italian", "German", "Dutch"],
+                          "family": ["Romance", "Romance", "Germanic", "Germanic"], "iso639_3": ["spa", "ita", "deu", "nld"]})
+    rows = []
+    for t in langs:
+        for d in [None, *langs]:
+            # de as a donor hurts es (a < b by 0.05 at every seed); the rest transfers half as much as self
+            mean = 0.6 if d is None else 0.7 if d == t else 0.55 if (t, d) == ("es", "de") else 0.65
+            rows += [(t, d, s, mean + 0.003 * ((s * 7 + len(d or "")) % 5)) for s in range(5)]
+    result = build_matrices(pl.DataFrame(rows, schema=RUNS_SCHEMA, orient="row"), langs, metric="macro_f1")
+    assert [(result.languages[i], result.languages[j]) for i, j in interference_cells(result)] == [("es", "de")]
+    runs = tmp_path / "runs"
+    for s in range(3):
+        for k, t in enumerate(langs):
+            flat = np.zeros(200)
+            flat[10 * k:10 * k + 20] = 1.0 + 0.01 * s  # neighbours in the list share half their footprint
+            _write(runs, t, s, _split(flat + 1e-6 * np.arange(200)), top=0.1)
+    a = analyse(result, list(sheet["family"]), [], [], {}, permutations=99)
+    a["footprint"] = overlap_analysis(runs, langs, [0, 1, 2], result.C, permutations=99)
+    out = tmp_path / "index.html"
+    render_report([MatrixEntry("gender", "tiny", "macro_f1", result, analysis=json.loads(json.dumps(a)))], sheet, None,
+                  {}, out)
+    html = out.read_text(encoding="utf-8")
+    sec = html[html.index('id="gender-tiny-interference-section"'):]
+    assert "1 cell where donor data significantly hurts" in sec
+    assert "<td>Spanish</td><td>German</td>" in sec
+    assert 'id="gender-tiny-overlap"' in sec and 'id="gender-tiny-overlap-profile"' in sec
+    m = a["footprint"]["mantel"]
+    assert f"Mantel r = <b>{m['r']:.2f}</b>" in sec

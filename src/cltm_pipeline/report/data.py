@@ -353,6 +353,7 @@ class Analysis:
     typology: Typology | None
     probes: Probes
     training_time: TrainingTime
+    footprint: Mapping[str, Any] | None = None  # sub-network overlap (analysis.footprint), as written
 
     @classmethod
     def parse(cls, obj: Mapping[str, Any], source: str) -> Analysis:
@@ -364,6 +365,7 @@ class Analysis:
             TransferMap.read(r.sub("map")), {k: Mantel.read(v) for k, v in r.entries("mantel")},
             None if typology is None else Typology.read(r.sub("typology")),
             Probes.read(r.sub("probes")), TrainingTime.read(r.sub("training_time")),
+            footprint=r.obj.get("footprint"),
         )
 
     @classmethod
