@@ -61,16 +61,23 @@ def top_mask(deltas: Sequence[np.ndarray], top: float) -> list[np.ndarray]:
     together: round(top * n) parameters (at least 1), ties at the threshold broken by position."""
     if not 0 < top <= 1:
         raise ValueError(f"footprint top fraction must be in (0, 1], got {top!r}")
-    flat = np.concatenate([np.abs(np.asarray(d, dtype=np.float32)).ravel() for d in deltas])
-    n = flat.size
+    sizes = [int(np.asarray(d).size) for d in deltas]
+    n = sum(sizes)
+    flat = np.empty(n, dtype=np.float32)  # |delta| of every parameter, filled in place (no list of copies)
+    pos = 0
+    for d, size in zip(deltas, sizes):
+        np.abs(np.asarray(d, dtype=np.float32).ravel(), out=flat[pos:pos + size])
+        pos += size
     m = min(n, max(1, int(round(top * n))))
-    threshold = np.partition(flat, n - m)[n - m]  # the m-th largest value (unique whatever the algorithm)
+    scratch = flat.copy()
+    scratch.partition(n - m)
+    threshold = scratch[n - m]  # the m-th largest value (unique whatever the algorithm)
+    del scratch
     keep = flat > threshold
     ties = np.flatnonzero(flat == threshold)[: m - int(keep.sum())]
     keep[ties] = True
     out, pos = [], 0
-    for d in deltas:
-        size = int(np.asarray(d).size)
+    for d, size in zip(deltas, sizes):
         out.append(keep[pos:pos + size].reshape(np.shape(d)))
         pos += size
     return out
@@ -84,23 +91,25 @@ def pack_masks(masks: Sequence[np.ndarray]) -> bytes:
 def footprint_index(names: Sequence[str], initial: Sequence[np.ndarray], deltas: Sequence[np.ndarray],
                     masks: Sequence[np.ndarray], top: float, bits: bytes) -> dict[str, Any]:
     """``footprint.json``: the per-tensor summary (update norm per tensor, layer and group) and the totals."""
-    tensors, offset = [], 0
+    tensors, offset, threshold = [], 0, math.inf
     for name, init, delta, mask in zip(names, initial, deltas, masks):
         layer, group = parameter_group(name)
         size = int(np.asarray(mask).size)
+        delta = np.asarray(delta, dtype=np.float32)
+        picked = np.abs(delta[mask])
+        if picked.size:
+            threshold = min(threshold, float(picked.min()))
         tensors.append({
             "name": name, "shape": list(np.shape(mask)), "size": size, "byte_offset": offset, "layer": layer,
-            "group": group, "selected": int(np.count_nonzero(mask)),
-            "update_norm": float(np.linalg.norm(np.asarray(delta, dtype=np.float64).ravel())),
-            "init_norm": float(np.linalg.norm(np.asarray(init, dtype=np.float64).ravel())),
+            "group": group, "selected": int(picked.size),
+            "update_norm": float(np.linalg.norm(delta.ravel())),  # BLAS nrm2: scaled, no float64 copy
+            "init_norm": float(np.linalg.norm(np.asarray(init, dtype=np.float32).ravel())),
         })
         offset += (size + 7) // 8
-    flat = np.concatenate([np.abs(np.asarray(d, dtype=np.float32)).ravel() for d in deltas])
     selected = sum(t["selected"] for t in tensors)
-    chosen = np.concatenate([np.asarray(m, dtype=bool).ravel() for m in masks])
     return {
-        "version": FOOTPRINT_VERSION, "top": top, "n_params": int(flat.size), "selected": selected,
-        "threshold": float(flat[chosen].min()) if selected else math.nan, "bytes": len(bits),
+        "version": FOOTPRINT_VERSION, "top": top, "n_params": sum(t["size"] for t in tensors), "selected": selected,
+        "threshold": threshold if selected else math.nan, "bytes": len(bits),
         "sha256": hashlib.sha256(bits).hexdigest(), "tensors": tensors,
     }
 
