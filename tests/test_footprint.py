@@ -26,7 +26,7 @@ def _write(runs: Path, target: str, seed: int, deltas: list[np.ndarray], top: fl
     bits = pack_masks(masks)
     index_path, bits_path = footprint_files(metrics)
     write_bytes(bits_path, bits)
-    write_json(index_path, footprint_index(NAMES, [np.zeros(s) for s in SHAPES], deltas, masks, top, bits))
+    write_json(index_path, footprint_index(NAMES, [np.ones(s) for s in SHAPES], deltas, masks, top, bits))
 
 
 def _split(flat: np.ndarray) -> list[np.ndarray]:
@@ -85,6 +85,9 @@ def test_identical_updates_overlap_1_disjoint_0_and_per_group(tmp_path):
     # layer 0 holds every selected bit of aa and bb: 1 for (aa, bb), 0 for the pairs with cc, per seed
     assert prof["layer 0"]["jaccard"] == pytest.approx(1 / 3)
     assert np.isnan(prof["feature_projection.projection"]["jaccard"])  # nobody selected anything there
+    # how far each group moved, ||update|| / ||initial|| (initial all ones): aa and bb (4 cells) moved 10 of
+    # layer 0's 100 parameters by 1, cc (2 cells) none of them
+    assert prof["layer 0"]["relative_update"] == pytest.approx(4 * np.sqrt(10) / 10 / 6, abs=1e-3)
     rows = overlap_rows(res)
     assert len(rows) == 9 and rows[1] == {"language_a": "aa", "language_b": "bb", "jaccard": 1.0, "sd": 0.0, "seeds": 2}
 

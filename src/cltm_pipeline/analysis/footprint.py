@@ -129,6 +129,8 @@ class Footprint:
     groups: tuple[str, ...]  # per tensor
     sizes: tuple[int, ...]  # parameters per tensor
     starts: np.ndarray  # byte offset of each tensor
+    update_sq: np.ndarray  # squared norm of each tensor's update
+    init_sq: np.ndarray  # squared norm of each tensor's initial value
 
     def layout_key(self) -> tuple[tuple[str, ...], bytes]:
         """What two footprints must share to be compared: tensor names and byte offsets."""
@@ -148,7 +150,8 @@ def read_footprint(index_path: Path, bits_path: Path) -> Footprint:
     t = index["tensors"]
     return Footprint(bits=bits, top=float(index["top"]), names=tuple(x["name"] for x in t),
                      groups=tuple(x["group"] for x in t), sizes=tuple(int(x["size"]) for x in t),
-                     starts=np.array([x["byte_offset"] for x in t], dtype=np.int64))
+                     starts=np.array([x["byte_offset"] for x in t], dtype=np.int64),
+                     update_sq=np.array([x["update_norm"] ** 2 for x in t]), init_sq=np.array([x["init_norm"] ** 2 for x in t]))
 
 
 def pair_counts(a: Footprint, b: Footprint) -> tuple[np.ndarray, np.ndarray]:
@@ -176,7 +179,8 @@ def overlap_analysis(runs_dir: Path, languages: Sequence[str], seeds: Sequence[i
     # long: one pass over seeds and language pairs fills the overlap matrix, its spread and the per-group profile
     """Jaccard overlap of the single cells' footprints between every pair of ``languages``, per seed (the
     two cells of a pair share the seed: same head initialisation), then mean and sample SD over seeds;
-    each language's seed-to-seed overlap with itself; the per-group (layer) profile over pairs and seeds;
+    each language's seed-to-seed overlap with itself; the per-group (layer) profile over pairs and seeds
+    (and how far fine-tuning moved each group, ||update|| / ||initial||, mean over cells);
     and the Mantel test of the mean overlap against the symmetrised C (if given, same language order).
 
     Cells without a footprint (architecture with no fine-tuned encoder, footprint_top 0, missing run)
@@ -239,7 +243,10 @@ def overlap_analysis(runs_dir: Path, languages: Sequence[str], seeds: Sequence[i
                 if np.isfinite(per_seed[si, a, b])]
         m, d, n = _mean_sd(vals)
         size = sum(x for x, gg in zip(first.sizes, first.groups) if gg == g)
-        profile.append({"group": g, "jaccard": m, "sd": d, "pairs": n, "params": int(size)})
+        sel = gidx == k  # how far fine-tuning moved the group: ||update|| / ||initial||, mean over cells
+        rel = [_ratio(math.sqrt(f.update_sq[sel].sum()), math.sqrt(f.init_sq[sel].sum())) for f in found.values()]
+        profile.append({"group": g, "jaccard": m, "sd": d, "pairs": n, "params": int(size),
+                        "relative_update": _mean_sd(rel)[0]})
     top = first.top
     out.update({
         "available": True, "top": top, "chance": chance_jaccard(top), "groups": groups,

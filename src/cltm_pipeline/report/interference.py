@@ -96,8 +96,9 @@ def profile_figure(fp: Mapping[str, Any], slug: str) -> go.Figure:
     x = [p["group"] for p in prof]
     fig = go.Figure(go.Bar(x=x, y=[num(p["jaccard"]) for p in prof], marker_color="#2a5db0",
                            error_y={"type": "data", "array": [num(p["sd"]) if p["sd"] is not None else None for p in prof]},
-                           customdata=[[p["params"], p["pairs"]] for p in prof],
-                           hovertemplate="%{x}: %{y:.3f} (%{customdata[0]} parameters, %{customdata[1]} pair-seeds)<extra></extra>"))
+                           customdata=[[p["params"], p["pairs"], fmt(p.get("relative_update", math.nan), ".3g")] for p in prof],
+                           hovertemplate="%{x}: %{y:.3f} (%{customdata[0]} parameters, %{customdata[1]} pair-seeds; "
+                                         "moved ||Δθ|| / ||θ₀|| = %{customdata[2]})<extra></extra>"))
     fig.add_hline(y=fp["chance"], line_dash="dash", line_color="#888",
                   annotation_text=f"chance {fp['chance']:.3f}", annotation_position="top left")
     fig.update_layout(**_FIG, width=min(1000, 260 + 40 * len(x)), height=340, margin={"l": 60, "r": 20, "t": 30, "b": 120},
@@ -131,7 +132,8 @@ def _overlap_part(entry: MatrixEntry, fp: Mapping[str, Any] | None, langs: Seque
     out.append(f'<figure><div class="plot">{figure_div(profile_figure(fp, slug), f"{slug}-overlap-profile")}</div>'
                "<figcaption>Per-layer overlap: the mean Jaccard between languages within each transformer layer "
                "(or module outside the layers), over language pairs and seeds (± sd). Low: language-specific "
-               "parameters; high: shared ones. A group where no language selected anything has no bar.</figcaption></figure>")
+               "parameters; high: shared ones. A group where no language selected anything has no bar. Hover: how far "
+               "fine-tuning moved the group (‖Δθ‖ / ‖θ₀‖, mean over single cells).</figcaption></figure>")
     skipped = fp.get("cells_skipped") or {}
     if skipped or fp.get("cells_missing"):
         out.append(f"<p class=meta>Single cells without a footprint: {len(skipped)} skipped "
