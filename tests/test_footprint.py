@@ -141,13 +141,12 @@ def test_footprint_top_is_checked_as_a_fraction():
             check_hparams({"footprint_top": bad})
 
 
-def test_report_names_interference_cells_and_shows_the_overlap(tmp_path):
+def _analysed_matrix(tmp_path):
+    """A 4-language matrix where de hurts es, its analysis, and constructed footprints (neighbours overlap)."""
     import polars as pl
 
     from cltm_pipeline.analysis.matrix import RUNS_SCHEMA, build_matrices
     from cltm_pipeline.analysis.properties import analyse
-    from cltm_pipeline.report import MatrixEntry, render_report
-    from cltm_pipeline.report.interference import interference_cells
 
     langs = ["es", "it", "de", "nl"]
     sheet = pl.DataFrame({"locale": langs, "name": ["Spanish", "Italian", "German", "Dutch"],
@@ -159,7 +158,6 @@ def test_report_names_interference_cells_and_shows_the_overlap(tmp_path):
             mean = 0.6 if d is None else 0.7 if d == t else 0.55 if (t, d) == ("es", "de") else 0.65
             rows += [(t, d, s, mean + 0.003 * ((s * 7 + len(d or "")) % 5)) for s in range(5)]
     result = build_matrices(pl.DataFrame(rows, schema=RUNS_SCHEMA, orient="row"), langs, metric="macro_f1")
-    assert [(result.languages[i], result.languages[j]) for i, j in interference_cells(result)] == [("es", "de")]
     runs = tmp_path / "runs"
     for s in range(3):
         for k, t in enumerate(langs):
@@ -168,9 +166,17 @@ def test_report_names_interference_cells_and_shows_the_overlap(tmp_path):
             _write(runs, t, s, _split(flat + 1e-6 * np.arange(200)), top=0.1)
     a = analyse(result, list(sheet["family"]), [], [], {}, permutations=99)
     a["footprint"] = overlap_analysis(runs, langs, [0, 1, 2], result.C, permutations=99)
+    return sheet, result, json.loads(json.dumps(a))
+
+
+def test_report_names_interference_cells_and_shows_the_overlap(tmp_path):
+    from cltm_pipeline.report import MatrixEntry, render_report
+    from cltm_pipeline.report.interference import interference_cells
+
+    sheet, result, a = _analysed_matrix(tmp_path)
+    assert [(result.languages[i], result.languages[j]) for i, j in interference_cells(result)] == [("es", "de")]
     out = tmp_path / "index.html"
-    render_report([MatrixEntry("gender", "tiny", "macro_f1", result, analysis=json.loads(json.dumps(a)))], sheet, None,
-                  {}, out)
+    render_report([MatrixEntry("gender", "tiny", "macro_f1", result, analysis=a)], sheet, None, {}, out)
     html = out.read_text(encoding="utf-8")
     sec = html[html.index('id="gender-tiny-interference-section"'):]
     assert "1 cell where donor data significantly hurts" in sec
@@ -178,3 +184,17 @@ def test_report_names_interference_cells_and_shows_the_overlap(tmp_path):
     assert 'id="gender-tiny-overlap"' in sec and 'id="gender-tiny-overlap-profile"' in sec
     m = a["footprint"]["mantel"]
     assert f"Mantel r = <b>{m['r']:.2f}</b>" in sec
+
+
+def test_a_footprint_block_missing_a_shown_key_fails_naming_it(tmp_path):
+    from cltm_pipeline.report import Analysis, ResultsError
+
+    _, _, a = _analysed_matrix(tmp_path)
+    assert Analysis.parse(a, "a.json").footprint["available"] is True
+    del a["footprint"]["profile"][1]["jaccard"]
+    with pytest.raises(ResultsError, match=r"a.json: missing key 'footprint.profile.1.jaccard'"):
+        Analysis.parse(a, "a.json")
+    del a["footprint"]["mantel"]["r"]
+    a["footprint"]["profile"][1]["jaccard"] = 0.0
+    with pytest.raises(ResultsError, match=r"missing key 'footprint.mantel.r'"):
+        Analysis.parse(a, "a.json")
