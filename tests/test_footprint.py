@@ -20,13 +20,16 @@ SHAPES = [(10, 10), (50,), (5, 10)]  # 200 parameters, the middle one not a mult
 
 
 def _write(runs: Path, target: str, seed: int, deltas: list[np.ndarray], top: float = 0.05) -> None:
-    """A single cell's footprint files as the training side writes them (same functions, same layout)."""
+    """A single cell's footprint files as the training side writes them (same functions, same layout), and
+    the metrics.json field that names them."""
     metrics, _ = cell_files(runs, target, None, seed)
     masks = top_mask(deltas, top)
     bits = pack_masks(masks)
     index_path, bits_path = footprint_files(metrics)
     write_bytes(bits_path, bits)
-    write_json(index_path, footprint_index(NAMES, [np.ones(s) for s in SHAPES], deltas, masks, top, bits))
+    index = footprint_index(NAMES, [np.ones(s) for s in SHAPES], deltas, masks, top, bits)
+    write_json(index_path, index)
+    write_json(metrics, {"metrics": {}, "footprint": {"sha256": index["sha256"], "bytes": len(bits)}})
 
 
 def _split(flat: np.ndarray) -> list[np.ndarray]:
@@ -121,6 +124,13 @@ def test_cells_without_a_footprint_are_named_not_filled(tmp_path):
     res = overlap_analysis(runs, ["aa", "bb"], [0])
     assert res["available"] is False and res["reason"] == "no fine-tuned encoder (mlp)"
     assert res["cells_missing"] == ["bb/seed0"] and overlap_rows(res) == []
+    # a footprint left from an earlier run of a cell whose metrics.json no longer names it is not used
+    _write(runs, "bb", 0, _split(np.arange(200.0)))
+    _write(runs, "cc", 0, _split(np.arange(200.0)))
+    metrics, _ = cell_files(runs, "cc", None, 0)
+    metrics.write_text(json.dumps({"metrics": {}}))
+    res = overlap_analysis(runs, ["aa", "bb", "cc"], [0])
+    assert res["cells_with_footprint"] == 1 and set(res["cells_skipped"]) == {"aa/seed0", "cc/seed0"}
 
 
 def test_a_truncated_bits_file_is_a_one_line_error(tmp_path):

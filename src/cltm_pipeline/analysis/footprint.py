@@ -193,13 +193,17 @@ def overlap_analysis(runs_dir: Path, languages: Sequence[str], seeds: Sequence[i
         for s in seeds:
             metrics, _ = cell_files(Path(runs_dir), t, None, s)
             index, bits = footprint_files(metrics)
-            if index.exists():
-                found[(t, s)] = read_footprint(index, bits)
-            elif metrics.exists():
-                rec = json.loads(metrics.read_text(encoding="utf-8")).get("footprint") or {}
-                skipped[f"{t}/seed{s}"] = str(rec.get("skipped", "no footprint recorded (footprint_top 0 or older run)"))
-            else:
+            if not metrics.exists():
                 missing.append(f"{t}/seed{s}")
+                continue
+            rec = json.loads(metrics.read_text(encoding="utf-8")).get("footprint") or {}
+            if index.exists() and "sha256" in rec:
+                fp = read_footprint(index, bits)
+                if hashlib.sha256(fp.bits.tobytes()).hexdigest() == rec["sha256"]:
+                    found[(t, s)] = fp
+                    continue
+            # a footprint its metrics.json does not name is stale (the cell was rerun without one): not used
+            skipped[f"{t}/seed{s}"] = str(rec.get("skipped", "no footprint recorded (footprint_top 0 or older run)"))
     out: dict[str, Any] = {"languages": langs, "seeds": list(seeds), "cells_with_footprint": len(found),
                            "cells_skipped": skipped, "cells_missing": missing}
     if not found:
