@@ -91,6 +91,11 @@ def test_identical_updates_overlap_1_disjoint_0_and_per_group(tmp_path):
     # how far each group moved, ||update|| / ||initial|| (initial all ones): aa and bb (4 cells) moved 10 of
     # layer 0's 100 parameters by 1, cc (2 cells) none of them
     assert prof["layer 0"]["relative_update"] == pytest.approx(4 * np.sqrt(10) / 10 / 6, abs=1e-3)
+    # across seeds (0 with 1): aa and bb keep their shared footprint, cc its own
+    assert np.array(res["overlap_cross_seed"], dtype=float)[0, 1] == pytest.approx(1.0)
+    assert res["cross_seed"]["same_language"] == pytest.approx(1.0)
+    assert res["cross_seed"]["other_language"] == pytest.approx(1 / 3)
+    assert res["cross_seed"]["seed_pairs"] == [[0, 1]]
     rows = overlap_rows(res)
     assert len(rows) == 9 and rows[1] == {"language_a": "aa", "language_b": "bb", "jaccard": 1.0, "sd": 0.0, "seeds": 2}
 
@@ -194,6 +199,7 @@ def test_report_names_interference_cells_and_shows_the_overlap(tmp_path):
     assert 'id="gender-tiny-overlap"' in sec and 'id="gender-tiny-overlap-profile"' in sec
     m = a["footprint"]["mantel"]
     assert f"Mantel r = <b>{m['r']:.2f}</b>" in sec
+    assert "Seed or language?" in sec and "other language, other seed" in sec
 
 
 def test_a_footprint_block_missing_a_shown_key_fails_naming_it(tmp_path):

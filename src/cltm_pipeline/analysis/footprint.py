@@ -181,7 +181,9 @@ def overlap_analysis(runs_dir: Path, languages: Sequence[str], seeds: Sequence[i
     two cells of a pair share the seed: same head initialisation), then mean and sample SD over seeds;
     each language's seed-to-seed overlap with itself; the per-group (layer) profile over pairs and seeds
     (and how far fine-tuning moved each group, ||update|| / ||initial||, mean over cells);
-    and the Mantel test of the mean overlap against the symmetrised C (if given, same language order).
+    and the Mantel test of the mean overlap against the symmetrised C (if given, same language order). The
+    same at different seeds (each seed with the next): ``overlap_cross_seed``, whose diagonal against its
+    off-diagonal (``cross_seed``) separates the language's share from the seed's.
 
     Cells without a footprint (architecture with no fine-tuned encoder, footprint_top 0, missing run)
     are counted and named, never filled in."""
@@ -240,6 +242,30 @@ def overlap_analysis(runs_dir: Path, languages: Sequence[str], seeds: Sequence[i
         m, d, n = _mean_sd(vals)
         self_overlap[t] = {"mean": m, "sd": d, "pairs": n}
         mean[a, a], sd[a, a] = m, d
+    # The same pairs at different seeds (each seed with the next): pairs at one seed also share its head
+    # initialisation and data order, so only here does same-language (diagonal) against other-language
+    # overlap show what the language itself contributes.
+    seed_pairs = [(seeds[k], seeds[k + 1]) for k in range(len(seeds) - 1)]
+    cross = np.full((len(seed_pairs), L, L), np.nan)
+    c_inter = np.zeros((len(seed_pairs), L, L, len(groups)))
+    c_union = np.zeros_like(c_inter)
+    for pi, (s1, s2) in enumerate(seed_pairs):
+        for a in range(L):
+            for b in range(L):
+                fa, fb = found.get((langs[a], s1)), found.get((langs[b], s2))
+                if fa is None or fb is None:
+                    continue
+                inter, union = pair_counts(fa, fb)
+                cross[pi, a, b] = _ratio(inter.sum(), union.sum())
+                c_inter[pi, a, b] = np.bincount(gidx, inter, len(groups))
+                c_union[pi, a, b] = np.bincount(gidx, union, len(groups))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        cross_sym = np.nanmean(np.stack([cross, cross.transpose(0, 2, 1)]), axis=0)  # (i at s, j at s') and back
+        cross_mean = np.nanmean(cross_sym, axis=0) if len(seed_pairs) else np.full((L, L), np.nan)
+    eye = np.eye(L, dtype=bool)
+    same_lang = [float(x) for x in cross_sym[:, eye].ravel() if np.isfinite(x)]
+    other_lang = [float(x) for x in cross_sym[:, off].ravel() if np.isfinite(x)]
     profile = []
     iu = np.triu_indices(L, 1)
     for k, g in enumerate(groups):
@@ -249,8 +275,12 @@ def overlap_analysis(runs_dir: Path, languages: Sequence[str], seeds: Sequence[i
         size = sum(x for x, gg in zip(first.sizes, first.groups) if gg == g)
         sel = gidx == k  # how far fine-tuning moved the group: ||update|| / ||initial||, mean over cells
         rel = [_ratio(math.sqrt(f.update_sq[sel].sum()), math.sqrt(f.init_sq[sel].sum())) for f in found.values()]
+        xs = [(_ratio(c_inter[pi, a, b, k], c_union[pi, a, b, k]), a == b) for pi in range(len(seed_pairs))
+              for a in range(L) for b in range(L) if np.isfinite(cross[pi, a, b])]
         profile.append({"group": g, "jaccard": m, "sd": d, "pairs": n, "params": int(size),
-                        "relative_update": _mean_sd(rel)[0]})
+                        "relative_update": _mean_sd(rel)[0],
+                        "cross_seed_same_language": _mean_sd([x for x, same in xs if same])[0],
+                        "cross_seed_other_language": _mean_sd([x for x, same in xs if not same])[0]})
     top = first.top
     out.update({
         "available": True, "top": top, "chance": chance_jaccard(top), "groups": groups,
@@ -258,10 +288,17 @@ def overlap_analysis(runs_dir: Path, languages: Sequence[str], seeds: Sequence[i
         "overlap_sd": [[_json_num(x) for x in row] for row in sd],
         "overlap_n": [[int(x) for x in row] for row in counts],
         "self_overlap": self_overlap, "profile": profile,
+        "overlap_cross_seed": [[_json_num(x) for x in row] for row in cross_mean],
+        "cross_seed": {"same_language": _mean_sd(same_lang)[0], "same_language_sd": _mean_sd(same_lang)[1],
+                       "other_language": _mean_sd(other_lang)[0], "other_language_sd": _mean_sd(other_lang)[1],
+                       "seed_pairs": [list(x) for x in seed_pairs]},
     })
     if C is not None:
-        m = mantel(np.where(off, mean, np.nan), symmetrised(np.asarray(C, dtype=float)), permutations=permutations, seed=seed)
+        sym = symmetrised(np.asarray(C, dtype=float))
+        m = mantel(np.where(off, mean, np.nan), sym, permutations=permutations, seed=seed)
         out["mantel"] = {**m, "used": [langs[k] for k in m["used"]], "against": "symmetrised C"}
+        m = mantel(np.where(off, cross_mean, np.nan), sym, permutations=permutations, seed=seed)
+        out["mantel_cross_seed"] = {**m, "used": [langs[k] for k in m["used"]], "against": "symmetrised C"}
     return out
 
 

@@ -96,12 +96,19 @@ def profile_figure(fp: Mapping[str, Any], slug: str) -> go.Figure:
     x = [p["group"] for p in prof]
     fig = go.Figure(go.Bar(x=x, y=[num(p["jaccard"]) for p in prof], marker_color="#2a5db0",
                            error_y={"type": "data", "array": [num(p["sd"]) if p["sd"] is not None else None for p in prof]},
+                           name="other language, same seed",
                            customdata=[[p["params"], p["pairs"], fmt(p.get("relative_update", math.nan), ".3g")] for p in prof],
                            hovertemplate="%{x}: %{y:.3f} (%{customdata[0]} parameters, %{customdata[1]} pair-seeds; "
-                                         "moved ||Δθ|| / ||θ₀|| = %{customdata[2]})<extra></extra>"))
+                                         "moved ||Δθ|| / ||θ₀|| = %{customdata[2]})<extra>same seed</extra>"))
+    for key, label, color in (("cross_seed_same_language", "same language, other seed", "#d6604d"),
+                              ("cross_seed_other_language", "other language, other seed", "#9e9e9e")):
+        if any(key in p for p in prof):
+            fig.add_trace(go.Bar(x=x, y=[num(p.get(key, math.nan)) for p in prof], name=label, marker_color=color,
+                                 hovertemplate="%{x}: %{y:.3f}<extra>" + label + "</extra>"))
     fig.add_hline(y=fp["chance"], line_dash="dash", line_color="#888",
                   annotation_text=f"chance {fp['chance']:.3f}", annotation_position="top left")
-    fig.update_layout(**_FIG, width=min(1000, 260 + 40 * len(x)), height=340, margin={"l": 60, "r": 20, "t": 30, "b": 120},
+    fig.update_layout(**_FIG, width=min(1000, 260 + 60 * len(x)), height=380, margin={"l": 60, "r": 20, "t": 60, "b": 120},
+                      barmode="group", legend={"orientation": "h", "y": 1.18, "x": 0},
                       yaxis={"title": "Jaccard between languages", "gridcolor": "#eee"}, xaxis={"tickangle": -40},
                       meta={"cltm_figure": f"{slug}-overlap-profile"})
     return fig
@@ -129,10 +136,21 @@ def _overlap_part(entry: MatrixEntry, fp: Mapping[str, Any] | None, langs: Seque
                "language's own footprint across seeds. Independent random masks would give "
                f"{fmt(fp['chance'], '.3f')}. Against the symmetrised CLTM: {mantel}; positive r would mean that "
                "languages which transfer more also move the same parameters.</figcaption></figure>")
+    xs, mx = fp.get("cross_seed"), fp.get("mantel_cross_seed") or {}
+    if xs and xs.get("seed_pairs"):
+        out.append(
+            f"<p>Seed or language? Pairs at one seed share its head initialisation and data order. At different "
+            f"seeds (each seed with the next, {len(xs['seed_pairs'])} seed pairs) a language's footprint overlaps its own "
+            f"by <b>{fmt(xs['same_language'], '.3f')}</b> (sd {fmt(xs['same_language_sd'], '.3f')}) and other "
+            f"languages' by <b>{fmt(xs['other_language'], '.3f')}</b> (sd {fmt(xs['other_language_sd'], '.3f')}), "
+            f"against {fmt(fp['chance'], '.3f')} by chance: the first above the second is what the language itself "
+            f"adds. Their overlap against the symmetrised C: Mantel r = {fmt(mx.get('r', math.nan))}, "
+            f"p = {fmt(mx.get('p', math.nan), '.3g')}.</p>")
     out.append(f'<figure><div class="plot">{figure_div(profile_figure(fp, slug), f"{slug}-overlap-profile")}</div>'
-               "<figcaption>Per-layer overlap: the mean Jaccard between languages within each transformer layer "
-               "(or module outside the layers), over language pairs and seeds (± sd). Low: language-specific "
-               "parameters; high: shared ones. A group where no language selected anything has no bar. Hover: how far "
+               "<figcaption>Per-layer overlap: the mean Jaccard within each transformer layer (or module outside "
+               "the layers) between languages at the same seed (± sd over pairs and seeds), and, at different "
+               "seeds, of a language with itself and with other languages. A layer where the same language "
+               "overlaps clearly more than other languages is language-specific; one where they are equal is shared. A group where no language selected anything has no bar. Hover: how far "
                "fine-tuning moved the group (‖Δθ‖ / ‖θ₀‖, mean over single cells).</figcaption></figure>")
     skipped = fp.get("cells_skipped") or {}
     if skipped or fp.get("cells_missing"):
