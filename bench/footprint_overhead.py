@@ -33,7 +33,7 @@ from cltm_pipeline.training.hparams import check_hparams, hparam_extras
 
 def hubert_base_shapes(freeze_feature_encoder: bool) -> list[tuple[str, tuple[int, ...]]]:
     """(name, shape) of the trainable encoder parameters of a HuBERT-base classifier (mHuBERT-147's size)."""
-    from transformers import HubertConfig, HubertModel
+    from transformers import HubertConfig, HubertModel  # local: only the mHuBERT shapes need transformers
 
     with torch.device("meta"):
         model = HubertModel(HubertConfig())
