@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 import plotly.graph_objects as go
+from plotly.subplots import make_subplots
 
 from cltm_pipeline.analysis.inference import ALPHA
 from cltm_pipeline.analysis.matrix import CLTMResult
@@ -66,27 +67,37 @@ def _tally(r: CLTMResult, cells: Sequence[tuple[int, int]], langs: Sequence[Lang
             f"<th class=num>causes (as donor)</th></tr></thead><tbody>{rows}</tbody></table>")
 
 
+def _matrix(rows: Sequence[Sequence[float | None]]) -> np.ndarray:
+    return np.array([[np.nan if x is None else x for x in row] for row in rows], dtype=float)
+
+
 def overlap_figure(fp: Mapping[str, Any], langs: Sequence[Lang], C_sym: np.ndarray, slug: str) -> go.Figure:
-    """Heatmap of the mean Jaccard overlap, languages in the CLTM's family order; the diagonal is each
-    language's seed-to-seed overlap with itself."""
+    """Heatmaps of the mean Jaccard overlap, languages in the CLTM's family order: at the same seed (left;
+    the diagonal, a language with itself, is blank) and across seeds (right; the diagonal is a language's own
+    footprint at another seed)."""
     pos = {t: k for k, t in enumerate(fp["languages"])}
     perm = [pos[lang.code] for lang in langs if lang.code in pos]
     shown = [lang for lang in langs if lang.code in pos]
-    ov = np.array([[np.nan if x is None else x for x in row] for row in fp["overlap"]], dtype=float)
-    sd = np.array([[np.nan if x is None else x for x in row] for row in fp["overlap_sd"]], dtype=float)
-    n = np.array(fp["overlap_n"])
-    z = [[num(ov[a, b]) for b in perm] for a in perm]
-    hover = [[(f"{esc(shown[x].name)} × {esc(shown[y].name)}<br>Jaccard {fmt(ov[a, b], '.3f')} ± {fmt(sd[a, b], '.3f')} (sd)"
-               + (f" over {int(n[a, b])} seeds<br>symmetrised C {fmt(C_sym[a, b])}" if a != b else
-                  f"<br>same language, across seeds ({fp['self_overlap'][fp['languages'][a]]['pairs']} seed pairs)"))
-              for y, b in enumerate(perm)] for x, a in enumerate(perm)]
+    ov, sd, n = _matrix(fp["overlap"]), _matrix(fp["overlap_sd"]), np.array(fp["overlap_n"])
+    np.fill_diagonal(ov, np.nan)
+    cross = _matrix(fp["overlap_cross_seed"]) if "overlap_cross_seed" in fp else np.full_like(ov, np.nan)
+    top = max(0.05, float(np.nanmax([np.nanmax(m) if np.isfinite(m).any() else 0 for m in (ov, cross)])))
     names = [lang.name for lang in shown]
-    size = 160 + 46 * len(shown)
-    fig = go.Figure(go.Heatmap(z=z, x=names, y=names, text=hover, hoverinfo="text", colorscale="Viridis",
-                               zmin=0, zmax=max(0.05, float(np.nanmax(ov)) if np.isfinite(ov).any() else 1),
-                               colorbar={"title": {"text": "Jaccard"}}))
-    fig.update_layout(**_FIG, width=size + 120, height=size, margin={"l": 110, "r": 20, "t": 30, "b": 110},
-                      yaxis={"autorange": "reversed"}, xaxis={"tickangle": -40}, meta={"cltm_figure": f"{slug}-overlap"})
+    fig = make_subplots(rows=1, cols=2, horizontal_spacing=0.12,
+                        subplot_titles=("same seed", "across seeds (each seed with the next)"))
+    for col, (m, label) in enumerate(((ov, "same seed"), (cross, "across seeds")), start=1):
+        hover = [[f"{esc(shown[x].name)} × {esc(shown[y].name)}<br>Jaccard {fmt(m[a, b], '.3f')} ({label})"
+                  + (f" ± {fmt(sd[a, b], '.3f')} sd over {int(n[a, b])} seeds" if col == 1 and a != b else "")
+                  + (f"<br>symmetrised C {fmt(C_sym[a, b])}" if a != b else "")
+                  for y, b in enumerate(perm)] for x, a in enumerate(perm)]
+        fig.add_trace(go.Heatmap(z=[[num(m[a, b]) for b in perm] for a in perm], x=names, y=names, text=hover,
+                                 hoverinfo="text", colorscale="Viridis", zmin=0, zmax=top, showscale=col == 2,
+                                 colorbar={"title": {"text": "Jaccard"}}), row=1, col=col)
+    size = 140 + 40 * len(shown)
+    fig.update_layout(**_FIG, width=2 * size + 200, height=size + 60, margin={"l": 110, "r": 20, "t": 50, "b": 110},
+                      meta={"cltm_figure": f"{slug}-overlap"})
+    fig.update_yaxes(autorange="reversed")
+    fig.update_xaxes(tickangle=-40)
     return fig
 
 
@@ -109,7 +120,7 @@ def profile_figure(fp: Mapping[str, Any], slug: str) -> go.Figure:
                   annotation_text=f"chance {fp['chance']:.3f}", annotation_position="top left")
     fig.update_layout(**_FIG, width=min(1000, 260 + 60 * len(x)), height=380, margin={"l": 60, "r": 20, "t": 60, "b": 120},
                       barmode="group", legend={"orientation": "h", "y": 1.18, "x": 0},
-                      yaxis={"title": "Jaccard between languages", "gridcolor": "#eee"}, xaxis={"tickangle": -40},
+                      yaxis={"title": "Jaccard overlap", "gridcolor": "#eee"}, xaxis={"tickangle": -40},
                       meta={"cltm_figure": f"{slug}-overlap-profile"})
     return fig
 
@@ -132,9 +143,9 @@ def _overlap_part(entry: MatrixEntry, fp: Mapping[str, Any] | None, langs: Seque
     out.append(f'<figure><div class="plot">{figure_div(overlap_figure(fp, langs, sym, slug), f"{slug}-overlap")}</div>'
                f"<figcaption>Jaccard overlap of the single cells' fine-tuning footprints (top {fmt(100 * fp['top'], '.3g')} % "
                "of |θ<sub>best</sub> − θ<sub>init</sub>| over the encoder's trainable parameters), per pair of languages at "
-               "the same seed (same head initialisation), averaged over seeds (hover: sd over seeds). Diagonal: a "
-               "language's own footprint across seeds. Independent random masks would give "
-               f"{fmt(fp['chance'], '.3f')}. Against the symmetrised CLTM: {mantel}; positive r would mean that "
+               "the same seed (left: same head initialisation; hover: sd over seeds), and across seeds (right: each "
+               "seed with the next; the diagonal is a language with itself). Independent random masks would give "
+               f"{fmt(fp['chance'], '.3f')}. Same-seed overlap against the symmetrised CLTM: {mantel}; positive r would mean that "
                "languages which transfer more also move the same parameters.</figcaption></figure>")
     xs, mx = fp.get("cross_seed"), fp.get("mantel_cross_seed") or {}
     if xs and xs.get("seed_pairs"):
