@@ -84,7 +84,7 @@ def cmd_analyse(args: argparse.Namespace) -> None:
         seeds = args.seeds or sorted({int(r["seed"]) for r in records})
         out["footprint"] = overlap_analysis(Path(args.runs_dir), langs, seeds, res.C, permutations=args.permutations,
                                             seed=args.seed)
-        out["footprint"]["seconds"] = round(time.perf_counter() - t1, 3)
+        fp_s = time.perf_counter() - t1  # printed, not written: analysis.json stays byte-stable
     if args.overlap_out:
         rows = overlap_rows(out.get("footprint", {}))
         write_tsv(Path(args.overlap_out), pl.DataFrame(rows, schema={"language_a": pl.String, "language_b": pl.String,
@@ -95,6 +95,14 @@ def cmd_analyse(args: argparse.Namespace) -> None:
     print(f"analyse {args.out}: mean off-diagonal C {mean['mean']:.3f} [{mean['ci_low']:.3f}, {mean['ci_high']:.3f}] "
           f"over {mean['n']} cells; {len(records)} runs; Mantel {mantel or 'skipped'} "
           f"({time.perf_counter() - t0:.1f} s)")
+    fp = out.get("footprint")
+    if fp and fp.get("available"):
+        m, x = fp.get("mantel", {}), fp["cross_seed"]
+        print(f"footprints: {fp['cells_with_footprint']} single cells; overlap vs symmetrised C Mantel r={m.get('r', float('nan')):.2f} "
+              f"p={m.get('p', float('nan')):.3g}; across seeds same language {x['same_language']:.3f}, other languages "
+              f"{x['other_language']:.3f} (chance {fp['chance']:.3f}) ({fp_s:.1f} s)")
+    elif fp:
+        print(f"footprints: none ({fp.get('reason')})")
 
 
 def cmd_typology(args: argparse.Namespace) -> None:
