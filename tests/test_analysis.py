@@ -299,8 +299,11 @@ def test_cltm_analyse_end_to_end_on_constructed_run_files(tmp_path):
     assert main(["matrix", "--runs-dir", str(runs), "--languages", *langs, "--metric", "macro_f1", "--out", str(mat)]) == 0
     assert main(["analyse", "--matrix", str(mat), "--runs-dir", str(runs), "--languages-sheet",
                  "config/languages.tsv", "--typology", str(tmp_path / "uriel.json"), "--permutations", "99",
-                 "--out", str(mat / "analysis.json")]) == 0
+                 "--out", str(mat / "analysis.json"), "--overlap-out", str(mat / "overlap.tsv")]) == 0
     a = json.loads((mat / "analysis.json").read_text())
+    # runs without fine-tuning footprints: said, not filled (tests/test_footprint.py has the ones with)
+    assert a["footprint"]["available"] is False and a["footprint"]["cells_with_footprint"] == 0
+    assert (mat / "overlap.tsv").read_text() == "language_a\tlanguage_b\tjaccard\tsd\tseeds\n"
     assert a["properties"]["mean_offdiag_C"]["mean"] == pytest.approx(0.5, abs=0.1)
     assert a["probes"]["by_kind"]["self"]["n_runs"] == 6 and a["probes"]["runs_without_probe"] == 30
     assert sorted(a["probes"]["projections"]) == ["es", "it"]

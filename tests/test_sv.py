@@ -157,6 +157,16 @@ def test_same_seed_same_metrics_other_seed_other_training(corpus):
     c = _cell(corpus, "siamese", None, "det/c.json", seed=1)
     assert a["metrics"] == b["metrics"] and a["training"] == b["training"]
     assert a["training"]["train_loss"] != c["training"]["train_loss"]
+    # the Siamese body is the encoder of its footprint: same seed, same mask
+    assert a["footprint"] == b["footprint"] and a["footprint"]["n_params"] > 0 and a["footprint"] != c["footprint"]
+
+
+def test_a_frozen_encoder_single_cell_says_it_has_no_footprint(corpus):
+    from cltm_pipeline.layout import footprint_files
+
+    res = _cell(corpus, "speechllm", None, "fp/speechllm/metrics.json")
+    assert res["footprint"]["skipped"].startswith("no fine-tuned encoder (the model trains only mlp")
+    assert not any(p.exists() for p in footprint_files(corpus["root"] / "runs" / "fp" / "speechllm" / "metrics.json"))
 
 
 class _Killed(Exception):

@@ -167,7 +167,8 @@ def test_single_self_dual_cells_write_complete_metrics(corpus):
         assert on_disk["n_train"] == cell_manifest(seed_table, "aa", donor).height == sum(by_locale.values())
         assert on_disk["n_train_by_locale"] == by_locale
         assert on_disk["n_test"] == read_manifest(corpus["test"]).height
-        assert set(on_disk["timing"]) == {"setup_s", "compute_s"}
+        assert set(on_disk["timing"]) == {"setup_s", "compute_s"} | ({"footprint_s"} if cell == "single" else set())
+        assert ("footprint" in on_disk) == (cell == "single")  # only single cells record a footprint
         assert set(on_disk["versions"]) >= {"python", "torch", "transformers", "cltm_pipeline"}
         assert on_disk["hparams"] == check_hparams(HP) and on_disk["config_hash"] == "cfg123"
         assert on_disk["training"]["steps"] == HP["epochs"] * -(-on_disk["n_train"] // HP["batch_size"])
@@ -184,6 +185,23 @@ def test_same_seed_same_metrics_other_seed_other_run(corpus):
     assert (corpus["root"] / "runs" / "a.tsv").read_bytes() == (corpus["root"] / "runs" / "b.tsv").read_bytes()
     c = _run(corpus, "bb", seed=1, out="c.json")
     assert c["training"]["train_loss"] != a["training"]["train_loss"] and c["data_hash"] != a["data_hash"]
+
+
+def test_single_cell_footprint_same_seed_same_bytes(corpus):
+    from cltm_pipeline.analysis.footprint import read_footprint
+    from cltm_pipeline.layout import footprint_files
+
+    runs = corpus["root"] / "runs"
+    a, b = _run(corpus, None, out="fpa/metrics.json"), _run(corpus, None, out="fpb/metrics.json")
+    (ia, ba), (ib, bb) = footprint_files(runs / "fpa" / "metrics.json"), footprint_files(runs / "fpb" / "metrics.json")
+    assert ba.read_bytes() == bb.read_bytes() and a["footprint"] == b["footprint"]
+    fp = read_footprint(ia, ba)
+    assert a["footprint"]["selected"] == round(0.05 * a["footprint"]["n_params"]) and a["footprint"]["bytes"] == len(fp.bits)
+    assert all(n.startswith("encoder.") for n in fp.names) and "layer 0" in fp.groups  # the head is not the encoder
+    off = run_cell(CellSpec("gender", "mhubert", corpus["model"], corpus["seed0"], corpus["test"], corpus["dev"],
+                            corpus["ingest"], "aa", None, 0, {**HP, "epochs": 1, "footprint_top": 0},
+                            runs / "fpoff" / "metrics.json", device="cpu", config_hash="cfg123"))
+    assert "footprint" not in off and not footprint_files(runs / "fpoff" / "metrics.json")[1].exists()
 
 
 def test_eval_every_and_bad_hparams(corpus):

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from cltm_pipeline.protocol import SINGLE
 
-__all__ = ["PATTERNS", "CELL_DIR", "path", "cell_files", "run_metrics", "ladder_dir", "ladder_tables"]
+__all__ = ["PATTERNS", "CELL_DIR", "path", "cell_files", "footprint_files", "run_metrics", "ladder_dir", "ladder_tables"]
 
 #: One cell's directory under ``runs/<task>/<arch>/`` (donor "-" is the single cell).
 CELL_DIR = "{target}/{donor}/seed{seed}"
@@ -33,6 +33,9 @@ PATTERNS: dict[str, str] = {
     "runs": "runs/{task}/{arch}",
     "runs.metrics": "runs/{task}/{arch}/" + CELL_DIR + "/metrics.json",
     "runs.failed": "runs/{task}/{arch}/" + CELL_DIR + "/failed.json",
+    # a single cell's fine-tuning footprint: per-tensor index (JSON) and top-k |update| mask as packed bits
+    "runs.footprint": "runs/{task}/{arch}/" + CELL_DIR + "/footprint.json",
+    "runs.footprint_bits": "runs/{task}/{arch}/" + CELL_DIR + "/footprint.bits",
     # one worker job (and log) per (task, arch, target, seed group "3" or "0+1+2+3") trains all its cells
     "runs.flag": "runs/{task}/{arch}/{target}/seed{seeds}.done",
     "logs.runs": "logs/runs/{task}/{arch}/{target}/seed{seeds}.log",
@@ -41,6 +44,7 @@ PATTERNS: dict[str, str] = {
     "matrices.cells": "matrices/{task}/{arch}/cells.tsv",
     "matrices.cltm": "matrices/{task}/{arch}/cltm.tsv",
     "matrices.analysis": "matrices/{task}/{arch}/analysis.json",
+    "matrices.overlap": "matrices/{task}/{arch}/overlap.tsv",
     "learning_curve.curve": "learning_curve/{task}/{arch}/curve.tsv",
     "learning_curve.recommendation": "learning_curve/{task}/{arch}/recommendation.json",
     "embeddings": "embeddings/{task}/{arch}/{locale}.json",
@@ -69,6 +73,12 @@ def cell_files(runs_dir: Path, target: str, donor: str | None, seed: int) -> tup
     """(metrics.json, failed.json) of one cell under a ``runs/<task>/<arch>`` directory."""
     d = Path(runs_dir) / CELL_DIR.format(target=target, donor=donor or SINGLE, seed=seed)
     return d / "metrics.json", d / "failed.json"
+
+
+def footprint_files(metrics_path: Path) -> tuple[Path, Path]:
+    """(footprint.json, footprint.bits) of the cell whose metrics.json is ``metrics_path``."""
+    d = Path(metrics_path).parent
+    return (d / Path(PATTERNS["runs.footprint"]).name, d / Path(PATTERNS["runs.footprint_bits"]).name)
 
 
 def run_metrics(runs_dir: Path, languages: list[str] | None = None, seeds: list[int] | None = None) -> list[Path]:

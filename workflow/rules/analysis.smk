@@ -28,7 +28,8 @@ rule analyse:
         typology=P("typology"),
         sheet=SHEET,
     output:
-        P("matrices.analysis"),
+        analysis=P("matrices.analysis"),
+        overlap=P("matrices.overlap"),
     params:
         runs_dir=lambda w: P("runs", task=w.task, arch=w.arch),
         seeds=lambda w: " ".join(map(str, CFG.seeds(w.task))),
@@ -40,7 +41,7 @@ rule analyse:
     shell:
         "cltm analyse --matrix \"$(dirname {input.summary:q})\" --runs-dir {params.runs_dir:q} --seeds {params.seeds}"
         " --languages-sheet {input.sheet:q} --typology {input.typology:q} --seed {params.seed}"
-        " --out {output:q} > {log:q} 2>&1"
+        " --out {output.analysis:q} --overlap-out {output.overlap:q} > {log:q} 2>&1"
 
 
 rule learning_curve:

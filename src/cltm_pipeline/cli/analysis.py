@@ -10,12 +10,13 @@ from typing import Any
 
 import polars as pl
 
+from cltm_pipeline.analysis.footprint import overlap_analysis, overlap_rows
 from cltm_pipeline.analysis.properties import analyse
 from cltm_pipeline.analysis.matrix import build_matrices, read_result, read_run_metrics, read_study_csv
 from cltm_pipeline.data.languages import UNKNOWN_FAMILY, read_languages
 from cltm_pipeline.data.subsets import SubsetSpec
 from cltm_pipeline.errors import ConfigError
-from cltm_pipeline.io import write_json
+from cltm_pipeline.io import write_json, write_tsv
 from cltm_pipeline.layout import run_metrics
 from cltm_pipeline.analysis.learning_curve import draw_ladder, write_outputs
 from cltm_pipeline.analysis.completion import MODELS as COMPLETION_MODELS
@@ -78,12 +79,30 @@ def cmd_analyse(args: argparse.Namespace) -> None:
                     "locales_without_iso": [t for t in langs if not iso.get(t)]}
     out = analyse(res, families, runs, records, distances, permutations=args.permutations, seed=args.seed)
     out["typology"] = typology
+    if args.runs_dir:  # the single cells' fine-tuning footprints: sub-network overlap against C
+        t1 = time.perf_counter()
+        seeds = args.seeds or sorted({int(r["seed"]) for r in records})
+        out["footprint"] = overlap_analysis(Path(args.runs_dir), langs, seeds, res.C, permutations=args.permutations,
+                                            seed=args.seed)
+        fp_s = time.perf_counter() - t1  # printed, not written: analysis.json stays byte-stable
+    if args.overlap_out:
+        rows = overlap_rows(out.get("footprint", {}))
+        write_tsv(Path(args.overlap_out), pl.DataFrame(rows, schema={"language_a": pl.String, "language_b": pl.String,
+                                                                    "jaccard": pl.Float64, "sd": pl.Float64, "seeds": pl.Int64}))
     write_json(Path(args.out), out)
     mean = out["properties"]["mean_offdiag_C"]
     mantel = ", ".join(f"{k} r={v['r']:.2f} p={v['p']:.3g} Holm p={v.get('p_holm', float('nan')):.3g} (n={v['n_languages']})" for k, v in out["mantel"].items())
     print(f"analyse {args.out}: mean off-diagonal C {mean['mean']:.3f} [{mean['ci_low']:.3f}, {mean['ci_high']:.3f}] "
           f"over {mean['n']} cells; {len(records)} runs; Mantel {mantel or 'skipped'} "
           f"({time.perf_counter() - t0:.1f} s)")
+    fp = out.get("footprint")
+    if fp and fp.get("available"):
+        m, x = fp.get("mantel", {}), fp["cross_seed"]
+        print(f"footprints: {fp['cells_with_footprint']} single cells; overlap vs symmetrised C Mantel r={m.get('r', float('nan')):.2f} "
+              f"p={m.get('p', float('nan')):.3g}; across seeds same language {x['same_language']:.3f}, other languages "
+              f"{x['other_language']:.3f} (chance {fp['chance']:.3f}) ({fp_s:.1f} s)")
+    elif fp:
+        print(f"footprints: none ({fp.get('reason')})")
 
 
 def cmd_typology(args: argparse.Namespace) -> None:
@@ -155,6 +174,7 @@ def register(sub: Any) -> None:
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--typology", help="URIEL+ distances written by cltm typology (default: no Mantel tests)")
     s.add_argument("--out", required=True, help="analysis.json to write")
+    s.add_argument("--overlap-out", help="TSV of the footprints' pairwise Jaccard overlap (mean, sd over seeds)")
     s.set_defaults(func=cmd_analyse)
 
     s = sub.add_parser("typology", help=cmd_typology.__doc__)

@@ -341,6 +341,25 @@ class TrainingTime:
                    {d: DonorTiming.read(v) for d, v in r.entries("by_donor")})
 
 
+def _footprint(r: _Reader) -> Mapping[str, Any] | None:
+    """analysis.json's sub-network overlap (cltm analyse with --runs-dir adds it), the keys the report shows checked."""
+    if "footprint" not in r.obj:
+        return None
+    f = r.sub("footprint")
+    shown = ("languages", "overlap", "overlap_sd", "overlap_n", "self_overlap", "top", "chance", "profile")
+    for key in shown if f.raw("available") else ("reason", "cells_missing"):
+        f.raw(key)
+    for k, row in enumerate(f.obj.get("profile", [])):
+        p = _Reader(row, r.source, (*f.path, "profile", str(k)))
+        for key in ("group", "jaccard", "sd", "pairs", "params"):
+            p.raw(key)
+    if "mantel" in f.obj:
+        m = f.sub("mantel")
+        for key in ("r", "p", "exact", "permutations", "n_languages", "n_pairs"):
+            m.raw(key)
+    return f.obj
+
+
 @dataclass(frozen=True)
 class Analysis:
     """The content of one matrix's analysis.json; ``typology`` is None when cltm analyse had none."""
@@ -353,6 +372,7 @@ class Analysis:
     typology: Typology | None
     probes: Probes
     training_time: TrainingTime
+    footprint: Mapping[str, Any] | None = None  # sub-network overlap (analysis.footprint), as written
 
     @classmethod
     def parse(cls, obj: Mapping[str, Any], source: str) -> Analysis:
@@ -364,6 +384,7 @@ class Analysis:
             TransferMap.read(r.sub("map")), {k: Mantel.read(v) for k, v in r.entries("mantel")},
             None if typology is None else Typology.read(r.sub("typology")),
             Probes.read(r.sub("probes")), TrainingTime.read(r.sub("training_time")),
+            footprint=_footprint(r),
         )
 
     @classmethod

@@ -30,6 +30,7 @@ from cltm_pipeline.report.figures import (
     strength_figure, summary_figure,
 )
 from cltm_pipeline.analysis.typology import DISTANCES
+from cltm_pipeline.report.interference import interference_sections
 
 __all__ = ["render_report"]
 
@@ -303,6 +304,7 @@ def _analysis_sections(entry: MatrixEntry, langs: Sequence[Lang], slug: str) -> 
         return "<p class=meta>No analysis for this matrix (cltm analyse was not run).</p>"
     return "\n".join([
         *_properties_section(a, langs, slug), *_map_section(a, langs, slug), *_typology_section(a, slug),
+        *interference_sections(entry, langs, slug),
         *_probes_section(a, langs, slug), *_training_time_section(a, langs, slug),
     ])
 

@@ -37,6 +37,7 @@ from cltm_pipeline.protocol import CellSpec
 from cltm_pipeline.models import model_provenance
 from cltm_pipeline.tasks import CellData, get_task
 from cltm_pipeline.training.checkpoint import CHECKPOINT_NAME, Checkpoints
+from cltm_pipeline.training.footprint import snapshot, write_footprint
 from cltm_pipeline.training.hparams import check_hparams, hparam_extras
 from cltm_pipeline.training.loop import fit
 from cltm_pipeline.training.probe import probe_model
@@ -66,16 +67,26 @@ def run_cell(spec: CellSpec) -> dict[str, Any]:
     checkpoint = checkpoints.load()
     rng = seed_everything(spec.seed)  # everything random from here on is a function of the seed
     cell.build(rng)
+    # a single cell's footprint needs the initial encoder state (a function of the seed, also on resume)
+    footprint_on = hp["footprint_top"] > 0 and spec.kind == "single"
+    t_fp = time.perf_counter()
+    initial = snapshot(cell.model) if footprint_on else None
+    footprint_s = time.perf_counter() - t_fp
     state = fit(cell, hp, rng, checkpoints, checkpoint)
     del checkpoint
     fields = cell.test(state.best_extra)
+    if initial is not None:
+        t_fp = time.perf_counter()
+        fields["footprint"] = write_footprint(cell.model, initial, hp["footprint_top"], spec.out_path, spec.where)
+        footprint_s += time.perf_counter() - t_fp
+        del initial
     compute_s = time.perf_counter() - state.loop_started
     embed, max_len = cell.probe_input()
     probe = probe_model(embed, spec.probe_path if embed is not None else None, spec.ingest_root, hp["probe_clips"],
                         max_len, hp["eval_batch_size"], device, spec.seed)
     result = cell_record(spec, cell.train_rows, hp,
                          timing={"setup_s": round(state.loop_started - t_start, 3), "compute_s": round(compute_s, 3),
-                                 **cell.timing()},
+                                 **({"footprint_s": round(footprint_s, 3)} if footprint_on else {}), **cell.timing()},
                          device=device_desc, identity=checkpoints.identity, probe=probe,
                          **fields, training={**cell.training_info(), **state.training()},
                          resumed_from_step=state.resumed_from)

@@ -19,7 +19,9 @@ __all__ = ["HPARAM_DEFAULTS", "check_hparams", "hparam_extras", "schema_fragment
 #: preemption, node failure) resumes there with the same final metrics as an uninterrupted run; None: no
 #: checkpoints. It does not change the results; the checkpoint is deleted once metrics.json is written.
 #: ``probe_clips``: clips per language of the held-out probe set (``cltm_pipeline.training.probe``) on which the
-#: trained model's pooled embeddings are probed for language identity; 0: no probe.
+#: trained model's pooled embeddings are probed for language identity; 0: no probe. ``footprint_top``: the
+#: fraction of encoder parameters a single cell's fine-tuning footprint marks (top |update|, packed bits
+#: beside metrics.json; ``cltm_pipeline.training.footprint``); 0: no footprint.
 HPARAM_DEFAULTS: dict[str, Any] = {
     "epochs": 1,
     "lr": 1e-5,
@@ -35,6 +37,7 @@ HPARAM_DEFAULTS: dict[str, Any] = {
     "eval_batch_size": 32,
     "checkpoint_every": None,
     "probe_clips": 0,
+    "footprint_top": 0.05,
 }
 
 
@@ -65,6 +68,9 @@ def check_hparams(hparams: Mapping[str, Any] | None, extra: Mapping[str, Any] | 
         raise ConfigError(f"hparams.lr_schedule: must be 'linear' or 'constant', got {hp['lr_schedule']!r}")
     if not isinstance(hp["probe_clips"], int) or isinstance(hp["probe_clips"], bool) or hp["probe_clips"] < 0:
         raise ConfigError(f"hparams.probe_clips: must be a whole number >= 0, got {hp['probe_clips']!r}")
+    ft = hp["footprint_top"]
+    if not isinstance(ft, (int, float)) or isinstance(ft, bool) or not 0 <= ft <= 1:
+        raise ConfigError(f"hparams.footprint_top: must be a fraction in [0, 1] (0: no footprint), got {ft!r}")
     if not 0 <= hp["warmup_ratio"] < 1:
         raise ConfigError(f"hparams.warmup_ratio: must be in [0, 1), got {hp['warmup_ratio']!r}")
     return hp

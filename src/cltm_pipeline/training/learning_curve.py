@@ -70,7 +70,8 @@ def run_ladder(
                     spec = CellSpec(
                         task=task, arch=arch, model_dir=model_dir, seed_table_path=seed_table, test_path=test,
                         dev_path=dev, ingest_root=ingest_root, target=t,
-                        donor=d, seed=s, hparams=dict(hparams), out_path=cell_files(ladder_dir(work, "runs", n), t, d, s)[0],
+                        # the ladder needs P only: no fine-tuning footprints (those are the matrix's)
+                        donor=d, seed=s, hparams={**hparams, "footprint_top": 0}, out_path=cell_files(ladder_dir(work, "runs", n), t, d, s)[0],
                         device=device, config_hash=chash, threads=1)
                     rec = _done(spec)
                     if rec is not None:
