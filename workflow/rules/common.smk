@@ -17,6 +17,7 @@ from cltm_pipeline.config import config_hash, load_config, read_yaml
 from cltm_pipeline.errors import ConfigError, CorpusError, SubsetError
 from cltm_pipeline.protocol import SINGLE
 from cltm_pipeline.tasks import TASKS as TASK_REGISTRY, artifact_names
+from cltm_pipeline.training.hparams import result_hparams
 from cltm_pipeline.workflow import check_release_capacity, pool_sizes, seed_groups, stale_flags
 
 try:
@@ -163,8 +164,8 @@ def cell_config_hash(task, arch, target=None):
     t = CFG.raw["tasks"][task]
     model = CFG.raw["models"][arch_block(task, arch)["model"]]
     relevant = {k: v for k, v in t.items() if k not in ("languages", "seeds", "architectures")}
-    # checkpointing and resources change how a cell runs, not what it computes
-    hparams = {k: v for k, v in target_hparams(task, arch, target).items() if k != "checkpoint_every"}
+    # checkpointing, footprints and resources change how a cell runs, not what it computes
+    hparams = result_hparams(target_hparams(task, arch, target))
     return config_hash({"task": relevant, "splits": CFG.raw["splits"], "model": model, "hparams": hparams})
 
 

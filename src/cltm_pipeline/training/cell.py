@@ -10,7 +10,7 @@ generator states, so their differences (the CLTM's numerator and denominator) ar
 initialisation noise that has nothing to do with the training data.
 
 Resume: see :mod:`cltm_pipeline.training.loop`. The checkpoint is resumed only if it was written for the
-same cell, data, hparams (but ``checkpoint_every``, which does not change results), config hash, model,
+same cell, data, hparams (but ``RESULT_NEUTRAL`` ones, which do not change results), config hash, model,
 versions and device; it is deleted once metrics.json is written.
 """
 
@@ -38,7 +38,7 @@ from cltm_pipeline.models import model_provenance
 from cltm_pipeline.tasks import CellData, get_task
 from cltm_pipeline.training.checkpoint import CHECKPOINT_NAME, Checkpoints
 from cltm_pipeline.training.footprint import snapshot, write_footprint
-from cltm_pipeline.training.hparams import check_hparams, hparam_extras
+from cltm_pipeline.training.hparams import check_hparams, hparam_extras, result_hparams
 from cltm_pipeline.training.loop import fit
 from cltm_pipeline.training.probe import probe_model
 
@@ -121,7 +121,7 @@ def _identity(spec: CellSpec, hp: Mapping[str, Any], data: CellData, device: Any
     return {
         "task": spec.task, "arch": spec.arch, "target": spec.target, "donor": spec.donor, "seed": spec.seed,
         "data_hash": data_hash(data.train, spec.test_path, spec.dev_path, spec.artifacts), "config_hash": spec.config_hash,
-        "hparams": {k: v for k, v in hp.items() if k != "checkpoint_every"},
+        "hparams": result_hparams(hp),
         "model": model_provenance(spec.model_dir), "versions": {k: str(v) for k, v in versions().items()},
         "device": device_desc if device.type == "cuda" else "cpu",  # CPU threads are in hparams
     }

@@ -8,7 +8,7 @@ from cltm_pipeline.errors import ConfigError
 from cltm_pipeline.models import ARCHITECTURES, get_architecture
 from cltm_pipeline.tasks import TASKS, get_task
 
-__all__ = ["HPARAM_DEFAULTS", "check_hparams", "hparam_extras", "schema_fragment"]
+__all__ = ["HPARAM_DEFAULTS", "RESULT_NEUTRAL", "result_hparams", "check_hparams", "hparam_extras", "schema_fragment"]
 
 #: Hyper-parameters a config may set, and their defaults (the study's where it had one: 1 epoch, lr 1e-5,
 #: best checkpoint by dev macro-F1). ``eval_every``: evaluate dev every so many optimiser steps (None:
@@ -39,6 +39,16 @@ HPARAM_DEFAULTS: dict[str, Any] = {
     "probe_clips": 0,
     "footprint_top": 0.05,
 }
+
+#: Hyper-parameters that change how a cell runs or what it stores beside its result, not the result: they are
+#: left out of a cell's identity and config hash, so changing them (or upgrading to a version that adds one)
+#: retrains nothing.
+RESULT_NEUTRAL = ("checkpoint_every", "footprint_top")
+
+
+def result_hparams(hp: Mapping[str, Any]) -> dict[str, Any]:
+    """The hyper-parameters a cell's result depends on (all but :data:`RESULT_NEUTRAL`)."""
+    return {k: v for k, v in hp.items() if k not in RESULT_NEUTRAL}
 
 
 def check_hparams(hparams: Mapping[str, Any] | None, extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
