@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import polars as pl
 
 from cltm_pipeline.analysis.properties import analyse
@@ -20,6 +21,7 @@ from cltm_pipeline.layout import run_metrics
 from cltm_pipeline.analysis.learning_curve import draw_ladder, write_outputs
 from cltm_pipeline.analysis.completion import MODELS as COMPLETION_MODELS
 from cltm_pipeline.analysis.completion import complete, read_wide, write_cells
+from cltm_pipeline.analysis.design import MODEL_RULES, RULES as DESIGN_RULES, next_batch, read_cells, write_plan
 from cltm_pipeline.analysis.typology import read_typology, typology_table
 
 __all__ = ["register"]
@@ -128,6 +130,20 @@ def cmd_complete(args: argparse.Namespace) -> None:
           f"(cross-validated {args.level:.0%} interval half-width {res.half_width:.3f})")
 
 
+def cmd_plan(args: argparse.Namespace) -> None:
+    """Choose the next batch of dual cells to measure from the cells measured so far; write NEXT.tsv."""
+    languages, C, se = read_cells(Path(args.cells), args.languages)
+    obs = np.isfinite(C)
+    model = "lowrank1"
+    if args.rule in MODEL_RULES and obs.any():
+        model = complete(languages, np.where(np.eye(len(languages), dtype=bool), 1.0, C), seed=args.seed).model
+    cells, score = next_batch(C, obs, args.budget, rule=args.rule, model=model, seed=args.seed, noise=se)
+    write_plan(Path(args.out), languages, cells, score, args.rule if score is not None else "initial")
+    total = len(languages) * (len(languages) - 1)
+    print(f"plan {args.out}: {len(cells)} dual cells to measure next ({args.rule if score is not None else 'initial design'}); "
+          f"{int(obs.sum())} of {total} measured so far")
+
+
 def register(sub: Any) -> None:
     """Add this module's subcommands to the ``cltm`` subparsers."""
     s = sub.add_parser("matrix", help=cmd_matrix.__doc__)
@@ -187,3 +203,12 @@ def register(sub: Any) -> None:
     s.add_argument("--folds", type=int, default=10, help="cross-validation folds for the intervals (default: %(default)s)")
     s.add_argument("--seed", type=int, default=0)
     s.set_defaults(func=cmd_complete)
+
+    s = sub.add_parser("plan", help=cmd_plan.__doc__)
+    s.add_argument("--cells", required=True, help="long cells TSV (target donor C, optional measured, se): the workflow's or cltm complete's")
+    s.add_argument("--budget", type=int, required=True, help="dual cells to pick")
+    s.add_argument("--out", required=True, help="TSV to write (target donor rank rule score)")
+    s.add_argument("--languages", nargs="+", help="the full grid's languages (default: those named in --cells)")
+    s.add_argument("--rule", default="balance", choices=DESIGN_RULES, help="acquisition rule (default: %(default)s)")
+    s.add_argument("--seed", type=int, default=0)
+    s.set_defaults(func=cmd_plan)

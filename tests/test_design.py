@@ -1,0 +1,119 @@
+"""Adaptive design (``cltm plan``): the initial spread, the batch picker, and the CLI contract with bad input."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+
+from cltm_pipeline.analysis.completion import read_wide
+from cltm_pipeline.analysis.design import RULES, initial_design, next_batch, pick, read_cells
+from cltm_pipeline.cli import main as cltm
+
+STUDY = Path(__file__).resolve().parents[2] / "shared" / "realworld" / "study_matrices"
+
+
+def _asr() -> tuple[list[str], np.ndarray]:
+    if not (STUDY / "asr_mhubert.tsv").is_file():
+        pytest.skip(f"{STUDY} not present (../shared/realworld)")
+    return read_wide(STUDY / "asr_mhubert.tsv")
+
+
+def _write_cells(path: Path, langs: list[str], C: np.ndarray, measured: np.ndarray, se: float = 0.05) -> Path:
+    """A cells.tsv shaped like the workflow's (target donor kind C se; NaN for an unmeasured cell)."""
+    rows = ["target\tdonor\tkind\tC\tse"]
+    for i, t in enumerate(langs):
+        for j, d in enumerate(langs):
+            value = C[i, j] if (measured[i, j] or i == j) else np.nan
+            rows.append(f"{t}\t{d}\t{'self' if i == j else 'dual'}\t{value}\t{se if i != j else 0.0}")
+    path.write_text("\n".join(rows) + "\n", encoding="utf-8")
+    return path
+
+
+@pytest.mark.parametrize("n, count", [(9, 27), (9, 31), (54, 572)])
+def test_the_initial_design_spreads_its_cells_evenly_over_rows_and_columns(n, count):
+    mask = initial_design(n, count, seed=3)
+    assert mask.sum() == count and not mask.diagonal().any()
+    for counts in (mask.sum(0), mask.sum(1)):
+        assert counts.max() - counts.min() <= 1, counts
+    assert (initial_design(n, count, seed=3) == mask).all() and (initial_design(n, count, seed=4) != mask).any()
+
+
+def test_a_batch_caps_each_row_and_column_and_is_a_function_of_the_seed():
+    rng = np.random.default_rng(0)
+    score = rng.random((9, 9))
+    score[0, :] += 10.0  # one row far above the rest would take the whole batch without the cap
+    np.fill_diagonal(score, -np.inf)
+    cells = pick(score, 9, seed=1)
+    assert len(cells) == 9 and len({tuple(c) for c in cells}) == 9
+    # cap ceil(9 / 9) = 1 per row and column, relaxed to 2 only when the greedy pass gets stuck
+    assert np.bincount(cells[:, 0], minlength=9).max() <= 2 and np.bincount(cells[:, 1], minlength=9).max() <= 2
+    assert cells[0, 0] == 0 and (cells[1:, 0] != 0).sum() >= 7  # the best cell still goes first, then the rest
+    assert (pick(score, 9, seed=1) == cells).all()
+    assert len(pick(score, 500, seed=1)) == 72  # more than there is: every free cell
+
+
+@pytest.mark.parametrize("rule", RULES)
+def test_every_rule_picks_only_unmeasured_dual_cells(rule):
+    langs, C = _asr()
+    obs = initial_design(len(langs), 30, seed=0)
+    values = np.where(obs, C, np.nan)
+    cells, score = next_batch(values, obs, 8, rule=rule, seed=0, noise=np.full(C.shape, 0.05))
+    assert len(cells) == 8 and score is not None
+    assert not obs[cells[:, 0], cells[:, 1]].any() and (cells[:, 0] != cells[:, 1]).all()
+
+
+def test_plan_reads_the_workflows_cells_and_writes_the_same_batch_twice(tmp_path):
+    langs, C = _asr()
+    measured = initial_design(len(langs), 30, seed=0)
+    path = _write_cells(tmp_path / "cells.tsv", langs, C, measured)
+    for out in ("a.tsv", "b.tsv"):
+        assert cltm(["plan", "--cells", str(path), "--budget", "10", "--out", str(tmp_path / out),
+                     "--rule", "committee", "--seed", "5"]) == 0
+    assert (tmp_path / "a.tsv").read_bytes() == (tmp_path / "b.tsv").read_bytes()
+    plan = pl.read_csv(tmp_path / "a.tsv", separator="\t")
+    assert plan.columns == ["target", "donor", "rank", "rule", "score"] and plan.height == 10
+    assert plan["rank"].to_list() == list(range(1, 11)) and (plan["rule"] == "committee").all()
+    done = {(langs[i], langs[j]) for i, j in np.argwhere(measured)}
+    assert not done & set(zip(plan["target"], plan["donor"])) and (plan["target"] != plan["donor"]).all()
+
+
+def test_plan_with_nothing_measured_gives_the_initial_design_and_a_complete_output_reads_back(tmp_path):
+    langs, C = _asr()
+    path = _write_cells(tmp_path / "cells.tsv", langs, C, np.zeros(C.shape, dtype=bool))
+    assert cltm(["plan", "--cells", str(path), "--budget", "18", "--out", str(tmp_path / "p.tsv")]) == 0
+    plan = pl.read_csv(tmp_path / "p.tsv", separator="\t")
+    assert plan.height == 18 and (plan["rule"] == "initial").all()
+    assert set(plan["target"].value_counts()["count"]) == {2} and set(plan["donor"].value_counts()["count"]) == {2}
+    # cltm complete's cells.tsv (measured column): its predicted cells do not count as measured
+    hidden = np.where(initial_design(len(langs), 40, seed=1) | np.eye(len(langs), dtype=bool), C, np.nan)
+    wide = tmp_path / "in.tsv"
+    wide.write_text("\n".join(["\t".join(["target", *langs])] + ["\t".join([t, *map(str, hidden[i])])
+                                                               for i, t in enumerate(langs)]) + "\n")
+    assert cltm(["complete", "--matrix", str(wide), "--out", str(tmp_path / "done")]) == 0
+    got_langs, got, _ = read_cells(tmp_path / "done" / "cells.tsv")
+    assert got_langs == langs and np.isfinite(got).sum() == 40
+
+
+@pytest.mark.parametrize("text, args, message", [
+    ("target\tC\nen\t0.5\n", [], r"cells\.tsv: row 1: no column donor \(need target, donor, C\)"),
+    ("target\tdonor\tC\nen\tde\t0.5\nde\ten\n", [], r"cells\.tsv: row 3: 2 fields, the header has 3"),
+    ("target\tdonor\tC\nen\tde\t0.5\nde\txx\t0.1\n", ["--languages", "en", "de"],
+     r"cells\.tsv: row 3: unknown language 'xx' \(donor; not in --languages\)"),
+    ("target\tdonor\tC\nen\tde\tabc\n", [], r"cells\.tsv: row 2: C 'abc' is not a number"),
+    ("target\tdonor\tC\nen\tde\t0.5\nen\tde\t0.6\n", [], r"cells\.tsv: row 3: cell en <- de appears twice"),
+    ("target\tdonor\tC\nen\ten\t1.0\n", [], r"cells\.tsv: fewer than two languages"),
+    ("target\tdonor\tC\nen\tde\t0.5\n", ["--budget", "-1"], r"--budget: must be >= 0, got -1"),
+])
+def test_bad_cells_are_one_line_naming_the_file_and_row(tmp_path, capsys, text, args, message):
+    path = tmp_path / "cells.tsv"
+    path.write_text(text, encoding="utf-8")
+    argv = ["plan", "--cells", str(path), "--budget", "2", "--out", str(tmp_path / "next.tsv"), *args]
+    assert cltm(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and err.startswith("cltm plan: error: ")
+    assert re.search(message, err), err
+    assert not (tmp_path / "next.tsv").exists()
