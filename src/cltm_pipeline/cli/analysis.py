@@ -119,11 +119,22 @@ def cmd_learning_curve(args: argparse.Namespace) -> None:
 
 def cmd_complete(args: argparse.Namespace) -> None:
     """Predict a CLTM's unmeasured (NaN) dual cells with 90 % prediction intervals; write DIR/cells.tsv."""
-    path = Path(args.matrix)
-    if path.is_dir():  # a workflow matrix directory: its cltm.tsv
+    path, se = Path(args.matrix), None
+    if path.is_dir():  # a workflow matrix directory: its cltm.tsv, and se.tsv for the cell weights
+        if args.weights == "se" and (path / "se.tsv").is_file():
+            se = read_wide(path / "se.tsv")[1]
         path = path / "cltm.tsv"
     languages, values = read_wide(path)
-    res = complete(languages, values, model=args.model, level=args.level, folds=args.folds, seed=args.seed)
+    covariates = None
+    if args.typology:  # cltm typology's table: its URIEL+ distances compete as covariates
+        try:
+            table = json.loads(Path(args.typology).read_text(encoding="utf-8"))
+            dist = read_typology(table, languages)
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise ConfigError(f"--typology {args.typology}: not a cltm typology table ({exc})") from None
+        covariates = np.stack(list(dist.values()), axis=-1)
+    res = complete(languages, values, model=args.model, level=args.level, folds=args.folds, seed=args.seed,
+                   se=se, covariates=covariates)
     out = write_cells(res, Path(args.out))
     predicted = int((~res.measured).sum())
     print(f"complete {out}: {predicted} of {len(languages) ** 2 - len(languages)} dual cells predicted by {res.model} "
@@ -202,6 +213,9 @@ def register(sub: Any) -> None:
     s.add_argument("--level", type=float, default=0.9, help="prediction-interval level (default: %(default)s)")
     s.add_argument("--folds", type=int, default=10, help="cross-validation folds for the intervals (default: %(default)s)")
     s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--typology", help="cltm typology's JSON: its URIEL+ distances compete as covariates (chosen by CV)")
+    s.add_argument("--weights", default="none", choices=("none", "se"),
+                   help="weigh measured cells by 1/SE^2 (a matrix directory's se.tsv; default: %(default)s, see README)")
     s.set_defaults(func=cmd_complete)
 
     s = sub.add_parser("plan", help=cmd_plan.__doc__)
