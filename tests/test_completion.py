@@ -141,7 +141,7 @@ def test_complete_reads_a_matrix_directorys_se_and_rejects_a_bad_typology_table(
     _write(mdir / "cltm.tsv", langs, hidden)
     _write(mdir / "se.tsv", langs, np.where(np.isfinite(hidden), 0.05, np.nan))
     assert cltm(["complete", "--matrix", str(mdir), "--out", str(tmp_path / "w"), "--weights", "se"]) == 0
-    assert cltm(["complete", "--matrix", str(mdir), "--out", str(tmp_path / "u")]) == 0
+    assert cltm(["complete", "--matrix", str(mdir), "--out", str(tmp_path / "u"), "--weights", "none"]) == 0
     # equal SEs: the same fit
     assert (tmp_path / "w" / "cells.tsv").read_bytes() == (tmp_path / "u" / "cells.tsv").read_bytes()
     (tmp_path / "t.json").write_text('{"locales": ["en"]}')

@@ -117,3 +117,28 @@ def test_bad_cells_are_one_line_naming_the_file_and_row(tmp_path, capsys, text, 
     assert "\n" not in err and err.startswith("cltm plan: error: ")
     assert re.search(message, err), err
     assert not (tmp_path / "next.tsv").exists()
+
+
+def test_the_report_shows_a_completed_matrix_with_predicted_cells_hatched_and_the_budget(tmp_path):
+    from cltm_pipeline.report import render_report
+    from cltm_pipeline.report.completion import completion_figure, read_completion
+
+    langs, C = _asr()
+    measured = initial_design(len(langs), 36, seed=2) | np.eye(len(langs), dtype=bool)
+    wide = tmp_path / "in.tsv"
+    wide.write_text("\n".join(["\t".join(["target", *langs])] + [
+        "\t".join([t, *(str(v) if m else "NaN" for v, m in zip(C[i], measured[i]))]) for i, t in enumerate(langs)]) + "\n")
+    assert cltm(["complete", "--matrix", str(wide), "--out", str(tmp_path / "asr")]) == 0
+    cm = read_completion(tmp_path / "asr")
+    assert cm.summary["measured_dual"] == 36 and cm.summary["dual_cells"] == 72 and cm.summary["cv_cells"] == 36
+    fig = completion_figure(cm, None, "u")
+    hatch = fig.data[1]
+    assert hatch.name == "predicted (hatched)" and sum(x is None for x in hatch.x) == 3 * 36  # 3 strokes a cell
+    hover = np.array(fig.data[0].text)
+    assert sum("predicted" in h and "90 % interval [" in h for h in hover.ravel()) == 36
+    render_report([], None, None, None, tmp_path / "index.html", completions=[cm])
+    html = (tmp_path / "index.html").read_text(encoding="utf-8")
+    assert '<section id="completion">' in html and "<b>36 of 72</b> dual cells measured (50% of the full grid)" in html
+    assert "held-out error on its own 36 measured cells" in html
+    render_report([], None, None, None, tmp_path / "again.html", completions=[cm])
+    assert (tmp_path / "again.html").read_bytes() == html.encode("utf-8")

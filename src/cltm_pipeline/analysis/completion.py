@@ -21,14 +21,15 @@ measures it on the study's real matrices. A cell chosen for being hard (adaptive
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import polars as pl
 
 from cltm_pipeline.errors import ConfigError
-from cltm_pipeline.io import write_tsv
+from cltm_pipeline.io import write_json, write_tsv
 
 __all__ = ["MODELS", "AUTO_CANDIDATES", "Completion", "read_wide", "cell_weights", "fit_predict", "complete",
            "write_cells"]
@@ -58,6 +59,20 @@ class Completion:
     model: str
     level: float
     half_width: float
+    cv_errors: np.ndarray = field(default_factory=lambda: np.zeros(0))  # the chosen model's held-out errors
+
+    def summary(self) -> dict[str, Any]:
+        """The facts of the completion (summary.json): model, interval, held-out error, budget spent."""
+        off = ~np.eye(len(self.languages), dtype=bool)
+        e = self.cv_errors
+        return {
+            "languages": list(self.languages), "model": self.model, "level": self.level,
+            "half_width": self.half_width if math.isfinite(self.half_width) else None,
+            "cv_cells": int(len(e)),
+            "cv_median_error": float(np.median(e)) if len(e) else None,
+            "cv_p90_error": float(np.quantile(e, 0.9)) if len(e) else None,
+            "measured_dual": int((self.measured & off).sum()), "dual_cells": int(off.sum()),
+        }
 
 
 def read_wide(path: Path) -> tuple[list[str], np.ndarray]:
@@ -240,11 +255,12 @@ def complete(languages: list[str], C: np.ndarray, model: str = "auto", level: fl
     lo = np.where(measured, full, pred - half)
     hi = np.where(measured, full, pred + half)
     name = chosen if X is None else f"{chosen}+typology"
-    return Completion(list(languages), full, lo, hi, measured, name, level, half)
+    return Completion(list(languages), full, lo, hi, measured, name, level, half, scored[best])
 
 
 def write_cells(result: Completion, out_dir: Path) -> Path:
-    """``out_dir/cells.tsv``: one row per cell (target, donor, C, lo, hi, measured)."""
+    """``out_dir/cells.tsv``: one row per cell (target, donor, C, lo, hi, measured), and
+    ``out_dir/summary.json`` (:meth:`Completion.summary`)."""
     L = result.languages
     rows = [(L[i], L[j], float(result.C[i, j]), float(result.lo[i, j]), float(result.hi[i, j]), bool(result.measured[i, j]))
             for i in range(len(L)) for j in range(len(L))]
@@ -252,4 +268,5 @@ def write_cells(result: Completion, out_dir: Path) -> Path:
                                     "hi": pl.Float64, "measured": pl.Boolean}, orient="row")
     path = Path(out_dir) / "cells.tsv"
     write_tsv(path, df)
+    write_json(Path(out_dir) / "summary.json", result.summary())
     return path

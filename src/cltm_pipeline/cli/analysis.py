@@ -214,7 +214,7 @@ def register(sub: Any) -> None:
     s.add_argument("--folds", type=int, default=10, help="cross-validation folds for the intervals (default: %(default)s)")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--typology", help="cltm typology's JSON: its URIEL+ distances compete as covariates (chosen by CV)")
-    s.add_argument("--weights", default="none", choices=("none", "se"),
+    s.add_argument("--weights", default="se", choices=("none", "se"),
                    help="weigh measured cells by 1/SE^2 (a matrix directory's se.tsv; default: %(default)s, see README)")
     s.set_defaults(func=cmd_complete)
 
