@@ -38,8 +38,8 @@ from cltm_pipeline.analysis.completion import AUTO_CANDIDATES, fit_predict
 from cltm_pipeline.errors import ConfigError
 from cltm_pipeline.io import write_text
 
-__all__ = ["RULES", "MODEL_RULES", "initial_design", "committee_spread", "error_scale", "predictive_variance", "model_spread", "scores", "pick", "next_batch",
-           "read_cells", "write_plan"]
+__all__ = ["RULES", "MODEL_RULES", "initial_design", "committee_spread", "error_scale", "predictive_variance",
+           "model_spread", "scores", "pick", "next_batch", "read_cells", "write_plan"]
 
 RULES = ("random", "balance", "committee", "models", "committee_balance", "variance", "widest", "gain")
 #: Rules that need the completion model (the others look only at which cells are measured).
@@ -70,7 +70,8 @@ def _off(n: int) -> np.ndarray:
     return ~np.eye(n, dtype=bool)
 
 
-def _fold_fits(C: np.ndarray, obs: np.ndarray, model: str, seed: int, folds: int) -> tuple[list[np.ndarray], np.ndarray]:
+def _fold_fits(C: np.ndarray, obs: np.ndarray, model: str, seed: int,
+               folds: int) -> tuple[list[np.ndarray], np.ndarray]:
     """``model`` refitted without each of ``folds`` seeded folds of the measured cells: the members'
     predictions, and each measured cell's absolute error when its own fold was held out (NaN elsewhere)."""
     cells = np.argwhere(obs)

@@ -74,7 +74,8 @@ def completion_figure(cm: CompletedMatrix, languages: pl.DataFrame | None, uid: 
               for j in range(len(langs))] for i in range(len(langs))]
     codes = [lang.code for lang in langs]
     fig = go.Figure(go.Heatmap(
-        z=C, x=list(range(len(langs))), y=list(range(len(langs))), zmin=-C_CLIP, zmax=C_CLIP, zmid=0, colorscale=_DIVERGING, text=hover,
+        z=C, x=list(range(len(langs))), y=list(range(len(langs))), zmin=-C_CLIP, zmax=C_CLIP, zmid=0,
+        colorscale=_DIVERGING, text=hover,
         hovertemplate="%{text}<extra></extra>", texttemplate="%{z:.2f}" if len(langs) <= 20 else None,
         colorbar={"title": {"text": "C"}, "thickness": 14},
     ))
