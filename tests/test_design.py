@@ -142,3 +142,66 @@ def test_the_report_shows_a_completed_matrix_with_predicted_cells_hatched_and_th
     assert "held-out error on its own 36 measured cells" in html
     render_report([], None, None, None, tmp_path / "again.html", completions=[cm])
     assert (tmp_path / "again.html").read_bytes() == html.encode("utf-8")
+
+
+def _config(design: dict | None):
+    import copy
+
+    from conftest import REPO
+    from test_workflow import SMALL
+
+    from cltm_pipeline.config import load_config
+
+    raw = copy.deepcopy(SMALL)
+    raw["tasks"]["gender"]["languages"] = ["es", "de", "fi", "it", "nl", "hu"]
+    raw["demo"]["languages"] = ["es", "de", "fi", "it", "nl", "hu"]
+    if design is not None:
+        raw["design"] = design
+    return load_config(raw, source="test", root=REPO), raw
+
+
+def test_the_adaptive_design_trains_every_single_and_self_cell_and_an_even_share_of_duals():
+    from cltm_pipeline.workflow import grid
+
+    full, raw = _config(None)
+    langs = raw["tasks"]["gender"]["languages"]
+    assert all(full.donors("gender", t) == ["-", *langs] for t in langs) and "design" not in full.raw
+    adaptive, _ = _config({"mode": "adaptive", "initial": 0.5, "seed": 1})
+    duals = {(t, d) for t in langs for d in adaptive.donors("gender", t) if d not in ("-", t)}
+    assert len(duals) == 15  # half of 6 x 5
+    for side in (0, 1):
+        counts = [sum(1 for c in duals if c[side] == lang) for lang in langs]
+        assert max(counts) - min(counts) <= 1, counts
+    for t in langs:
+        assert adaptive.donors("gender", t)[:1] == ["-"] and t in adaptive.donors("gender", t)
+    g = grid(adaptive)  # the inventory knows only the planned cells
+    assert g.filter(pl.col("cell") == "dual").height == 15 * 2  # two seeds
+    assert g.filter(pl.col("cell") != "dual").height == 6 * 2 * 2
+
+
+def test_a_bad_design_block_is_one_line_naming_the_key():
+    from cltm_pipeline.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"design.*mode|mode.*design"):
+        _config({"mode": "sometimes"})
+    with pytest.raises(ConfigError, match=r"design.*initial|initial"):
+        _config({"mode": "adaptive", "initial": 1.5})
+
+
+def test_an_adaptive_workflow_trains_only_the_initial_duals_and_completes_each_matrix(tmp_path):
+    """A dry run of the small demo with ``design: {mode: adaptive, initial: 0.5}``: each train job gets the
+    single, the self and its target's share of the 6 duals as --donors; rule complete feeds the report."""
+    import copy
+    import re as _re
+
+    from test_workflow import SMALL, make_workdir, snakemake
+
+    raw = copy.deepcopy(SMALL)
+    raw["design"] = {"mode": "adaptive", "initial": 0.5}
+    out = snakemake(make_workdir(tmp_path / "wf", raw), "-n", "-p").stdout
+    donors = {m.group(1): m.group(2).split() for m in _re.finditer(r"--target (\S+) .*?--donors ((?:\S+ )+?)--seeds", out)}
+    assert set(donors) == {"es", "de", "fi"}
+    for target, names in donors.items():
+        assert names[:1] == ["-"] and target in names and len(names) == 3  # one dual each: 3 of 6
+    counts = {rule: int(n) for rule, n in _re.findall(r"^(complete|report|train)\s+(\d+)$", out, flags=_re.M)}
+    assert counts == {"complete": 1, "report": 1, "train": 6}, counts

@@ -41,6 +41,7 @@ PATTERNS: dict[str, str] = {
     "matrices.cells": "matrices/{task}/{arch}/cells.tsv",
     "matrices.cltm": "matrices/{task}/{arch}/cltm.tsv",
     "matrices.analysis": "matrices/{task}/{arch}/analysis.json",
+    "completion.cells": "completion/{task}/{arch}/cells.tsv",
     "learning_curve.curve": "learning_curve/{task}/{arch}/curve.tsv",
     "learning_curve.recommendation": "learning_curve/{task}/{arch}/recommendation.json",
     "embeddings": "embeddings/{task}/{arch}/{locale}.json",

@@ -120,11 +120,10 @@ def cmd_learning_curve(args: argparse.Namespace) -> None:
 def cmd_complete(args: argparse.Namespace) -> None:
     """Predict a CLTM's unmeasured (NaN) dual cells with 90 % prediction intervals; write DIR/cells.tsv."""
     path, se = Path(args.matrix), None
-    if path.is_dir():  # a workflow matrix directory: its cltm.tsv, and se.tsv for the cell weights
-        if args.weights == "se" and (path / "se.tsv").is_file():
-            se = read_wide(path / "se.tsv")[1]
-        path = path / "cltm.tsv"
-    languages, values = read_wide(path)
+    matrix_dir = path.is_dir()  # a workflow matrix directory: its cltm.tsv, and se.tsv for the cell weights
+    languages, values = read_wide(path / "cltm.tsv" if matrix_dir else path)
+    if matrix_dir and args.weights == "se" and (path / "se.tsv").is_file():
+        se = read_wide(path / "se.tsv")[1]
     covariates = None
     if args.typology:  # cltm typology's table: its URIEL+ distances compete as covariates
         try:

@@ -675,7 +675,8 @@ def render_report(
     for entry, slug in zip(matrices, slugs):
         parts.append(_matrix_section(entry, slug, languages))
     parts.append(_learning_curve_section(curves, languages))
-    parts.append(completion_section(completions, languages))  # cltm complete outputs (issue 17)
+    if completions:  # cltm complete outputs (issue 17)
+        parts.append(completion_section(completions, languages))
     parts.append(_inventory_section(inventory))
     parts.append(_config_section(config))
     parts.append("</main>")
