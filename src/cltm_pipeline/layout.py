@@ -41,7 +41,6 @@ PATTERNS: dict[str, str] = {
     "matrices.cells": "matrices/{task}/{arch}/cells.tsv",
     "matrices.cltm": "matrices/{task}/{arch}/cltm.tsv",
     "matrices.analysis": "matrices/{task}/{arch}/analysis.json",
-    "completion.cells": "completion/{task}/{arch}/cells.tsv",
     "learning_curve.curve": "learning_curve/{task}/{arch}/curve.tsv",
     "learning_curve.recommendation": "learning_curve/{task}/{arch}/recommendation.json",
     "embeddings": "embeddings/{task}/{arch}/{locale}.json",
@@ -49,6 +48,7 @@ PATTERNS: dict[str, str] = {
     "ready.seed_tables": "ready/{task}/seed_tables.json",
     "ready.embeddings": "ready/{task}/{arch}/embeddings.json",
     "typology": "typology/uriel.json",
+    "completion.cells": "completion/{task}/{arch}/cells.tsv",
     "report": "report/index.html",
     "report.figure": "report/figures/{task}_{arch}_{kind}.html",
     # a job's log and its benchmark (wall and CPU seconds), named after the rule and its wildcards
