@@ -90,3 +90,61 @@ def test_half_the_gender_duals_predict_the_rest_better_than_row_means_with_hones
     cover = float(((truth[hidden] >= auto.lo[hidden]) & (truth[hidden] <= auto.hi[hidden])).mean())
     assert err(auto) <= 0.8 * err(base), (err(auto), err(base))
     assert 0.85 <= cover <= 0.95, cover
+
+
+def test_se_weights_keep_a_noisy_cell_from_dragging_its_row():
+    """One measured cell is off by +3 but says so with its SE: weighted, its row's hidden cells stay where the
+    clean fit puts them; unweighted, the row's level follows the outlier. Equal SEs change nothing."""
+    from cltm_pipeline.analysis.completion import fit_predict
+
+    langs, truth = _study("asr_mhubert.tsv")
+    off = ~np.eye(len(langs), dtype=bool)
+    obs = off & (np.random.default_rng(3).random(truth.shape) < 0.6)
+    obs[0, 1] = True
+    noisy = truth.copy()
+    noisy[0, 1] += 3.0
+    se = np.where(obs, 0.05, np.nan)
+    se[0, 1] = 3.0
+    hidden_row = off[0] & ~obs[0]
+    err = lambda p: float(np.abs(p[0] - truth[0])[hidden_row].mean())  # noqa: E731
+    plain = fit_predict(noisy, obs, "additive")
+    weighted = fit_predict(noisy, obs, "additive", se=se)
+    clean = fit_predict(truth, obs, "additive")
+    assert err(weighted) < err(clean) + 0.05 < err(plain) - 0.15, (err(weighted), err(clean), err(plain))
+    assert np.array_equal(fit_predict(noisy, obs, "lowrank1", se=np.where(obs, 0.1, np.nan)),
+                          fit_predict(noisy, obs, "lowrank1"))
+
+
+def test_a_covariate_that_explains_the_matrix_is_chosen_by_cross_validation_and_lowers_the_error():
+    rng = np.random.default_rng(0)
+    n = 20
+    D = rng.random((n, n))
+    D = (D + D.T) / 2
+    truth = 0.5 + rng.normal(0, 0.1, n)[:, None] + rng.normal(0, 0.1, n)[None, :] - 0.6 * D
+    np.fill_diagonal(truth, 1.0)
+    off = ~np.eye(n, dtype=bool)
+    hidden = off & (rng.random((n, n)) < 0.5)
+    values = np.where(hidden, np.nan, truth)
+    langs = [f"l{k}" for k in range(n)]
+    plain = complete(langs, values)
+    typo = complete(langs, values, covariates=np.stack([D, rng.random((n, n))], axis=-1))
+    err = lambda r: float(np.median(np.abs(r.C - truth)[hidden]))  # noqa: E731
+    assert typo.model.endswith("+typology") and err(typo) < 0.5 * err(plain), (typo.model, err(typo), err(plain))
+
+
+def test_complete_reads_a_matrix_directorys_se_and_rejects_a_bad_typology_table(tmp_path, capsys):
+    langs, C = _study("asr_mhubert.tsv")
+    mdir = tmp_path / "matrix"
+    mdir.mkdir()
+    hidden = np.where(np.random.default_rng(1).random(C.shape) < 0.3, np.nan, C)
+    np.fill_diagonal(hidden, 1.0)
+    _write(mdir / "cltm.tsv", langs, hidden)
+    _write(mdir / "se.tsv", langs, np.where(np.isfinite(hidden), 0.05, np.nan))
+    assert cltm(["complete", "--matrix", str(mdir), "--out", str(tmp_path / "w"), "--weights", "se"]) == 0
+    assert cltm(["complete", "--matrix", str(mdir), "--out", str(tmp_path / "u"), "--weights", "none"]) == 0
+    # equal SEs: the same fit
+    assert (tmp_path / "w" / "cells.tsv").read_bytes() == (tmp_path / "u" / "cells.tsv").read_bytes()
+    (tmp_path / "t.json").write_text('{"locales": ["en"]}')
+    assert cltm(["complete", "--matrix", str(mdir), "--out", str(tmp_path / "x"), "--typology", str(tmp_path / "t.json")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "--typology" in err and "not a cltm typology table" in err

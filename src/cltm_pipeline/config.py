@@ -17,11 +17,13 @@ import jsonschema
 import polars as pl
 import yaml
 
+from cltm_pipeline.analysis.design import initial_design
 from cltm_pipeline.data.demo import DEMO_VOICES
 from cltm_pipeline.data.languages import read_languages
 from cltm_pipeline.data.subsets import SubsetSpec
 from cltm_pipeline.errors import ConfigError
 from cltm_pipeline.models import ARCHITECTURES
+from cltm_pipeline.protocol import SINGLE
 from cltm_pipeline.tasks import TASKS
 from cltm_pipeline.training.hparams import check_hparams, hparam_extras, schema_fragment
 
@@ -145,6 +147,19 @@ class Config:
 
     def seeds(self, task: str) -> list[int]:
         return _seed_list(self.raw["tasks"][task]["seeds"])
+
+    def donors(self, task: str, target: str) -> list[str]:
+        """Donor components of ``target``'s cells: single ("-"), then the languages in config order (self
+        for the target). Under ``design: {mode: adaptive}`` only the duals of the initial design (a share
+        ``initial`` of them, spread evenly over rows and columns, seeded by ``seed``) are trained."""
+        langs = self.raw["tasks"][task]["languages"]
+        design = self.raw.get("design", {"mode": "full"})
+        if design["mode"] == "full":
+            return [SINGLE, *langs]
+        n = len(langs)
+        mask = initial_design(n, round(design.get("initial", 0.3) * n * (n - 1)), design.get("seed", 0))
+        i = langs.index(target)
+        return [SINGLE, *(d for j, d in enumerate(langs) if j == i or mask[i, j])]
 
     def learning_curve_seeds(self) -> list[int]:
         """Seeds of the optional ``learning_curve`` block (none without one)."""

@@ -52,6 +52,7 @@ PATTERNS: dict[str, str] = {
     "ready.seed_tables": "ready/{task}/seed_tables.json",
     "ready.embeddings": "ready/{task}/{arch}/embeddings.json",
     "typology": "typology/uriel.json",
+    "completion.cells": "completion/{task}/{arch}/cells.tsv",
     "report": "report/index.html",
     "report.figure": "report/figures/{task}_{arch}_{kind}.html",
     # a job's log and its benchmark (wall and CPU seconds), named after the rule and its wildcards

@@ -13,7 +13,7 @@ from cltm_pipeline.data.subsets import PROBE_MAX_CLIPS, SubsetSpec, check_capaci
 from cltm_pipeline.errors import ConfigError
 from cltm_pipeline.layout import CELL_DIR, path
 from cltm_pipeline.training.worker import metrics_ok, read_flag
-from cltm_pipeline.protocol import SINGLE, cell_kind
+from cltm_pipeline.protocol import cell_kind
 
 __all__ = ["check_release_capacity", "pool_sizes", "seed_groups", "stale_flags",
            "inventory"]
@@ -113,7 +113,7 @@ def stale_flags(cfg: Config) -> list[tuple[str, str, Path, str]]:
                     if stamps is None:
                         stale.append((task, arch, flag, "unreadable flag"))
                         continue
-                    for seed, donor in ((int(s), d) for s in seeds.split("+") for d in [SINGLE, *langs]):
+                    for seed, donor in ((int(s), d) for s in seeds.split("+") for d in cfg.donors(task, target)):
                         name = CELL_DIR.format(target=target, donor=donor, seed=seed)
                         metrics = Path(path(results, "runs.metrics", **kw, donor=donor, seed=seed))
                         if not metrics_ok(metrics, stamps.get(name)):
@@ -131,7 +131,7 @@ def grid(cfg: Config) -> pl.DataFrame:
         for arch in t["architectures"]:
             for seed in cfg.seeds(task):
                 for target in langs:
-                    for donor in [SINGLE, *langs]:
+                    for donor in cfg.donors(task, target):
                         rows.append((task, arch, target, donor, seed, cell_kind(target, donor)))
     return pl.DataFrame(rows, schema=["task", "arch", "target", "donor", "seed", "cell"], orient="row")
 

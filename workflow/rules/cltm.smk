@@ -27,3 +27,17 @@ rule matrix:
         "cltm matrix --runs-dir {params.runs_dir:q} --languages {params.languages} --seeds {params.seeds}"
         " --metric {params.metric} --policy {params.policy} --test {params.test} --ci {params.ci}"
         " --seed {params.seed} --out \"$(dirname {output.cltm:q})\" > {log:q} 2>&1"
+
+
+# design: {mode: adaptive} only: the matrix's untrained dual cells predicted with intervals (cltm complete).
+rule complete:
+    input:
+        cltm=P("matrices.cltm"),
+    output:
+        cells=P("completion.cells"),
+    log:
+        P("logs", name="completion/{task}/{arch}"),
+    conda:
+        "../envs/cpu.yaml"
+    shell:
+        "cltm complete --matrix \"$(dirname {input.cltm:q})\" --out \"$(dirname {output.cells:q})\" > {log:q} 2>&1"

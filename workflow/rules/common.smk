@@ -179,9 +179,9 @@ def tiny_arg(model):
 
 
 @cache
-def cell_donors(task):
-    """Donor components of a target's cells: single ("-"), then every language (self for the target)."""
-    return (SINGLE, *CFG.raw["tasks"][task]["languages"])
+def cell_donors(task, target):
+    """Donor components of a target's cells (Config.donors: every language, or the adaptive design's)."""
+    return tuple(CFG.donors(task, target))
 
 
 def matrix_runs(wildcards):
@@ -195,6 +195,13 @@ def matrix_runs(wildcards):
 
 def matrices():
     return [(task, arch) for task in TASKS for arch in CFG.raw["tasks"][task]["architectures"]]
+
+
+def completion_outputs():
+    """Under ``design: {mode: adaptive}``: every matrix's completion (cltm complete); none otherwise."""
+    if CFG.raw.get("design", {"mode": "full"})["mode"] == "full":
+        return []
+    return [P("completion.cells", task=task, arch=arch) for task, arch in matrices()]
 
 
 def all_outputs():
@@ -245,7 +252,7 @@ def train_args(w, input):
     """The train-cells arguments that depend on the job's wildcards beyond its inputs (rule train)."""
     artifacts = {**cell_artifacts(w.task, w.target), **embedding_artifacts(w.task, w.arch)}
     args = [
-        "--ingest-root", P("ingest"), "--donors", *cell_donors(w.task), "--seeds", *w.seeds.split("+"),
+        "--ingest-root", P("ingest"), "--donors", *cell_donors(w.task, w.target), "--seeds", *w.seeds.split("+"),
         "--hparams", arch_hparams_json(w.task, w.arch, w.target), "--config-hash", cell_config_hash(w.task, w.arch, w.target),
         "--runs-dir", P("runs", task=w.task, arch=w.arch),
         *(a for n, p in artifacts.items() for a in ("--artifact", f"{n}={p}")),

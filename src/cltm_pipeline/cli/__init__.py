@@ -28,7 +28,7 @@ COMMANDS = {
     "demo-corpus": "data", "ingest": "data", "eval-sets": "data", "subsets": "data", "task-artifact": "data",
     "probe-set": "data",
     "matrix": "analysis", "analyse": "analysis", "typology": "analysis", "learning-curve": "analysis",
-    "complete": "analysis",
+    "complete": "analysis", "plan": "analysis",
     "prepare-model": "train", "train": "train", "train-cells": "train", "embed": "train",
 }
 

@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import polars as pl
 
 from cltm_pipeline.analysis.footprint import overlap_analysis, overlap_rows
@@ -21,6 +22,7 @@ from cltm_pipeline.layout import run_metrics
 from cltm_pipeline.analysis.learning_curve import draw_ladder, write_outputs
 from cltm_pipeline.analysis.completion import MODELS as COMPLETION_MODELS
 from cltm_pipeline.analysis.completion import complete, read_wide, write_cells
+from cltm_pipeline.analysis.design import MODEL_RULES, RULES as DESIGN_RULES, next_batch, read_cells, write_plan
 from cltm_pipeline.analysis.typology import read_typology, typology_table
 
 __all__ = ["register"]
@@ -136,15 +138,39 @@ def cmd_learning_curve(args: argparse.Namespace) -> None:
 
 def cmd_complete(args: argparse.Namespace) -> None:
     """Predict a CLTM's unmeasured (NaN) dual cells with 90 % prediction intervals; write DIR/cells.tsv."""
-    path = Path(args.matrix)
-    if path.is_dir():  # a workflow matrix directory: its cltm.tsv
-        path = path / "cltm.tsv"
-    languages, values = read_wide(path)
-    res = complete(languages, values, model=args.model, level=args.level, folds=args.folds, seed=args.seed)
+    path, se = Path(args.matrix), None
+    matrix_dir = path.is_dir()  # a workflow matrix directory: its cltm.tsv, and se.tsv for the cell weights
+    languages, values = read_wide(path / "cltm.tsv" if matrix_dir else path)
+    if matrix_dir and args.weights == "se" and (path / "se.tsv").is_file():
+        se = read_wide(path / "se.tsv")[1]
+    covariates = None
+    if args.typology:  # cltm typology's table: its URIEL+ distances compete as covariates
+        try:
+            table = json.loads(Path(args.typology).read_text(encoding="utf-8"))
+            dist = read_typology(table, languages)
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise ConfigError(f"--typology {args.typology}: not a cltm typology table ({exc})") from None
+        covariates = np.stack(list(dist.values()), axis=-1)
+    res = complete(languages, values, model=args.model, level=args.level, folds=args.folds, seed=args.seed,
+                   se=se, covariates=covariates)
     out = write_cells(res, Path(args.out))
     predicted = int((~res.measured).sum())
     print(f"complete {out}: {predicted} of {len(languages) ** 2 - len(languages)} dual cells predicted by {res.model} "
           f"(cross-validated {args.level:.0%} interval half-width {res.half_width:.3f})")
+
+
+def cmd_plan(args: argparse.Namespace) -> None:
+    """Choose the next batch of dual cells to measure from the cells measured so far; write NEXT.tsv."""
+    languages, C, se = read_cells(Path(args.cells), args.languages)
+    obs = np.isfinite(C)
+    model = "lowrank1"
+    if args.rule in MODEL_RULES and obs.any():
+        model = complete(languages, np.where(np.eye(len(languages), dtype=bool), 1.0, C), seed=args.seed).model
+    cells, score = next_batch(C, obs, args.budget, rule=args.rule, model=model, seed=args.seed, noise=se)
+    write_plan(Path(args.out), languages, cells, score, args.rule if score is not None else "initial")
+    total = len(languages) * (len(languages) - 1)
+    print(f"plan {args.out}: {len(cells)} dual cells to measure next ({args.rule if score is not None else 'initial design'}); "
+          f"{int(obs.sum())} of {total} measured so far")
 
 
 def register(sub: Any) -> None:
@@ -206,4 +232,16 @@ def register(sub: Any) -> None:
     s.add_argument("--level", type=float, default=0.9, help="prediction-interval level (default: %(default)s)")
     s.add_argument("--folds", type=int, default=10, help="cross-validation folds for the intervals (default: %(default)s)")
     s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--typology", help="cltm typology's JSON: its URIEL+ distances compete as covariates (chosen by CV)")
+    s.add_argument("--weights", default="se", choices=("none", "se"),
+                   help="weigh measured cells by 1/SE^2 (a matrix directory's se.tsv; default: %(default)s, see README)")
     s.set_defaults(func=cmd_complete)
+
+    s = sub.add_parser("plan", help=cmd_plan.__doc__)
+    s.add_argument("--cells", required=True, help="long cells TSV (target donor C, optional measured, se): the workflow's or cltm complete's")
+    s.add_argument("--budget", type=int, required=True, help="dual cells to pick")
+    s.add_argument("--out", required=True, help="TSV to write (target donor rank rule score)")
+    s.add_argument("--languages", nargs="+", help="the full grid's languages (default: those named in --cells)")
+    s.add_argument("--rule", default="balance", choices=DESIGN_RULES, help="acquisition rule (default: %(default)s)")
+    s.add_argument("--seed", type=int, default=0)
+    s.set_defaults(func=cmd_plan)

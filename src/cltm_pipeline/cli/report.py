@@ -83,7 +83,10 @@ def cmd_report(args: argparse.Namespace) -> None:
     languages = read_languages(Path(args.languages_sheet))
     inv = inventory(cfg)
     out = Path(args.out)
-    render_report(entries, languages, inv, cfg.raw, out, learning_curves=curves)
+    from cltm_pipeline.report.completion import read_completion  # plotly: only the report command loads it
+
+    completed = [read_completion(Path(d)) for d in args.completions or []]
+    render_report(entries, languages, inv, cfg.raw, out, learning_curves=curves, completions=completed)
     if args.figures:
         for e in entries:
             for kind, fig in figures(e, languages).items():
@@ -115,4 +118,5 @@ def register(sub: Any) -> None:
     s.add_argument("--out", required=True, help="index.html to write")
     s.add_argument("--figures", help="also write one self-contained page per heatmap into this directory")
     s.add_argument("--learning-curves", nargs="*", help="cltm learning-curve output directories to show")
+    s.add_argument("--completions", nargs="*", help="cltm complete output directories to show")
     s.set_defaults(func=cmd_report)

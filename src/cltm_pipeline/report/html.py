@@ -23,6 +23,7 @@ from cltm_pipeline.analysis.inference import ALPHA
 from cltm_pipeline.analysis.matrix import CLTMResult
 from cltm_pipeline.io import write_text
 from cltm_pipeline.protocol import cell_kind
+from cltm_pipeline.report.completion import CompletedMatrix, completion_section
 from cltm_pipeline.report.data import Analysis, LearningCurve, MatrixEntry, Typology, read_learning_curves
 from cltm_pipeline.report.display import FONT, Lang, display_languages, esc, fmt, pc, pct
 from cltm_pipeline.report.figures import (
@@ -654,12 +655,14 @@ def render_report(
     *,
     generated: str | None = None,
     learning_curves: Sequence[Mapping[str, Any] | LearningCurve] = (),
+    completions: Sequence[CompletedMatrix] = (),
 ) -> None:
     """Write the report as ONE self-contained HTML file (plotly.js inline once), byte-stable for equal inputs.
 
     ``generated`` is an optional timestamp (or any text) printed under the title; nothing else depends on
     the clock. The cross-task summary comes first (it needs each entry's ``analysis``); ``learning_curves``
-    are ``{"curve": curve.tsv as a DataFrame, "rec": recommendation.json}`` (cltm learning-curve).
+    are ``{"curve": curve.tsv as a DataFrame, "rec": recommendation.json}`` (cltm learning-curve);
+    ``completions`` the completed matrices (``report.completion.read_completion`` of cltm complete outputs).
     """
     curves = read_learning_curves(learning_curves)  # a missing key fails here, before anything is rendered
     slugs = _section_ids(matrices)
@@ -674,6 +677,8 @@ def render_report(
     for entry, slug in zip(matrices, slugs):
         parts.append(_matrix_section(entry, slug, languages))
     parts.append(_learning_curve_section(curves, languages))
+    if completions:  # cltm complete outputs (issue 17)
+        parts.append(completion_section(completions, languages))
     parts.append(_inventory_section(inventory))
     parts.append(_config_section(config))
     parts.append("</main>")
