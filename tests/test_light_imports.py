@@ -6,6 +6,7 @@ the functions that build a model or a cell: the "lazy edges" of pyproject's impo
 from __future__ import annotations
 
 import ast
+import importlib
 import os
 import subprocess
 import sys
@@ -70,6 +71,19 @@ def _imports_of(tree: ast.Module, importer: str, imported: str) -> list[tuple[in
         if any(n == imported or n.startswith(imported + ".") for n in names):
             found.append((node.lineno, id(node) in inside))
     return found
+
+
+def test_every_registered_implementation_resolves():
+    """Architectures reach their torch module by name (``impl``) and tasks their cell (``cell``): each name must
+    import and hold what it promises, or a cell would fail only when it runs."""
+    from cltm_pipeline.models import ARCHITECTURES
+    from cltm_pipeline.tasks import TASKS, TaskCell
+
+    for name, arch in ARCHITECTURES.items():
+        assert arch.impl.startswith("cltm_pipeline.models.") and arch.nn().__name__ == arch.impl, name
+    for name, task in TASKS.items():
+        module, _, cls = task.cell.partition(":")
+        assert issubclass(getattr(importlib.import_module(module), cls), TaskCell), name
 
 
 def test_each_lazy_edge_is_a_function_local_import():

@@ -28,21 +28,20 @@ class Ecapa(Architecture):
     """ECAPA-TDNN with AAM-softmax; ``aam_scale`` / ``aam_margin`` are its hyper-parameters."""
 
     hparams = {"aam_scale": 30.0, "aam_margin": 0.2}
+    impl = "cltm_pipeline.models.ecapa_nn"
 
     @classmethod
     def prepare(cls, source: str, out_dir: Path, tiny: dict[str, Any] | None = None) -> Path:
         # torch: only when a model is prepared
-        from cltm_pipeline.models.ecapa_nn import EcapaEmbedder
         from cltm_pipeline.models.speaker import prepare_scratch
 
-        return prepare_scratch(cls.name, source, out_dir, SIZES, tiny, EcapaEmbedder)
+        return prepare_scratch(cls.name, source, out_dir, SIZES, tiny, cls.nn().EcapaEmbedder)
 
     @classmethod
     def load_sv(cls, model_dir: Path, num_speakers: int, hparams: dict[str, Any]) -> Any:
         """A :class:`~cltm_pipeline.models.speaker.SpeakerIdModel` with an AAM-softmax head."""
         # torch: only when a model is built
-        from cltm_pipeline.models.ecapa_nn import EcapaEmbedder
         from cltm_pipeline.models.speaker import AAMHead, SpeakerIdModel, load_scratch
 
-        body, _ = load_scratch(model_dir, EcapaEmbedder)
+        body, _ = load_scratch(model_dir, cls.nn().EcapaEmbedder)
         return SpeakerIdModel(body, AAMHead(body.dim, num_speakers, hparams["aam_scale"], hparams["aam_margin"]))

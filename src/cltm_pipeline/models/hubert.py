@@ -139,26 +139,22 @@ def source_files(source: str) -> Callable[[str], Path]:
 class MHubert(Architecture):
     """mHuBERT-147 (or any HuBERT checkpoint in Hugging Face format) fine-tuned with a classification head."""
 
-    @staticmethod
-    def _pretrained(source: str, out_dir: Path) -> dict[str, Any]:
+    impl = "cltm_pipeline.models.hubert_nn"
+
+    @classmethod
+    def _pretrained(cls, source: str, out_dir: Path) -> dict[str, Any]:
         """How a hub id or local directory is read into the model directory (an architecture reusing
         :meth:`prepare` with another model class overrides it)."""
-        # torch and transformers: only when a model is prepared
-        from cltm_pipeline.models.hubert_nn import prepare_pretrained
-
-        return prepare_pretrained(source, out_dir)
+        return cls.nn().prepare_pretrained(source, out_dir)
 
     @classmethod
     def prepare(cls, source: str, out_dir: Path, tiny: dict[str, Any] | None = None) -> Path:
         """Write the model directory ``out_dir`` from ``source`` (hub id, local directory or ``"tiny"``)."""
-        # torch and transformers: only when a model is prepared
-        from cltm_pipeline.models.hubert_nn import prepare_tiny
-
         out_dir = Path(out_dir)
         if tiny is not None and source != "tiny":
             raise ModelError(f"model {source!r}: a tiny config is only meaningful with source 'tiny'")
         with atomic_dir(out_dir) as tmp:
-            info = prepare_tiny(tmp, tiny) if source == "tiny" else cls._pretrained(source, tmp)
+            info = MHubert.nn().prepare_tiny(tmp, tiny) if source == "tiny" else cls._pretrained(source, tmp)
             weights = sorted(p.name for p in tmp.iterdir() if p.suffix in (".safetensors", ".bin"))
             write_json(
                 tmp / PROVENANCE,
@@ -172,11 +168,9 @@ class MHubert(Architecture):
         """The prepared encoder plus a freshly initialised head, a :class:`~cltm_pipeline.models.hubert_nn.HubertClassifier`
         (uses the torch RNG: seed before calling); ``pool_layers``: embeddings pool the mean of the last so
         many hidden states (None: the last one)."""
-        # torch and transformers: only when a model is built
-        from cltm_pipeline.models.hubert_nn import HubertClassifier, load_encoder
-
-        encoder, do_normalize = load_encoder(model_dir, freeze_feature_encoder)
-        return HubertClassifier(encoder, num_labels, do_normalize, pool_layers)
+        nn = cls.nn()
+        encoder, do_normalize = nn.load_encoder(model_dir, freeze_feature_encoder)
+        return nn.HubertClassifier(encoder, num_labels, do_normalize, pool_layers)
 
     @classmethod
     def load_sv(cls, model_dir: Path, num_speakers: int, hparams: dict[str, Any]) -> Any:
@@ -192,7 +186,4 @@ class MHubert(Architecture):
     @classmethod
     def load_ctc(cls, model_dir: Path, vocab_size: int, *, freeze_feature_encoder: bool = True) -> Any:
         """ASR: :func:`cltm_pipeline.models.hubert_nn.load_ctc` (the encoder plus a fresh CTC head)."""
-        # torch and transformers: only when a model is built
-        from cltm_pipeline.models.hubert_nn import load_ctc
-
-        return load_ctc(model_dir, vocab_size, freeze_feature_encoder=freeze_feature_encoder)
+        return cls.nn().load_ctc(model_dir, vocab_size, freeze_feature_encoder=freeze_feature_encoder)

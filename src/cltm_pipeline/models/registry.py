@@ -18,8 +18,10 @@ Adding an architecture is one module in this package that registers itself, an i
 
 from __future__ import annotations
 
+import importlib
 import json
 from pathlib import Path
+from types import ModuleType
 from typing import Any, Callable, TypeVar
 
 from cltm_pipeline.errors import ModelError
@@ -42,6 +44,15 @@ class Architecture:
     #: a frozen encoder whose per-utterance embeddings the workflow computes once and caches
     #: (``cltm embed``, rule ``embed``); such an architecture implements ``embedder``
     embedding_cache: bool = False
+    #: the module holding the architecture's torch code (its ``nn.Module``s and preparation), imported by
+    #: :meth:`nn` when a model is prepared or built, never when a config is validated: the implementation
+    #: imports its registration, not the other way round
+    impl: str = ""
+
+    @classmethod
+    def nn(cls) -> ModuleType:
+        """The architecture's torch module (:attr:`impl`), imported on first use."""
+        return importlib.import_module(cls.impl)
 
     @classmethod
     def prepare(cls, source: str, out_dir: Path, tiny: dict[str, Any] | None = None) -> Path:

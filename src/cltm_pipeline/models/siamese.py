@@ -21,21 +21,21 @@ SIZES: dict[str, dict[str, Any]] = {
 @register("siamese")
 class Siamese(Architecture):
     hparams = {"contrastive_margin": 1.0}
+    impl = "cltm_pipeline.models.siamese_nn"
 
     @classmethod
     def prepare(cls, source: str, out_dir: Path, tiny: dict[str, Any] | None = None) -> Path:
         # torch: only when a model is prepared
-        from cltm_pipeline.models.siamese_nn import SiameseCNN
         from cltm_pipeline.models.speaker import prepare_scratch
 
-        return prepare_scratch(cls.name, source, out_dir, SIZES, tiny, SiameseCNN)
+        return prepare_scratch(cls.name, source, out_dir, SIZES, tiny, cls.nn().SiameseCNN)
 
     @classmethod
     def load_sv(cls, model_dir: Path, num_speakers: int, hparams: dict[str, Any]) -> Any:
         """A :class:`~cltm_pipeline.models.siamese_nn.SiameseModel` (contrastive pairs)."""
         # torch: only when a model is built
-        from cltm_pipeline.models.siamese_nn import SiameseCNN, SiameseModel
         from cltm_pipeline.models.speaker import load_scratch
 
-        body, _ = load_scratch(model_dir, SiameseCNN)
-        return SiameseModel(body, hparams["contrastive_margin"])
+        nn = cls.nn()
+        body, _ = load_scratch(model_dir, nn.SiameseCNN)
+        return nn.SiameseModel(body, hparams["contrastive_margin"])

@@ -74,31 +74,26 @@ class SpeechLLM(Architecture):
     hparams = {"mlp_hidden": 64}
     embedding_cache = True
 
-    @staticmethod
-    def _pretrained(source: str, out_dir: Path) -> dict[str, Any]:
-        """Any Hugging Face audio encoder, not only HuBERT (:func:`cltm_pipeline.models.speechllm_nn.prepare_remote`)."""
-        # torch and transformers: only when a model is prepared
-        from cltm_pipeline.models.speechllm_nn import prepare_remote
+    impl = "cltm_pipeline.models.speechllm_nn"
 
-        return prepare_remote(source, out_dir)
+    @classmethod
+    def _pretrained(cls, source: str, out_dir: Path) -> dict[str, Any]:
+        """Any Hugging Face audio encoder, not only HuBERT (:func:`cltm_pipeline.models.speechllm_nn.prepare_remote`)."""
+        return cls.nn().prepare_remote(source, out_dir)
 
     @classmethod
     def prepare(cls, source: str, out_dir: Path, tiny: dict[str, Any] | None = None) -> Path:
         if source in FBANK_SIZES:
             # torch: only when a model is prepared
             from cltm_pipeline.models.speaker import prepare_scratch
-            from cltm_pipeline.models.speechllm_nn import FbankStats
 
-            return prepare_scratch(cls.name, source, out_dir, FBANK_SIZES, tiny, FbankStats)
+            return prepare_scratch(cls.name, source, out_dir, FBANK_SIZES, tiny, cls.nn().FbankStats)
         return MHubert.prepare.__func__(cls, source, out_dir, tiny=tiny)  # its directory handling, our loader
 
     @classmethod
     def embedder(cls, model_dir: Path, device: Any) -> Callable[[Any, Any], Any]:
         """The frozen encoder as ``f(waves, lengths) -> [B, H]``: :func:`cltm_pipeline.models.speechllm_nn.frozen_embedder`."""
-        # torch and transformers: only when embeddings are computed
-        from cltm_pipeline.models.speechllm_nn import frozen_embedder
-
-        return frozen_embedder(model_dir, device)
+        return cls.nn().frozen_embedder(model_dir, device)
 
     @classmethod
     def embedding_dim(cls, model_dir: Path) -> int:
@@ -113,7 +108,4 @@ class SpeechLLM(Architecture):
     @classmethod
     def load_sv(cls, model_dir: Path, num_speakers: int, hparams: dict[str, Any]) -> Any:
         """A :class:`~cltm_pipeline.models.speechllm_nn.PairMLP` over the encoder's embeddings."""
-        # torch: only when a model is built
-        from cltm_pipeline.models.speechllm_nn import PairMLP
-
-        return PairMLP(cls.embedding_dim(model_dir), hparams["mlp_hidden"])
+        return cls.nn().PairMLP(cls.embedding_dim(model_dir), hparams["mlp_hidden"])

@@ -30,8 +30,7 @@ import polars as pl
 
 from cltm_pipeline.data.subsets import SubsetSpec, training_pool
 from cltm_pipeline.errors import ConfigError
-from cltm_pipeline.protocol import CellSpec
-from cltm_pipeline.tasks.registry import CellData, Task, TaskCell, register
+from cltm_pipeline.tasks.registry import Task, register
 from cltm_pipeline.text import normalise
 
 __all__ = [
@@ -215,16 +214,7 @@ def check_asr_hparams(hp: Mapping[str, Any]) -> None:
         raise ConfigError(f"hparams.bucket_clips: must be a positive integer, got {hp['bucket_clips']!r}")
 
 
-def asr_cell(spec: CellSpec, hp: Mapping[str, Any], data: CellData, device: Any) -> TaskCell:
-    """One ASR cell: :class:`cltm_pipeline.tasks.asr_cell.AsrCell` (CTC over the matrix's vocabulary, duration
-    batches, selection on dev by ``select_by``)."""
-    # torch: only when a cell runs (config validation and `snakemake -n` import this module)
-    from cltm_pipeline.tasks.asr_cell import AsrCell
-
-    return AsrCell(spec, hp, data, device)
-
-
 ASR = register(Task(
     name="asr", labels=(), label_column="sentence", primary="asr_error", metrics=("wer", "cer", "mean_utt_wer"),
-    cell=asr_cell, task_artifacts={"vocab.json": build_vocab}, hparams=ASR_HPARAMS, check_hparams=check_asr_hparams,
+    cell="cltm_pipeline.tasks.asr_cell:AsrCell", task_artifacts={"vocab.json": build_vocab}, hparams=ASR_HPARAMS, check_hparams=check_asr_hparams,
 ))

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Sequence
+from typing import Sequence
 
 from cltm_pipeline.metrics import accuracy, macro_f1
-from cltm_pipeline.protocol import CellSpec
-from cltm_pipeline.tasks.registry import CellData, Task, TaskCell, register
+from cltm_pipeline.tasks.registry import Task, register
 
 LABELS = ("female", "male")
 
@@ -16,13 +15,5 @@ def evaluate(y_true: Sequence, y_pred: Sequence) -> dict[str, float]:
     return {"macro_f1": macro_f1(y_true, y_pred, labels=LABELS), "accuracy": accuracy(y_true, y_pred)}
 
 
-def gender_cell(spec: CellSpec, hp: Mapping[str, Any], data: CellData, device: Any) -> TaskCell:
-    """One gender cell: :class:`cltm_pipeline.tasks.classification.ClassificationCell`."""
-    # torch: only when a cell runs (config validation and `snakemake -n` import this module)
-    from cltm_pipeline.tasks.classification import ClassificationCell
-
-    return ClassificationCell(spec, hp, data, device)
-
-
-GENDER = register(Task(name="gender", labels=LABELS, label_column="gender", primary="macro_f1", cell=gender_cell,
+GENDER = register(Task(name="gender", labels=LABELS, label_column="gender", primary="macro_f1", cell="cltm_pipeline.tasks.classification:ClassificationCell",
                        evaluate=evaluate, metrics=("accuracy",)))

@@ -5,9 +5,9 @@ A task is registered under its config name (``tasks.<name>`` in the config) with
 drives, as SpeechBrain's ``Brain`` subclasses override only ``compute_forward`` and ``compute_objectives``:
 the task builds its model and head, its batches, its loss and its evaluation; the loop owns the optimiser,
 the schedule, dev evaluation and best-state selection, and checkpoints.
-The registering module imports no torch (the Snakefile imports the registry to validate a config): ``cell`` is
-a factory that imports the task's :class:`TaskCell` subclass from a sibling module (``<task>_cell``) when a
-cell runs.
+The registering module imports no torch (the Snakefile imports the registry to validate a config): ``cell``
+names the task's :class:`TaskCell` subclass in a sibling module (``<task>_cell``), which imports the
+registering module and is imported only when a cell runs.
 
 - ``target_artifacts``: files built once per (task, target) from the target's test and dev sets, e.g. the
   SV trial list; ``task_artifacts``: files built once per task (matrix) from the ingested tables of its
@@ -18,6 +18,7 @@ cell runs.
 
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Sequence
 
@@ -105,15 +106,21 @@ class Task:
     labels: tuple[str, ...]  # class names; the model's output index i is labels[i] (empty: set per cell)
     label_column: str
     primary: str  # the key of the metrics that is the protocol's performance P
-    # the hooks of one cell: ``cell(spec, hp, data, device)`` makes them (a TaskCell subclass, or a function
-    # that imports it, so that config validation and ``snakemake -n`` load no torch)
-    cell: Callable[[CellSpec, Mapping[str, Any], CellData, Any], TaskCell]
+    # the hooks of one cell: the TaskCell subclass as "module:Class", imported by :meth:`make_cell` when a cell
+    # runs, never when a config is validated (``snakemake -n`` loads no torch); the cell module imports the
+    # task's module, not the other way round
+    cell: str
     target_artifacts: Mapping[str, Callable[..., bytes]] = field(default_factory=dict)  # name -> f(spec, test, dev)
     task_artifacts: Mapping[str, Callable[..., bytes]] = field(default_factory=dict)  # name -> f(spec, {locale: table})
     hparams: Mapping[str, Any] = field(default_factory=dict)  # hyper-parameters the task adds, with defaults
     metrics: tuple[str, ...] = ()  # metric keys a config may choose as P (besides ``primary``)
     check_hparams: Callable[[Mapping[str, Any]], None] | None = None  # checks of ``hparams`` values (ConfigError)
     evaluate: Callable[[Sequence, Sequence], Mapping[str, float]] | None = None  # (y_true, y_pred) -> metrics
+
+    def make_cell(self, spec: CellSpec, hp: Mapping[str, Any], data: CellData, device: Any) -> TaskCell:
+        """The hooks of one cell: an instance of :attr:`cell`, its module imported on first use."""
+        module, _, name = self.cell.partition(":")
+        return getattr(importlib.import_module(module), name)(spec, hp, data, device)
 
 
 TASKS: dict[str, Task] = {}

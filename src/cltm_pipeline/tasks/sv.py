@@ -26,7 +26,7 @@ mid-training resumes from its checkpoint (``checkpoint_every``) like any other.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Sequence
 
 import numpy as np
 import polars as pl
@@ -35,8 +35,7 @@ from cltm_pipeline.data.subsets import SubsetSpec
 from cltm_pipeline.errors import ConfigError, SubsetError
 from cltm_pipeline.io import stable_hash
 from cltm_pipeline.metrics import auc, eer, min_dcf
-from cltm_pipeline.protocol import CellSpec
-from cltm_pipeline.tasks.registry import CellData, Task, TaskCell, register
+from cltm_pipeline.tasks.registry import Task, register
 
 __all__ = ["TRIALS", "DEV_TRIALS", "TARGETS_PER_SPEAKER", "DCF_P_TARGETS", "trial_list", "read_trials",
            "build_trials", "build_dev_trials", "draw_pairs", "sv_metrics", "sv_cell", "EMBEDDING_PREFIX", "DCF_COSTS"]
@@ -165,16 +164,8 @@ def sv_metrics(scores: np.ndarray, labels: np.ndarray) -> dict[str, float]:
     return out
 
 
-def sv_cell(spec: CellSpec, hp: Mapping[str, Any], data: CellData, device: Any) -> TaskCell:
-    """One SV cell: :class:`cltm_pipeline.tasks.sv_cell.SvCell`."""
-    # torch: only when a cell runs (config validation and `snakemake -n` import this module)
-    from cltm_pipeline.tasks.sv_cell import SvCell
-
-    return SvCell(spec, hp, data, device)
-
-
 SV = register(Task(
-    name="sv", labels=(), label_column="client_id", primary="eer", metrics=("auc",), cell=sv_cell,
+    name="sv", labels=(), label_column="client_id", primary="eer", metrics=("auc",), cell="cltm_pipeline.tasks.sv_cell:SvCell",
     target_artifacts={TRIALS: build_trials, DEV_TRIALS: build_dev_trials},
     # pool_layers: mHuBERT's embeddings average the last so many hidden states (the study: 4)
     hparams={"pool_layers": 4},

@@ -60,7 +60,7 @@ def run_cell(spec: CellSpec) -> dict[str, Any]:
         hp["threads"] = int(spec.threads)
     device = _torch_setup(hp, spec.device)
     data = read_cell_data(spec)
-    cell = task.cell(spec, hp, data, device)
+    cell = task.make_cell(spec, hp, data, device)
     device_desc = device_description(device, hp["threads"]) + cell.device_note()
     checkpoints = Checkpoints(spec.out_path.parent / CHECKPOINT_NAME, _identity(spec, hp, data, device, device_desc),
                               spec.where)
