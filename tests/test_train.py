@@ -25,7 +25,7 @@ from cltm_pipeline.tasks import TASKS, get_task
 from cltm_pipeline.protocol import CellSpec
 from cltm_pipeline.cli import main as cltm_main
 from cltm_pipeline.training.cell import run_cell
-from cltm_pipeline.training.hparams import check_hparams
+from cltm_pipeline.training.hparams import check_hparams, result_hparams
 
 LOCALES = ("aa", "bb", "cc")
 TINY = {  # smaller than the demo's tiny model: these tests check plumbing, not learning
@@ -218,6 +218,36 @@ def test_eval_every_and_bad_hparams(corpus):
     for bad in (0, -1, 2.5, True, "10"):
         with pytest.raises(ConfigError, match="checkpoint_every"):
             check_hparams({**HP, "checkpoint_every": bad})
+
+
+def test_patience_stops_where_the_dev_curve_stopped_improving(corpus):
+    """Early stopping truncates the very run training to the end would make: same curve up to the stop, the
+    stop the first evaluation that ends `patience` evaluations without a new best, and unset it changes nothing."""
+    def run(name, **hp):
+        return run_cell(CellSpec("gender", "mhubert", corpus["model"], corpus["seed0"], corpus["test"], corpus["dev"],
+                        corpus["ingest"], "aa", "bb", 0, {**HP, "epochs": 8, "eval_every": 1, **hp},
+                        corpus["root"] / "runs" / "patience" / name / "metrics.json", device="cpu"))
+
+    full, early = run("full"), run("p2", patience=2)
+    curve, cut = full["training"]["dev_curve"], early["training"]["dev_curve"]
+    assert full["training"]["steps"] == 32 and not full["training"]["stopped_early"]
+    assert cut == curve[:len(cut)]  # the same training, truncated
+    best, stop = 0, None
+    for i, (step, value) in enumerate(curve):  # the stop, worked out from the full curve
+        if value > curve[best][1]:
+            best = i
+        if i - best >= 2:
+            stop = step
+            break
+    assert stop is not None, "the test needs a curve that plateaus"
+    assert early["training"]["steps"] == stop and early["training"]["stopped_early"]
+    assert early["training"]["best_step"] == curve[best][0]
+    if full["training"]["best_step"] <= stop:  # the same state selected: the same test metrics
+        assert early["metrics"] == full["metrics"]
+    assert "patience" not in result_hparams(check_hparams(HP)) and result_hparams(check_hparams({"patience": 3}))["patience"] == 3
+    for bad in (0, -1, 1.5, True):
+        with pytest.raises(ConfigError, match="patience"):
+            check_hparams({**HP, "patience": bad})
 
 
 def test_train_cli_runs_a_cell(corpus):

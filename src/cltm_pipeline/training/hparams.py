@@ -8,7 +8,7 @@ from cltm_pipeline.errors import ConfigError
 from cltm_pipeline.models import ARCHITECTURES, get_architecture
 from cltm_pipeline.tasks import TASKS, get_task
 
-__all__ = ["HPARAM_DEFAULTS", "RESULT_NEUTRAL", "result_hparams", "check_hparams", "hparam_extras", "schema_fragment"]
+__all__ = ["HPARAM_DEFAULTS", "RESULT_NEUTRAL", "ABSENT_AT_DEFAULT", "result_hparams", "check_hparams", "hparam_extras", "schema_fragment"]
 
 #: Hyper-parameters a config may set, and their defaults (the study's where it had one: 1 epoch, lr 1e-5,
 #: best checkpoint by dev macro-F1). ``eval_every``: evaluate dev every so many optimiser steps (None:
@@ -21,7 +21,8 @@ __all__ = ["HPARAM_DEFAULTS", "RESULT_NEUTRAL", "result_hparams", "check_hparams
 #: ``probe_clips``: clips per language of the held-out probe set (``cltm_pipeline.training.probe``) on which the
 #: trained model's pooled embeddings are probed for language identity; 0: no probe. ``footprint_top``: the
 #: fraction of encoder parameters a single cell's fine-tuning footprint marks (top |update|, packed bits
-#: beside metrics.json; ``cltm_pipeline.training.footprint``); 0: no footprint.
+#: beside metrics.json; ``cltm_pipeline.training.footprint``); 0: no footprint. ``patience``: stop once
+#: this many dev evaluations in a row have not beaten the best (early stopping; None: train every epoch).
 HPARAM_DEFAULTS: dict[str, Any] = {
     "epochs": 1,
     "lr": 1e-5,
@@ -38,6 +39,7 @@ HPARAM_DEFAULTS: dict[str, Any] = {
     "checkpoint_every": None,
     "probe_clips": 0,
     "footprint_top": 0.05,
+    "patience": None,
 }
 
 #: Hyper-parameters that change how a cell runs or what it stores beside its result, not the result: they are
@@ -45,10 +47,16 @@ HPARAM_DEFAULTS: dict[str, Any] = {
 #: retrains nothing.
 RESULT_NEUTRAL = ("checkpoint_every", "footprint_top")
 
+#: Hyper-parameters added after results existed, whose default leaves training as it was: left out of a
+#: cell's identity at that default, so upgrading retrains nothing; set, they are part of it.
+ABSENT_AT_DEFAULT = {"patience": None}
+
 
 def result_hparams(hp: Mapping[str, Any]) -> dict[str, Any]:
-    """The hyper-parameters a cell's result depends on (all but :data:`RESULT_NEUTRAL`)."""
-    return {k: v for k, v in hp.items() if k not in RESULT_NEUTRAL}
+    """The hyper-parameters a cell's result depends on (all but :data:`RESULT_NEUTRAL`, and keys of
+    :data:`ABSENT_AT_DEFAULT` at their default)."""
+    return {k: v for k, v in hp.items()
+            if k not in RESULT_NEUTRAL and not (k in ABSENT_AT_DEFAULT and v == ABSENT_AT_DEFAULT[k])}
 
 
 def check_hparams(hparams: Mapping[str, Any] | None, extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
@@ -71,9 +79,10 @@ def check_hparams(hparams: Mapping[str, Any] | None, extra: Mapping[str, Any] | 
         hp[key] = int(hp[key])
     if hp["eval_every"] is not None and (not isinstance(hp["eval_every"], int) or hp["eval_every"] <= 0):
         raise ConfigError(f"hparams.eval_every: must be a positive integer or null, got {hp['eval_every']!r}")
-    ce = hp["checkpoint_every"]
-    if ce is not None and (not isinstance(ce, int) or isinstance(ce, bool) or ce <= 0):
-        raise ConfigError(f"hparams.checkpoint_every: must be a positive integer or null, got {ce!r}")
+    for key in ("checkpoint_every", "patience"):
+        v = hp[key]
+        if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v <= 0):
+            raise ConfigError(f"hparams.{key}: must be a positive integer or null, got {v!r}")
     if hp["lr_schedule"] not in ("linear", "constant"):
         raise ConfigError(f"hparams.lr_schedule: must be 'linear' or 'constant', got {hp['lr_schedule']!r}")
     if not isinstance(hp["probe_clips"], int) or isinstance(hp["probe_clips"], bool) or hp["probe_clips"] < 0:

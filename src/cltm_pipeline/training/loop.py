@@ -3,7 +3,10 @@
 Every task trains through :func:`fit`; a task supplies only its hooks (:class:`cltm_pipeline.tasks.TaskCell`).
 AdamW over the trainable parameters, the learning-rate schedule of :func:`lr_factor`, gradient clipping,
 dev evaluation every ``eval_every`` steps (or after each epoch; the last step always) and the state with
-the best dev P (strictly better: ties keep the earlier, less trained state).
+the best dev P (strictly better: ties keep the earlier, less trained state). With ``patience`` set, training
+stops once that many evaluations in a row have not beaten the best: later steps could only be selected by
+beating it, and on small data the dev curve has peaked long before the last epoch (the demo's ASR: best
+at about step 300 of 700).
 
 Resume: with ``checkpoint_every`` set, the loop writes the cell's checkpoint every so many steps (model,
 optimiser, scheduler, AMP scaler, position in the epoch's batch plan, best-so-far state, curves and every
@@ -55,12 +58,13 @@ class FitState:
     best_step: int = 0
     best_state: dict[str, Any] | None = None
     best_extra: Any = None
+    stopped_early: bool = False
     resumed_from: int | None = None
     loop_started: float = 0.0  # perf_counter when the first step began (setup ends there)
 
     def training(self) -> dict[str, Any]:
         """metrics.json's ``training`` fields the loop owns."""
-        return {"steps": self.step, "best_step": self.best_step, "dev_curve": self.curve, "train_loss": self.epoch_loss}
+        return {"steps": self.step, "stopped_early": self.stopped_early, "best_step": self.best_step, "dev_curve": self.curve, "train_loss": self.epoch_loss}
 
 
 def _tensors(obj: Any) -> Any:
@@ -134,6 +138,12 @@ class _Run:
         if STEP_HOOK is not None:
             STEP_HOOK(step)
 
+    def patience_spent(self) -> bool:
+        """Whether the last ``patience`` dev evaluations all failed to beat the best (derived from the curve,
+        so a resumed run decides as an uninterrupted one)."""
+        patience, s = self.hp.get("patience"), self.state
+        return bool(patience) and sum(1 for step, _ in s.curve if step > s.best_step) >= patience
+
     def evaluate_dev(self) -> None:
         s = self.state
         value, extra = self.cell.dev_score()
@@ -162,6 +172,8 @@ class _Run:
             s.step, s.pos = s.step + 1, s.pos + 1
             if every and s.step % every == 0 and s.step != total:
                 self.evaluate_dev()
+                if self.patience_spent():
+                    break
             if s.pos < len(s.plan):
                 self.step_done()  # (an epoch's last step is done after the epoch's end below)
         s.epoch_loss.append(sum(s.losses) / max(1, self.cell.units))
@@ -179,7 +191,8 @@ def fit(cell: TaskCell, hp: Mapping[str, Any], rng: np.random.Generator, checkpo
         run.resume(checkpoint)
     run.state.loop_started = time.perf_counter()
     cell.model.train()
-    while run.state.epoch < hp["epochs"]:
+    while run.state.epoch < hp["epochs"] and not run.patience_spent():
         run.epoch()
+    run.state.stopped_early = run.state.step < cell.total_steps
     cell.model.load_state_dict(run.state.best_state)
     return run.state
