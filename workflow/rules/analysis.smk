@@ -15,6 +15,8 @@ rule typology:
         locales=" ".join(LOCALES),
     log:
         P("logs", name="typology"),
+    benchmark:
+        P("benchmarks", name="typology")
     conda:
         "../envs/cpu.yaml"
     shell:
@@ -36,6 +38,8 @@ rule analyse:
         seed=CFG.raw["inference"]["seed"],
     log:
         P("logs", name="analysis/{task}/{arch}"),
+    benchmark:
+        P("benchmarks", name="analysis/{task}/{arch}")
     conda:
         "../envs/cpu.yaml"
     shell:

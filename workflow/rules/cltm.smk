@@ -21,6 +21,8 @@ rule matrix:
         seed=CFG.raw["inference"]["seed"],
     log:
         P("logs", name="matrices/{task}/{arch}"),
+    benchmark:
+        P("benchmarks", name="matrices/{task}/{arch}")
     conda:
         "../envs/cpu.yaml"
     shell:
@@ -37,6 +39,8 @@ rule complete:
         cells=P("completion.cells"),
     log:
         P("logs", name="completion/{task}/{arch}"),
+    benchmark:
+        P("benchmarks", name="completion/{task}/{arch}")
     conda:
         "../envs/cpu.yaml"
     shell:

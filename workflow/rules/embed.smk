@@ -51,6 +51,8 @@ rule task_embeddings:
         P("ready.embeddings"),
     log:
         P("logs", name="ready/{task}/{arch}/embeddings"),
+    benchmark:
+        P("benchmarks", name="ready/{task}/{arch}/embeddings")
     conda:
         "../envs/cpu.yaml"
     shell:

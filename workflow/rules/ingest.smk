@@ -46,6 +46,8 @@ rule task_ingested:
         P("ready.ingested"),
     log:
         P("logs", name="ready/{task}/ingested"),
+    benchmark:
+        P("benchmarks", name="ready/{task}/ingested")
     conda:
         "../envs/cpu.yaml"
     shell:

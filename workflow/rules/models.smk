@@ -8,6 +8,8 @@ rule prepare_model:
         tiny=lambda w: tiny_arg(w.model),
     log:
         P("logs", name="models/{model}"),
+    benchmark:
+        P("benchmarks", name="models/{model}")
     conda:
         "../envs/gpu.yaml"
     shell:

@@ -32,6 +32,8 @@ rule report:
         ),
     log:
         P("logs", name="report"),
+    benchmark:
+        P("benchmarks", name="report")
     conda:
         "../envs/cpu.yaml"
     shell:

@@ -17,6 +17,8 @@ rule eval_sets:
         spec=lambda w: subset_spec_json(w.task, with_languages=False),
     log:
         P("logs", name="subsets/{task}/{target}/eval_sets"),
+    benchmark:
+        P("benchmarks", name="subsets/{task}/{target}/eval_sets")
     conda:
         "../envs/cpu.yaml"
     shell:
@@ -37,6 +39,8 @@ rule subsets:
         tables=subset_tables,
     log:
         P("logs", name="subsets/{task}/{target}/seed{seed}"),
+    benchmark:
+        P("benchmarks", name="subsets/{task}/{target}/seed{seed}")
     conda:
         "../envs/cpu.yaml"
     shell:
@@ -59,6 +63,8 @@ rule target_artifact:
         spec=lambda w: subset_spec_json(w.task),
     log:
         P("logs", name="subsets/{task}/{target}/{artifact}"),
+    benchmark:
+        P("benchmarks", name="subsets/{task}/{target}/{artifact}")
     conda:
         "../envs/cpu.yaml"
     shell:
@@ -77,6 +83,8 @@ rule task_artifact:
         spec=lambda w: subset_spec_json(w.task),
     log:
         P("logs", name="subsets/{task}/{artifact}"),
+    benchmark:
+        P("benchmarks", name="subsets/{task}/{artifact}")
     conda:
         "../envs/cpu.yaml"
     shell:
@@ -93,6 +101,8 @@ rule probe_set:
         spec=lambda w: subset_spec_json(w.task),
     log:
         P("logs", name="subsets/{task}/probe"),
+    benchmark:
+        P("benchmarks", name="subsets/{task}/probe")
     conda:
         "../envs/cpu.yaml"
     shell:
@@ -112,6 +122,8 @@ rule task_seed_tables:
         P("ready.seed_tables"),
     log:
         P("logs", name="ready/{task}/seed_tables"),
+    benchmark:
+        P("benchmarks", name="ready/{task}/seed_tables")
     conda:
         "../envs/cpu.yaml"
     shell:
