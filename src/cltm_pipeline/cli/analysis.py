@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -138,11 +139,13 @@ def cmd_learning_curve(args: argparse.Namespace) -> None:
 
 def cmd_complete(args: argparse.Namespace) -> None:
     """Predict a CLTM's unmeasured (NaN) dual cells with 90 % prediction intervals; write DIR/cells.tsv."""
-    path, se = Path(args.matrix), None
+    path, se, undefined = Path(args.matrix), None, None
     matrix_dir = path.is_dir()  # a workflow matrix directory: its cltm.tsv, and se.tsv for the cell weights
-    languages, values = read_wide(path / "cltm.tsv" if matrix_dir else path)
-    if matrix_dir and args.weights == "se" and (path / "se.tsv").is_file():
-        se = read_wide(path / "se.tsv")[1]
+    languages, values = read_wide(path / "cltm.tsv" if matrix_dir else path, require_measured=not matrix_dir)
+    if matrix_dir:  # cltm matrix leaves a target's diagonal NaN when its C is undefined (zero or no self gain)
+        undefined = ~np.isfinite(np.diag(values))
+        if args.weights == "se" and (path / "se.tsv").is_file():
+            se = read_wide(path / "se.tsv", require_measured=False)[1]
     covariates = None
     if args.typology:  # cltm typology's table: its URIEL+ distances compete as covariates
         try:
@@ -151,11 +154,19 @@ def cmd_complete(args: argparse.Namespace) -> None:
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise ConfigError(f"--typology {args.typology}: not a cltm typology table ({exc})") from None
         covariates = np.stack(list(dist.values()), axis=-1)
-    res = complete(languages, values, model=args.model, level=args.level, folds=args.folds, seed=args.seed,
-                   se=se, covariates=covariates)
+    try:
+        res = complete(languages, values, model=args.model, level=args.level, folds=args.folds, seed=args.seed,
+                       se=se, covariates=covariates, undefined=undefined)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
     out = write_cells(res, Path(args.out))
-    predicted = int((~res.measured).sum())
-    print(f"complete {out}: {predicted} of {len(languages) ** 2 - len(languages)} dual cells predicted by {res.model} "
+    off = ~np.eye(len(languages), dtype=bool)
+    predicted = int((~res.measured & off & np.isfinite(res.C)).sum())
+    bad = res.summary()["undefined_targets"]
+    if bad:
+        print(f"cltm complete: warning: C undefined for target(s) {', '.join(bad)} (zero or no self gain): their "
+              "cells are neither fitted nor predicted (NaN in cells.tsv)", file=sys.stderr)
+    print(f"complete {out}: {predicted} of {int(off.sum())} dual cells predicted by {res.model} "
           f"(cross-validated {args.level:.0%} interval half-width {res.half_width:.3f})")
 
 
