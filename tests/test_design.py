@@ -303,3 +303,11 @@ def test_the_small_demo_runs_an_adaptive_round_and_its_report_shows_the_complete
     assert f"<b>{summary['measured_dual']} of 6</b> dual cells measured" in html
     again = snakemake(work, "-n")
     assert "Nothing to be done" in again.stdout + again.stderr
+    # a round's cell lost after the run (or its worker killed before the flag): a plain rerun plans exactly
+    # that round's worker and the final matrix again, not the round's plan
+    (t, d), = round1
+    (res / "runs" / "gender" / "mhubert" / t / d / "seed1" / "metrics.json").unlink()
+    out = snakemake(work, "-n", "-p").stdout
+    counts = {rule: int(n) for rule, n in re.findall(r"^(\w+)\s+(\d+)$", out, flags=re.M)}
+    assert counts.get("train_round") == 1 and "plan" not in counts and "train" not in counts, counts
+    assert f"--target {t} " in out and f"--donors {d} --seeds 0 1" in out, out[-2000:]

@@ -13,7 +13,7 @@ from pathlib import Path
 shell.prefix(f'export PATH="{Path(sys.executable).parent}:$PATH" CLTM_PARENT_PID={os.getpid()}; ')
 
 from cltm_pipeline import layout
-from cltm_pipeline.analysis.design import read_plan
+from cltm_pipeline.analysis.design import plan_by_target
 from cltm_pipeline.config import config_hash, load_config, read_yaml
 from cltm_pipeline.errors import ConfigError, CorpusError, SubsetError
 from cltm_pipeline.protocol import SINGLE
@@ -214,10 +214,7 @@ ROUNDS = CFG.design["rounds"] if CFG.design["mode"] == "adaptive" else 0
 def round_cells(task, arch, r):
     """Round ``r``'s planned cells of one matrix, target -> donors in config order; asking for them makes
     Snakemake run the round's checkpoint (plan) first; read each time, as a rerun plan may rewrite them."""
-    planned = set(read_plan(checkpoints.plan.get(task=task, arch=arch, round=r).output[0]))
-    langs = CFG.raw["tasks"][task]["languages"]
-    cells = {t: [d for d in langs if (t, d) in planned] for t in langs}
-    return {t: ds for t, ds in cells.items() if ds}
+    return plan_by_target(checkpoints.plan.get(task=task, arch=arch, round=r).output[0], CFG.raw["tasks"][task]["languages"])
 
 
 def design_flags(task, arch, upto):

@@ -41,7 +41,7 @@ from cltm_pipeline.io import write_text
 
 __all__ = ["RULES", "MODEL_RULES", "initial_design", "committee_spread", "error_scale", "predictive_variance",
            "model_spread", "scores", "pick", "next_batch", "read_cells", "read_trained", "write_plan",
-           "read_plan"]
+           "read_plan", "plan_by_target"]
 
 RULES = ("random", "balance", "committee", "models", "committee_balance", "variance", "widest", "gain")
 #: Rules that need the completion model (the others look only at which cells are measured).
@@ -294,3 +294,10 @@ def read_plan(path: Path) -> list[tuple[str, str]]:
     if not lines or lines[0].split("\t")[:2] != ["target", "donor"]:
         raise ConfigError(f"{path}: row 1: not a cltm plan (expected target, donor, rank, rule, score)")
     return [(f[0], f[1]) for f in (line.split("\t") for line in lines[1:] if line.strip())]
+
+
+def plan_by_target(path: Path, languages: Sequence[str]) -> dict[str, list[str]]:
+    """A plan's cells as target -> donors, both in ``languages`` order; targets without a cell left out."""
+    planned = set(read_plan(path))
+    cells = {t: [d for d in languages if (t, d) in planned] for t in languages}
+    return {t: ds for t, ds in cells.items() if ds}
