@@ -244,7 +244,7 @@ def test_plan_never_repicks_a_trained_cell_whose_c_is_undefined(tmp_path):
 ADAPTIVE_ROUNDS = {"mode": "adaptive", "initial": 0.5, "rounds": 1, "budget": 0.67}
 
 
-def test_the_small_demo_runs_an_adaptive_round_and_its_report_shows_the_completed_matrix(tmp_path):
+def test_the_small_demo_runs_an_adaptive_round_and_its_report_shows_the_completed_matrix(tmp_path, monkeypatch):
     """The tests' small demo, trained enough that some targets have a self gain (the others' C is undefined),
     under design: {mode: adaptive, initial: 0.5, rounds: 1, budget: 0.67}: 3 initial duals, one round of 1
     cell (checkpoint plan, its train job, the matrix after it), the final matrix with exactly those 4 cells,
@@ -303,10 +303,16 @@ def test_the_small_demo_runs_an_adaptive_round_and_its_report_shows_the_complete
     assert f"<b>{summary['measured_dual']} of 6</b> dual cells measured" in html
     again = snakemake(work, "-n")
     assert "Nothing to be done" in again.stdout + again.stderr
-    # a round's cell lost after the run (or its worker killed before the flag): a plain rerun plans exactly
-    # that round's worker and the final matrix again, not the round's plan
+    from cltm_pipeline.workflow import inventory
+
+    monkeypatch.chdir(work)  # the config's results path is relative
+    inv = inventory(cfg)  # cltm status: the round's cell is in the grid, done as its round's flag says
+    assert inv.height == (3 + 3 + 4) * 2 and (inv["status"] == "done").all()
     (t, d), = round1
     (res / "runs" / "gender" / "mhubert" / t / d / "seed1" / "metrics.json").unlink()
+    assert inventory(cfg)["status"].to_list().count("missing") == 1
+    # a round's cell lost after the run (or its worker killed before the flag): a plain rerun plans exactly
+    # that round's worker and the final matrix again, not the round's plan
     out = snakemake(work, "-n", "-p").stdout
     counts = {rule: int(n) for rule, n in re.findall(r"^(\w+)\s+(\d+)$", out, flags=re.M)}
     assert counts.get("train_round") == 1 and "plan" not in counts and "train" not in counts, counts

@@ -149,15 +149,19 @@ def design_rounds(cfg: Config, task: str, arch: str) -> list[tuple[int, dict[str
 
 
 def grid(cfg: Config) -> pl.DataFrame:
-    """Every training run the config asks for: task, arch, target, donor ("-" single), seed, cell kind."""
+    """Every training run the config asks for: task, arch, target, donor ("-" single), seed, cell kind (and
+    the cells an adaptive design's rounds planned so far)."""
     rows = []
     for task, t in cfg.raw["tasks"].items():
         langs = t["languages"]
         for arch in t["architectures"]:
+            planned = [(target, donor) for _, cells in design_rounds(cfg, task, arch)
+                       for target, donors in cells.items() for donor in donors]
             for seed in cfg.seeds(task):
                 for target in langs:
                     for donor in cfg.donors(task, target):
                         rows.append((task, arch, target, donor, seed, cell_kind(target, donor)))
+                rows += [(task, arch, target, donor, seed, cell_kind(target, donor)) for target, donor in planned]
     return pl.DataFrame(rows, schema=["task", "arch", "target", "donor", "seed", "cell"], orient="row")
 
 
@@ -170,14 +174,18 @@ def inventory(cfg: Config) -> pl.DataFrame:
     flags: dict[tuple, dict[str, list[int]]] = {}
     group_of = {(task, arch, int(s)): group for task, t in cfg.raw["tasks"].items() for arch in t["architectures"]
                 for group in seed_groups(cfg, task, arch) for s in group.split("+")}
+    round_of = {(task, arch, target, donor): r for task, t in cfg.raw["tasks"].items() for arch in t["architectures"]
+                for r, cells in design_rounds(cfg, task, arch) for target, donors in cells.items() for donor in donors}
     for task, arch, target, donor, seed in g.select("task", "arch", "target", "donor", "seed").iter_rows():
         kw = dict(task=task, arch=arch, target=target, donor=donor, seed=seed, seeds=group_of[task, arch, seed])
+        r = round_of.get((task, arch, target, donor))  # a cell an adaptive round trained: that round's job
         p, failed = Path(path(results, "runs.metrics", **kw)), Path(path(results, "runs.failed", **kw))
         paths.append(str(p))
-        logs.append(path(results, "logs.runs", **kw))
-        flag = (task, arch, target, kw["seeds"])
+        logs.append(path(results, "logs.runs", **kw) if r is None else path(results, "logs.round_runs", **kw, round=r))
+        flag = (task, arch, target, kw["seeds"], r)
         if flag not in flags:
-            flags[flag] = read_flag(Path(path(results, "runs.flag", **kw))) or {}
+            which = "runs.flag" if r is None else "runs.round_flag"
+            flags[flag] = read_flag(Path(path(results, which, **kw, round=r))) or {}
         stamp = flags[flag].get(CELL_DIR.format(target=target, donor=donor, seed=seed))
         status.append("done" if metrics_ok(p, stamp) or (stamp is not None and metrics_ok(p))
                       else "failed" if failed.is_file() else "missing")
