@@ -20,6 +20,8 @@ checkpoint plan:
         options=plan_options(),
     log:
         P("logs", name="design/{task}/{arch}/round{round}"),
+    benchmark:
+        P("benchmarks", name="design/{task}/{arch}/round{round}")
     conda:
         "../envs/cpu.yaml"
     shell:
@@ -45,3 +47,5 @@ use rule matrix as round_matrix with:
         summary=P("design.summary"),
     log:
         P("logs", name="design/{task}/{arch}/round{round}/matrix"),
+    benchmark:
+        P("benchmarks", name="design/{task}/{arch}/round{round}/matrix")
