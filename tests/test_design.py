@@ -317,3 +317,19 @@ def test_the_small_demo_runs_an_adaptive_round_and_its_report_shows_the_complete
     counts = {rule: int(n) for rule, n in re.findall(r"^(\w+)\s+(\d+)$", out, flags=re.M)}
     assert counts.get("train_round") == 1 and "plan" not in counts and "train" not in counts, counts
     assert f"--target {t} " in out and f"--donors {d} --seeds 0 1" in out, out[-2000:]
+
+
+def test_plan_width_stops_once_the_predicted_intervals_are_narrow_enough(tmp_path, capsys):
+    """--width W: no cell once the completion's mean interval width is at most W; a batch otherwise."""
+    langs, C = _asr()
+    measured = initial_design(len(langs), 36, seed=0)
+    cells = _write_cells(tmp_path / "cells.tsv", langs, C, measured)
+    from cltm_pipeline.analysis.design import read_plan
+
+    assert cltm(["plan", "--cells", str(cells), "--budget", "5", "--width", "100", "--out", str(tmp_path / "a.tsv")]) == 0
+    assert read_plan(tmp_path / "a.tsv") == [] and "no cell" in capsys.readouterr().out
+    assert cltm(["plan", "--cells", str(cells), "--budget", "5", "--width", "0.001", "--out", str(tmp_path / "b.tsv")]) == 0
+    planned = read_plan(tmp_path / "b.tsv")
+    assert len(planned) == 5 and "mean interval width" in capsys.readouterr().out
+    index = {lang: k for k, lang in enumerate(langs)}
+    assert not any(measured[index[t], index[d]] for t, d in planned)
