@@ -24,6 +24,7 @@ include: "workflow/rules/models.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/embed.smk"
 include: "workflow/rules/cltm.smk"
+include: "workflow/rules/design.smk"
 include: "workflow/rules/analysis.smk"
 include: "workflow/rules/report.smk"
 

@@ -148,3 +148,44 @@ def test_complete_reads_a_matrix_directorys_se_and_rejects_a_bad_typology_table(
     assert cltm(["complete", "--matrix", str(mdir), "--out", str(tmp_path / "x"), "--typology", str(tmp_path / "t.json")]) == 2
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and "--typology" in err and "not a cltm typology table" in err
+
+
+def test_a_matrix_directorys_undefined_rows_are_marked_not_predicted_and_all_undefined_is_no_error(tmp_path, capsys):
+    """cltm matrix leaves a target's row and diagonal NaN when its self gain is zero (b = c): complete fits
+    and predicts the other rows, leaves that row NaN with a one-line warning, and with every row undefined
+    writes the diagonal only instead of failing."""
+    langs, C = _study("asr_mhubert.tsv")
+    mdir = tmp_path / "matrix"
+    mdir.mkdir()
+    hidden = np.where(np.random.default_rng(2).random(C.shape) < 0.3, np.nan, C)
+    np.fill_diagonal(hidden, 1.0)
+    hidden[3, :] = np.nan  # b = c for target 3: every C of its row, its diagonal too, undefined
+    _write(mdir / "cltm.tsv", langs, hidden)
+    assert cltm(["complete", "--matrix", str(mdir), "--out", str(tmp_path / "a")]) == 0
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "warning" in err and langs[3] in err
+    cells = pl.read_csv(tmp_path / "a" / "cells.tsv", separator="\t")
+    row = cells.filter(pl.col("target") == langs[3])
+    assert row["C"].is_nan().all() and row["lo"].is_nan().all() and not row["measured"].any()
+    rest = cells.filter(pl.col("target") != langs[3])
+    pred = rest.filter(~pl.col("measured"))
+    assert pred.height == int(np.isnan(np.delete(hidden, 3, axis=0)).sum()) and pred["C"].is_finite().all()
+    import json
+
+    summary = json.loads((tmp_path / "a" / "summary.json").read_text())
+    assert summary["undefined_targets"] == [langs[3]]
+    # the report shows the undefined row blank, not hatched, and says why
+    from cltm_pipeline.report.completion import completion_section, read_completion
+
+    html = completion_section([read_completion(tmp_path / "a", "asr")], None)
+    assert f"C is undefined for target(s) {langs[3]}" in html and "not predicted" in html
+
+    nothing = np.full(C.shape, np.nan)
+    _write(mdir / "cltm.tsv", langs, nothing)
+    assert cltm(["complete", "--matrix", str(mdir), "--out", str(tmp_path / "b")]) == 0
+    cells = pl.read_csv(tmp_path / "b" / "cells.tsv", separator="\t")
+    assert cells["C"].is_nan().all() and not cells["measured"].any()
+    # a wide TSV (not a workflow matrix) with nothing measured is still the one-line error
+    _write(tmp_path / "in.tsv", langs, nothing)
+    assert cltm(["complete", "--matrix", str(tmp_path / "in.tsv"), "--out", str(tmp_path / "c")]) == 2
+    assert "no measured off-diagonal cell" in capsys.readouterr().err

@@ -205,3 +205,131 @@ def test_an_adaptive_workflow_trains_only_the_initial_duals_and_completes_each_m
         assert names[:1] == ["-"] and target in names and len(names) == 3  # one dual each: 3 of 6
     counts = {rule: int(n) for rule, n in _re.findall(r"^(complete|report|train)\s+(\d+)$", out, flags=_re.M)}
     assert counts == {"complete": 1, "report": 1, "train": 6}, counts
+
+
+def test_a_design_block_with_rounds_checks_its_budget_and_splits_it_over_the_rounds():
+    from cltm_pipeline.errors import ConfigError
+
+    cfg, _ = _config({"mode": "adaptive", "initial": 0.3, "rounds": 3, "budget": 0.8})
+    assert cfg.round_sizes("gender") == [5, 5, 5]  # round(0.8 x 30) - round(0.3 x 30) = 15 cells, 5 a round
+    assert _config({"mode": "adaptive"})[0].round_sizes("gender") == [] == _config(None)[0].round_sizes("gender")
+    for design, message in (
+        ({"mode": "adaptive", "rounds": 2}, r"design\.budget: needed with design\.rounds"),
+        ({"mode": "adaptive", "initial": 0.5, "rounds": 1, "budget": 0.4}, r"design\.budget: 0\.4 is not above design\.initial"),
+        ({"mode": "full", "rounds": 1, "budget": 0.5}, r"design\.rounds: only with mode adaptive"),
+        ({"mode": "adaptive", "width": 0.2}, r"design\.width: only with design\.rounds >= 1"),
+        ({"mode": "adaptive", "rounds": 1, "budget": 2}, r"design.*budget|budget.*maximum"),
+    ):
+        with pytest.raises(ConfigError, match=message):
+            _config(design)
+
+
+def test_plan_never_repicks_a_trained_cell_whose_c_is_undefined(tmp_path):
+    """A workflow matrix's cells.tsv: trained cells (n_seeds > 0) whose C is NaN (zero self gain) are not
+    planned again; with no C defined at all the batch is balanced over the untrained cells."""
+    langs = ["aa", "bb", "cc"]
+    rows = ["target\tdonor\tn_seeds\tC\tse"]
+    trained = {("aa", "bb"), ("bb", "cc"), ("cc", "aa")}
+    for t in langs:
+        for d in langs:
+            rows.append(f"{t}\t{d}\t{2 if (t, d) in trained or t == d else 0}\tNaN\tNaN")
+    (tmp_path / "cells.tsv").write_text("\n".join(rows) + "\n", encoding="utf-8")
+    assert cltm(["plan", "--cells", str(tmp_path / "cells.tsv"), "--budget", "3", "--out", str(tmp_path / "next.tsv")]) == 0
+    from cltm_pipeline.analysis.design import read_plan
+
+    planned = read_plan(tmp_path / "next.tsv")
+    assert len(planned) == 3 and not set(planned) & trained and all(t != d for t, d in planned)
+
+
+ADAPTIVE_ROUNDS = {"mode": "adaptive", "initial": 0.5, "rounds": 1, "budget": 0.67}
+
+
+def test_the_small_demo_runs_an_adaptive_round_and_its_report_shows_the_completed_matrix(tmp_path, monkeypatch):
+    """The tests' small demo, trained enough that some targets have a self gain (the others' C is undefined),
+    under design: {mode: adaptive, initial: 0.5, rounds: 1, budget: 0.67}: 3 initial duals, one round of 1
+    cell (checkpoint plan, its train job, the matrix after it), the final matrix with exactly those 4 cells,
+    the completion and the report; a rerun has nothing to do."""
+    import copy
+    import json
+
+    from test_workflow import SMALL, make_workdir, snakemake
+
+    from cltm_pipeline.config import load_config
+    from conftest import REPO
+
+    raw = copy.deepcopy(SMALL)
+    arch = raw["tasks"]["gender"]["architectures"]["mhubert"]
+    arch["hparams"] = {"epochs": 8, "lr": 0.002, "max_seconds": 1.0, "freeze_feature_encoder": False}
+    arch["resources"] = {"seeds_per_job": 2}
+    raw["design"] = ADAPTIVE_ROUNDS
+    work = make_workdir(tmp_path / "wf", raw)
+    snakemake(work, "--cores", "2")
+    cfg = load_config(raw, source="test", root=REPO)
+    langs = raw["tasks"]["gender"]["languages"]
+    res = work / "results"
+    design = res / "design" / "gender" / "mhubert"
+    initial = {(t, d) for t in langs for d in cfg.donors("gender", t) if d not in ("-", t)}
+    from cltm_pipeline.analysis.design import read_plan
+
+    round1 = read_plan(design / "round1.tsv")
+    assert len(initial) == 3 and len(round1) == cfg.round_sizes("gender")[0] == 1
+    assert not set(round1) & initial and not (design / "round2.tsv").exists()
+    for t, d in round1:  # the round's worker trained its cell for both seeds
+        assert (res / "runs" / "gender" / "mhubert" / t / "round1.seed0+1.done").is_file()
+        for s in (0, 1):
+            assert (res / "runs" / "gender" / "mhubert" / t / d / f"seed{s}" / "metrics.json").is_file()
+
+    def trained(matrix_dir):
+        cells = pl.read_csv(matrix_dir / "cells.tsv", separator="\t")
+        return {(t, d) for t, d, n in cells.select("target", "donor", "n_seeds").iter_rows() if n > 0 and t != d}
+
+    assert trained(design / "round0") == initial  # the matrix round 1 was planned from
+    assert trained(res / "matrices" / "gender" / "mhubert") == initial | set(round1)
+    # the completion: measured = trained with C defined; a defined row's untrained cell predicted; a row
+    # with zero self gain left NaN
+    done = pl.read_csv(res / "completion" / "gender" / "mhubert" / "cells.tsv", separator="\t").filter(
+        pl.col("target") != pl.col("donor"))
+    summary = json.loads((res / "completion" / "gender" / "mhubert" / "summary.json").read_text())
+    undefined = set(summary["undefined_targets"])
+    for t, d, C, measured in done.select("target", "donor", "C", "measured").iter_rows():
+        if t in undefined:
+            assert np.isnan(C) and not measured
+        else:
+            assert measured == ((t, d) in initial | set(round1)) and np.isfinite(C), (t, d)
+    predicted = done.filter(~pl.col("measured") & pl.col("C").is_not_nan())
+    assert predicted.height >= 1 and summary["measured_dual"] == done["measured"].sum() >= 1
+    html = (res / "report" / "index.html").read_text(encoding="utf-8")
+    assert '<section id="completion">' in html and "predicted (hatched)" in html
+    assert f"<b>{summary['measured_dual']} of 6</b> dual cells measured" in html
+    again = snakemake(work, "-n")
+    assert "Nothing to be done" in again.stdout + again.stderr
+    from cltm_pipeline.workflow import inventory
+
+    monkeypatch.chdir(work)  # the config's results path is relative
+    inv = inventory(cfg)  # cltm status: the round's cell is in the grid, done as its round's flag says
+    assert inv.height == (3 + 3 + 4) * 2 and (inv["status"] == "done").all()
+    (t, d), = round1
+    (res / "runs" / "gender" / "mhubert" / t / d / "seed1" / "metrics.json").unlink()
+    assert inventory(cfg)["status"].to_list().count("missing") == 1
+    # a round's cell lost after the run (or its worker killed before the flag): a plain rerun plans exactly
+    # that round's worker and the final matrix again, not the round's plan
+    out = snakemake(work, "-n", "-p").stdout
+    counts = {rule: int(n) for rule, n in re.findall(r"^(\w+)\s+(\d+)$", out, flags=re.M)}
+    assert counts.get("train_round") == 1 and "plan" not in counts and "train" not in counts, counts
+    assert f"--target {t} " in out and f"--donors {d} --seeds 0 1" in out, out[-2000:]
+
+
+def test_plan_width_stops_once_the_predicted_intervals_are_narrow_enough(tmp_path, capsys):
+    """--width W: no cell once the completion's mean interval width is at most W; a batch otherwise."""
+    langs, C = _asr()
+    measured = initial_design(len(langs), 36, seed=0)
+    cells = _write_cells(tmp_path / "cells.tsv", langs, C, measured)
+    from cltm_pipeline.analysis.design import read_plan
+
+    assert cltm(["plan", "--cells", str(cells), "--budget", "5", "--width", "100", "--out", str(tmp_path / "a.tsv")]) == 0
+    assert read_plan(tmp_path / "a.tsv") == [] and "no cell" in capsys.readouterr().out
+    assert cltm(["plan", "--cells", str(cells), "--budget", "5", "--width", "0.001", "--out", str(tmp_path / "b.tsv")]) == 0
+    planned = read_plan(tmp_path / "b.tsv")
+    assert len(planned) == 5 and "mean interval width" in capsys.readouterr().out
+    index = {lang: k for k, lang in enumerate(langs)}
+    assert not any(measured[index[t], index[d]] for t, d in planned)

@@ -153,13 +153,30 @@ class Config:
         for the target). Under ``design: {mode: adaptive}`` only the duals of the initial design (a share
         ``initial`` of them, spread evenly over rows and columns, seeded by ``seed``) are trained."""
         langs = self.raw["tasks"][task]["languages"]
-        design = self.raw.get("design", {"mode": "full"})
+        design = self.design
         if design["mode"] == "full":
             return [SINGLE, *langs]
         n = len(langs)
-        mask = initial_design(n, round(design.get("initial", 0.3) * n * (n - 1)), design.get("seed", 0))
+        mask = initial_design(n, round(design["initial"] * n * (n - 1)), design["seed"])
         i = langs.index(target)
         return [SINGLE, *(d for j, d in enumerate(langs) if j == i or mask[i, j])]
+
+    @property
+    def design(self) -> dict[str, Any]:
+        """The ``design`` block with its code defaults filled in (mode full without one)."""
+        return {"mode": "full", "initial": 0.3, "seed": 0, "rounds": 0, "budget": None, "width": None,
+                "rule": "balance", **self.raw.get("design", {})}
+
+    def round_sizes(self, task: str) -> list[int]:
+        """Dual cells each adaptive round plans for one matrix of ``task``: the budget less the initial
+        design, split as evenly as whole cells allow over the rounds (none under mode full)."""
+        d = self.design
+        if d["mode"] == "full" or not d["rounds"]:
+            return []
+        n = len(self.raw["tasks"][task]["languages"])
+        extra = max(0, round(d["budget"] * n * (n - 1)) - round(d["initial"] * n * (n - 1)))
+        k = d["rounds"]
+        return [extra * r // k - extra * (r - 1) // k for r in range(1, k + 1)]
 
     def learning_curve_seeds(self) -> list[int]:
         """Seeds of the optional ``learning_curve`` block (none without one)."""
@@ -194,6 +211,25 @@ class Config:
 def _seed_list(seeds: int | list[int]) -> list[int]:
     """A seed count (0..n-1) or an explicit list, as a sorted list."""
     return list(range(seeds)) if isinstance(seeds, int) else sorted(seeds)
+
+
+def _check_design(cfg: dict[str, Any], source: str) -> None:
+    """Adaptive rounds need a budget above the initial design; a full design takes none of their keys."""
+    d = cfg.get("design")
+    if d is None:
+        return
+    adaptive_only = [k for k in ("rounds", "budget", "width", "rule") if k in d]
+    if d["mode"] == "full" and adaptive_only:
+        raise ConfigError(f"{source}: design.{adaptive_only[0]}: only with mode adaptive (mode full trains every cell)")
+    if d.get("rounds") and "budget" not in d:
+        raise ConfigError(f"{source}: design.budget: needed with design.rounds ({d['rounds']}): the share of dual "
+                          "cells to train in the end")
+    if "budget" in d and d["budget"] <= d.get("initial", 0.3):
+        raise ConfigError(f"{source}: design.budget: {d['budget']} is not above design.initial "
+                          f"({d.get('initial', 0.3)}): no cell left for the rounds")
+    if not d.get("rounds") and any(k in d for k in ("budget", "width", "rule")):
+        key = next(k for k in ("budget", "width", "rule") if k in d)
+        raise ConfigError(f"{source}: design.{key}: only with design.rounds >= 1 (no round plans a cell)")
 
 
 def _check_learning_curve(cfg: dict[str, Any], source: str) -> None:
@@ -299,6 +335,7 @@ def load_config(raw: Mapping[str, Any] | Path, source: str | None = None, root: 
                 raise ConfigError(f"{source}: tasks.{task}.languages.{k}: locale {loc!r} is not in the languages sheet {sheet}")
     _check_models_and_tasks(cfg, source)
     _check_learning_curve(cfg, source)
+    _check_design(cfg, source)
     if "demo" in cfg:
         _check_demo(cfg, source, known, sheet)
     return Config(cfg, languages, source, sheet)

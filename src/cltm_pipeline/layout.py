@@ -39,6 +39,9 @@ PATTERNS: dict[str, str] = {
     # one worker job (and log) per (task, arch, target, seed group "3" or "0+1+2+3") trains all its cells
     "runs.flag": "runs/{task}/{arch}/{target}/seed{seeds}.done",
     "logs.runs": "logs/runs/{task}/{arch}/{target}/seed{seeds}.log",
+    # design: {mode: adaptive, rounds: k}: round r's worker job of a target trains the cells round r planned
+    "runs.round_flag": "runs/{task}/{arch}/{target}/round{round}.seed{seeds}.done",
+    "logs.round_runs": "logs/runs/{task}/{arch}/{target}/round{round}.seed{seeds}.log",
     "matrices": "matrices/{task}/{arch}",
     "matrices.summary": "matrices/{task}/{arch}/summary.json",
     "matrices.cells": "matrices/{task}/{arch}/cells.tsv",
@@ -53,6 +56,12 @@ PATTERNS: dict[str, str] = {
     "ready.embeddings": "ready/{task}/{arch}/embeddings.json",
     "typology": "typology/uriel.json",
     "completion.cells": "completion/{task}/{arch}/cells.tsv",
+    # the cells round r (1..k) trains (cltm plan), planned from the matrix after round r - 1 (round0: initial)
+    "design.round": "design/{task}/{arch}/round{round}.tsv",
+    "design.matrix": "design/{task}/{arch}/round{round}",
+    "design.cltm": "design/{task}/{arch}/round{round}/cltm.tsv",
+    "design.cells": "design/{task}/{arch}/round{round}/cells.tsv",
+    "design.summary": "design/{task}/{arch}/round{round}/summary.json",
     "report": "report/index.html",
     "report.figure": "report/figures/{task}_{arch}_{kind}.html",
     # a job's log and its benchmark (wall and CPU seconds), named after the rule and its wildcards

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import polars as pl
 
+from cltm_pipeline.analysis.design import plan_by_target
 from cltm_pipeline.config import Config
 from cltm_pipeline.data.commonvoice import read_locale
 from cltm_pipeline.data.subsets import PROBE_MAX_CLIPS, SubsetSpec, check_capacity
@@ -15,7 +16,7 @@ from cltm_pipeline.layout import CELL_DIR, path
 from cltm_pipeline.training.worker import metrics_ok, read_flag
 from cltm_pipeline.protocol import cell_kind
 
-__all__ = ["check_release_capacity", "pool_sizes", "seed_groups", "stale_flags",
+__all__ = ["check_release_capacity", "pool_sizes", "seed_groups", "stale_flags", "design_rounds",
            "inventory"]
 
 
@@ -95,44 +96,72 @@ def stale_flags(cfg: Config) -> list[tuple[str, str, Path, str]]:
 
     Snakemake tracks only the flags, and does not rebuild a missing intermediate file while the files made
     from it exist: removing such a flag and its matrix before the DAG is built makes a plain rerun retrain
-    exactly those cells (the worker skips every cell still current) and rebuild the matrix."""
+    exactly those cells (the worker skips every cell still current) and rebuild the matrix. The flags of an
+    adaptive design's rounds (``design.rounds``) are checked too, for the rounds already planned."""
     results, stale = cfg.raw["results"], []
     for task, t in cfg.raw["tasks"].items():
         langs = t["languages"]
         for arch in t["architectures"]:
             matrix = Path(path(results, "matrices.summary", task=task, arch=arch))
+            jobs = [("runs.flag", {}, target, cfg.donors(task, target)) for target in langs]
+            for r, cells in design_rounds(cfg, task, arch):
+                jobs += [("runs.round_flag", {"round": r}, target, donors) for target, donors in cells.items()]
             for seeds in seed_groups(cfg, task, arch):
-                for target in langs:
+                for which, extra, target, donors in jobs:
                     kw = dict(task=task, arch=arch, target=target, seeds=seeds)
-                    flag = Path(path(results, "runs.flag", **kw))
-                    if not flag.exists():
-                        if matrix.exists():
-                            stale.append((task, arch, flag, f"missing while {matrix} exists"))
-                        continue
-                    stamps = read_flag(flag)
-                    if stamps is None:
-                        stale.append((task, arch, flag, "unreadable flag"))
-                        continue
-                    for seed, donor in ((int(s), d) for s in seeds.split("+") for d in cfg.donors(task, target)):
-                        name = CELL_DIR.format(target=target, donor=donor, seed=seed)
-                        metrics = Path(path(results, "runs.metrics", **kw, donor=donor, seed=seed))
-                        if not metrics_ok(metrics, stamps.get(name)):
-                            why = "missing" if not metrics.exists() else "changed or corrupt"
-                            stale.append((task, arch, flag, f"{metrics} {why}"))
-                            break
+                    why = _flag_problem(results, Path(path(results, which, **kw, **extra)), kw, donors, matrix)
+                    if why:
+                        stale.append((task, arch, Path(path(results, which, **kw, **extra)), why))
     return stale
 
 
+def _flag_problem(results: str, flag: Path, kw: dict, donors: list[str], matrix: Path) -> str | None:
+    """Why one worker flag is stale (see :func:`stale_flags`), or None."""
+    if not flag.exists():
+        return f"missing while {matrix} exists" if matrix.exists() else None
+    stamps = read_flag(flag)
+    if stamps is None:
+        return "unreadable flag"
+    for seed, donor in ((int(s), d) for s in kw["seeds"].split("+") for d in donors):
+        name = CELL_DIR.format(target=kw["target"], donor=donor, seed=seed)
+        metrics = Path(path(results, "runs.metrics", **kw, donor=donor, seed=seed))
+        if not metrics_ok(metrics, stamps.get(name)):
+            return f"{metrics} {'missing' if not metrics.exists() else 'changed or corrupt'}"
+    return None
+
+
+def design_rounds(cfg: Config, task: str, arch: str) -> list[tuple[int, dict[str, list[str]]]]:
+    """(round, target -> donors in config order) of every adaptive round of one matrix planned so far (its
+    round file exists), up to the first that planned nothing; none under mode full or without rounds."""
+    d = cfg.design
+    rounds = d["rounds"] if d["mode"] == "adaptive" else 0
+    langs = cfg.raw["tasks"][task]["languages"]
+    out = []
+    for r in range(1, rounds + 1):
+        plan = Path(path(cfg.raw["results"], "design.round", task=task, arch=arch, round=r))
+        if not plan.is_file():
+            break
+        cells = plan_by_target(plan, langs)
+        if not cells:
+            break
+        out.append((r, cells))
+    return out
+
+
 def grid(cfg: Config) -> pl.DataFrame:
-    """Every training run the config asks for: task, arch, target, donor ("-" single), seed, cell kind."""
+    """Every training run the config asks for: task, arch, target, donor ("-" single), seed, cell kind (and
+    the cells an adaptive design's rounds planned so far)."""
     rows = []
     for task, t in cfg.raw["tasks"].items():
         langs = t["languages"]
         for arch in t["architectures"]:
+            planned = [(target, donor) for _, cells in design_rounds(cfg, task, arch)
+                       for target, donors in cells.items() for donor in donors]
             for seed in cfg.seeds(task):
                 for target in langs:
                     for donor in cfg.donors(task, target):
                         rows.append((task, arch, target, donor, seed, cell_kind(target, donor)))
+                rows += [(task, arch, target, donor, seed, cell_kind(target, donor)) for target, donor in planned]
     return pl.DataFrame(rows, schema=["task", "arch", "target", "donor", "seed", "cell"], orient="row")
 
 
@@ -145,14 +174,18 @@ def inventory(cfg: Config) -> pl.DataFrame:
     flags: dict[tuple, dict[str, list[int]]] = {}
     group_of = {(task, arch, int(s)): group for task, t in cfg.raw["tasks"].items() for arch in t["architectures"]
                 for group in seed_groups(cfg, task, arch) for s in group.split("+")}
+    round_of = {(task, arch, target, donor): r for task, t in cfg.raw["tasks"].items() for arch in t["architectures"]
+                for r, cells in design_rounds(cfg, task, arch) for target, donors in cells.items() for donor in donors}
     for task, arch, target, donor, seed in g.select("task", "arch", "target", "donor", "seed").iter_rows():
         kw = dict(task=task, arch=arch, target=target, donor=donor, seed=seed, seeds=group_of[task, arch, seed])
+        r = round_of.get((task, arch, target, donor))  # a cell an adaptive round trained: that round's job
         p, failed = Path(path(results, "runs.metrics", **kw)), Path(path(results, "runs.failed", **kw))
         paths.append(str(p))
-        logs.append(path(results, "logs.runs", **kw))
-        flag = (task, arch, target, kw["seeds"])
+        logs.append(path(results, "logs.runs", **kw) if r is None else path(results, "logs.round_runs", **kw, round=r))
+        flag = (task, arch, target, kw["seeds"], r)
         if flag not in flags:
-            flags[flag] = read_flag(Path(path(results, "runs.flag", **kw))) or {}
+            which = "runs.flag" if r is None else "runs.round_flag"
+            flags[flag] = read_flag(Path(path(results, which, **kw, round=r))) or {}
         stamp = flags[flag].get(CELL_DIR.format(target=target, donor=donor, seed=seed))
         status.append("done" if metrics_ok(p, stamp) or (stamp is not None and metrics_ok(p))
                       else "failed" if failed.is_file() else "missing")

@@ -13,6 +13,7 @@ from pathlib import Path
 shell.prefix(f'export PATH="{Path(sys.executable).parent}:$PATH" CLTM_PARENT_PID={os.getpid()}; ')
 
 from cltm_pipeline import layout
+from cltm_pipeline.analysis.design import plan_by_target
 from cltm_pipeline.config import config_hash, load_config, read_yaml
 from cltm_pipeline.errors import ConfigError, CorpusError, SubsetError
 from cltm_pipeline.protocol import SINGLE
@@ -96,6 +97,7 @@ wildcard_constraints:
     seed=r"\d+",
     arch=r"[A-Za-z0-9_]+",
     model=r"[A-Za-z0-9][A-Za-z0-9_.-]*",
+    round=r"\d+",
 
 
 @cache
@@ -184,13 +186,59 @@ def cell_donors(task, target):
     return tuple(CFG.donors(task, target))
 
 
-def matrix_runs(wildcards):
-    """The worker flags of every (target, seed group) of one matrix."""
+def job_donors(w):
+    """The donors a train job trains: its target's (cell_donors), or those its design round planned."""
+    r = w.get("round")
+    return cell_donors(w.task, w.target) if r is None else tuple(round_cells(w.task, w.arch, int(r))[w.target])
+
+
+def base_runs(task, arch):
+    """The worker flags of every (target, seed group) of one matrix (the initial design's under adaptive)."""
     return [
-        P("runs.flag", task=wildcards.task, arch=wildcards.arch, target=t, seeds=g)
-        for g in seed_groups(CFG, wildcards.task, wildcards.arch)
-        for t in CFG.raw["tasks"][wildcards.task]["languages"]
+        P("runs.flag", task=task, arch=arch, target=t, seeds=g)
+        for g in seed_groups(CFG, task, arch)
+        for t in CFG.raw["tasks"][task]["languages"]
     ]
+
+
+def matrix_runs(wildcards):
+    """The worker flags of one matrix: every (target, seed group), and every adaptive round's."""
+    flags = base_runs(wildcards.task, wildcards.arch)
+    return flags + design_flags(wildcards.task, wildcards.arch, ROUNDS) if ROUNDS else flags
+
+
+#: design: {mode: adaptive, rounds: k}: rounds of cltm plan + training after the initial design (0: none).
+ROUNDS = CFG.design["rounds"] if CFG.design["mode"] == "adaptive" else 0
+
+
+def round_cells(task, arch, r):
+    """Round ``r``'s planned cells of one matrix, target -> donors in config order; asking for them makes
+    Snakemake run the round's checkpoint (plan) first; read each time, as a rerun plan may rewrite them."""
+    return plan_by_target(checkpoints.plan.get(task=task, arch=arch, round=r).output[0], CFG.raw["tasks"][task]["languages"])
+
+
+def design_flags(task, arch, upto):
+    """The worker flags of rounds 1..``upto`` of one matrix, up to the first round that planned nothing
+    (the budget or the target width reached: later rounds are not run)."""
+    flags = []
+    for r in range(1, upto + 1):
+        cells = round_cells(task, arch, r)
+        if not cells:
+            break
+        flags += [P("runs.round_flag", task=task, arch=arch, target=t, round=r, seeds=g)
+                  for g in seed_groups(CFG, task, arch) for t in cells]
+    return flags
+
+
+def round_runs(wildcards):
+    """The worker flags of the matrix after round ``wildcards.round``: the initial design's and rounds 1..r."""
+    return base_runs(wildcards.task, wildcards.arch) + design_flags(wildcards.task, wildcards.arch, int(wildcards.round))
+
+
+def plan_options():
+    """cltm plan's options from the design block: rule, seed and the optional target width."""
+    d = CFG.design
+    return f"--rule {d['rule']} --seed {d['seed']}" + ("" if d["width"] is None else f" --width {d['width']}")
 
 
 def matrices():
@@ -252,7 +300,7 @@ def train_args(w, input):
     """The train-cells arguments that depend on the job's wildcards beyond its inputs (rule train)."""
     artifacts = {**cell_artifacts(w.task, w.target), **embedding_artifacts(w.task, w.arch)}
     args = [
-        "--ingest-root", P("ingest"), "--donors", *cell_donors(w.task, w.target), "--seeds", *w.seeds.split("+"),
+        "--ingest-root", P("ingest"), "--donors", *job_donors(w), "--seeds", *w.seeds.split("+"),
         "--hparams", arch_hparams_json(w.task, w.arch, w.target), "--config-hash", cell_config_hash(w.task, w.arch, w.target),
         "--runs-dir", P("runs", task=w.task, arch=w.arch),
         *(a for n, p in artifacts.items() for a in ("--artifact", f"{n}={p}")),

@@ -30,7 +30,7 @@ rule train:
     resources:
         mem_mb=lambda w, attempt: arch_resources(w.task, w.arch)["mem_mb"] * attempt,
         runtime=lambda w, attempt: (
-            arch_resources(w.task, w.arch)["runtime"] * len(cell_donors(w.task, w.target)) * len(w.seeds.split("+")) * attempt
+            arch_resources(w.task, w.arch)["runtime"] * len(job_donors(w)) * len(w.seeds.split("+")) * attempt
         ),
         gpu=lambda w: arch_resources(w.task, w.arch)["gpu"],
     log:

@@ -60,11 +60,13 @@ class Completion:
     level: float
     half_width: float
     cv_errors: np.ndarray = field(default_factory=lambda: np.zeros(0))  # the chosen model's held-out errors
+    undefined: np.ndarray | None = None  # targets whose C is undefined (zero self gain): nothing predicted
 
     def summary(self) -> dict[str, Any]:
         """The facts of the completion (summary.json): model, interval, held-out error, budget spent."""
         off = ~np.eye(len(self.languages), dtype=bool)
         e = self.cv_errors
+        undefined = np.zeros(len(self.languages), dtype=bool) if self.undefined is None else self.undefined
         return {
             "languages": list(self.languages), "model": self.model, "level": self.level,
             "half_width": self.half_width if math.isfinite(self.half_width) else None,
@@ -72,12 +74,14 @@ class Completion:
             "cv_median_error": float(np.median(e)) if len(e) else None,
             "cv_p90_error": float(np.quantile(e, 0.9)) if len(e) else None,
             "measured_dual": int((self.measured & off).sum()), "dual_cells": int(off.sum()),
+            "undefined_targets": [t for t, bad in zip(self.languages, undefined) if bad],
         }
 
 
-def read_wide(path: Path) -> tuple[list[str], np.ndarray]:
+def read_wide(path: Path, require_measured: bool = True) -> tuple[list[str], np.ndarray]:
     """A wide CLTM TSV (``target`` then the donors; one row per target in the same order; NaN or empty for an
-    unmeasured cell); any problem is one line naming the file and the row."""
+    unmeasured cell); any problem is one line naming the file and the row (with ``require_measured``, also
+    a matrix without any measured off-diagonal cell)."""
     path = Path(path)
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
@@ -109,7 +113,7 @@ def read_wide(path: Path) -> tuple[list[str], np.ndarray]:
         missing = [d for d in donors if d not in seen]
         raise ConfigError(f"{path}: no row for target(s) {', '.join(missing)}: the matrix must be square")
     off = ~np.eye(len(donors), dtype=bool)
-    if not np.isfinite(values[off]).any():
+    if require_measured and not np.isfinite(values[off]).any():
         raise ConfigError(f"{path}: no measured off-diagonal cell: nothing to complete from")
     return donors, values
 
@@ -231,17 +235,24 @@ def _half_width(errors: np.ndarray, level: float) -> float:
 
 
 def complete(languages: list[str], C: np.ndarray, model: str = "auto", level: float = 0.9, folds: int = 10,
-             seed: int = 0, se: np.ndarray | None = None, covariates: np.ndarray | None = None) -> Completion:
+             seed: int = 0, se: np.ndarray | None = None, covariates: np.ndarray | None = None,
+             undefined: np.ndarray | None = None) -> Completion:
     """Measured cells as they are; the others predicted by ``model`` (``auto``: the candidate with the least
     cross-validated median error on the measured cells) with a ``level`` prediction interval. ``se`` weighs
     the measured cells; with ``covariates`` (L x L x k), each candidate also competes with covariates added
-    (its name then ends in ``+typology``)."""
+    (its name then ends in ``+typology``). Rows of ``undefined`` targets (C undefined: zero self gain) are
+    neither fitted nor predicted: their dual cells stay NaN, and with no other row measured nothing is."""
     if not 0 < level < 1:
         raise ConfigError(f"--level: must be in (0, 1), got {level}")
     if model not in MODELS:
         raise ConfigError(f"--model: {model!r} is not one of {', '.join(MODELS)}")
     off = ~np.eye(len(languages), dtype=bool)
-    obs = np.isfinite(C) & off
+    bad = np.zeros(len(languages), dtype=bool) if undefined is None else np.asarray(undefined, dtype=bool)
+    obs = np.isfinite(C) & off & ~bad[:, None]
+    if not obs.any():
+        if not bad.any():
+            raise ConfigError("no measured off-diagonal cell: nothing to complete from")
+        return _undefined_only(languages, C, off, bad, model, level)
     candidates = [(m, None) for m in (AUTO_CANDIDATES if model == "auto" else (model,))]
     if covariates is not None:
         candidates += [(m, covariates) for m, _ in candidates]
@@ -254,8 +265,20 @@ def complete(languages: list[str], C: np.ndarray, model: str = "auto", level: fl
     full = np.where(measured, np.where(off, C, 1.0), pred)
     lo = np.where(measured, full, pred - half)
     hi = np.where(measured, full, pred + half)
+    gone = np.repeat(bad[:, None], len(bad), axis=1)  # undefined rows: no value, measured or predicted
+    full, lo, hi = (np.where(gone, np.nan, a) for a in (full, lo, hi))
     name = chosen if X is None else f"{chosen}+typology"
-    return Completion(list(languages), full, lo, hi, measured, name, level, half, scored[best])
+    return Completion(list(languages), full, lo, hi, measured & ~gone, name, level, half, scored[best], bad)
+
+
+def _undefined_only(languages: list[str], C: np.ndarray, off: np.ndarray, bad: np.ndarray, model: str,
+                    level: float) -> Completion:
+    """The completion of a matrix whose every measured row is undefined: the defined rows' diagonal, NaN
+    elsewhere."""
+    diag = ~off & ~bad[:, None]
+    full = np.where(diag, 1.0, np.nan)
+    return Completion(list(languages), full, full.copy(), full.copy(), diag, f"{model} (nothing to fit)", level,
+                      math.inf, np.zeros(0), bad)
 
 
 def write_cells(result: Completion, out_dir: Path) -> Path:

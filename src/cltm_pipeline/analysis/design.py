@@ -33,13 +33,15 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+import polars as pl
 
 from cltm_pipeline.analysis.completion import AUTO_CANDIDATES, fit_predict
 from cltm_pipeline.errors import ConfigError
 from cltm_pipeline.io import write_text
 
 __all__ = ["RULES", "MODEL_RULES", "initial_design", "committee_spread", "error_scale", "predictive_variance",
-           "model_spread", "scores", "pick", "next_batch", "read_cells", "write_plan"]
+           "model_spread", "scores", "pick", "next_batch", "read_cells", "read_trained", "write_plan",
+           "read_plan", "plan_by_target"]
 
 RULES = ("random", "balance", "committee", "models", "committee_balance", "variance", "widest", "gain")
 #: Rules that need the completion model (the others look only at which cells are measured).
@@ -191,16 +193,42 @@ def pick(score: np.ndarray, budget: int, seed: int = 0) -> np.ndarray:
 
 
 def next_batch(C: np.ndarray, obs: np.ndarray, budget: int, rule: str = "balance", model: str = "lowrank1",
-               seed: int = 0, noise: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+               seed: int = 0, noise: np.ndarray | None = None,
+               trained: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray | None]:
     """The next ``budget`` dual cells to measure under ``rule``, as (row, column) pairs in pick order, and
-    the scores they were picked by; with no measured cell yet, the initial design's spread (no scores)."""
+    the scores they were picked by; with no cell trained yet, the initial design's spread (no scores).
+    ``trained`` (default ``obs``) marks cells already trained whose C may be undefined (zero self gain):
+    never picked again; rules that only count cells count them; with none of them measured, ``balance``."""
     if budget < 0:
         raise ConfigError(f"--budget: must be >= 0, got {budget}")
-    obs = obs & _off(len(C))
-    if not obs.any():
+    off = _off(len(C))
+    obs = obs & off
+    trained = obs if trained is None else (trained | obs) & off
+    if not trained.any():
         return np.argwhere(initial_design(len(C), min(budget, len(C) * (len(C) - 1)), seed)), None
-    score = scores(C, obs, rule, model, seed, noise)
+    if rule not in MODEL_RULES + ("models",) or not obs.any():
+        rule = rule if rule in ("random", "balance") else "balance"
+        score = scores(C, trained, rule, model, seed, noise)
+    else:
+        score = np.where(trained, -np.inf, scores(C, obs, rule, model, seed, noise))
     return pick(score, budget, seed), score
+
+
+def read_trained(path: Path, languages: Sequence[str]) -> np.ndarray:
+    """The dual cells of a workflow matrix's ``cells.tsv`` with at least one seed trained (``n_seeds`` > 0),
+    defined C or not; without that column (``cltm complete``'s cells), the measured ones."""
+    index = {lang: i for i, lang in enumerate(languages)}
+    out = np.zeros((len(languages), len(languages)), dtype=bool)
+    try:
+        df = pl.read_csv(path, separator="\t", infer_schema_length=0)
+    except (OSError, pl.exceptions.PolarsError) as exc:
+        raise ConfigError(f"{path}: cannot read the cells ({exc})") from None
+    if "n_seeds" not in df.columns:
+        return out
+    for target, donor, n in df.select("target", "donor", "n_seeds").iter_rows():
+        if target in index and donor in index and n not in (None, "", "0"):
+            out[index[target], index[donor]] = True
+    return out & _off(len(languages))
 
 
 def read_cells(path: Path, languages: Sequence[str] | None = None) -> tuple[list[str], np.ndarray, np.ndarray]:
@@ -258,3 +286,18 @@ def write_plan(path: Path, languages: Sequence[str], cells: np.ndarray, score: n
         value = "NA" if score is None else repr(float(score[i, j]))
         lines.append(f"{languages[i]}\t{languages[j]}\t{rank}\t{rule}\t{value}")
     write_text(Path(path), "\n".join(lines) + "\n")
+
+
+def read_plan(path: Path) -> list[tuple[str, str]]:
+    """The (target, donor) cells of a plan written by :func:`write_plan`, in pick order."""
+    lines = Path(path).read_text(encoding="utf-8").splitlines()
+    if not lines or lines[0].split("\t")[:2] != ["target", "donor"]:
+        raise ConfigError(f"{path}: row 1: not a cltm plan (expected target, donor, rank, rule, score)")
+    return [(f[0], f[1]) for f in (line.split("\t") for line in lines[1:] if line.strip())]
+
+
+def plan_by_target(path: Path, languages: Sequence[str]) -> dict[str, list[str]]:
+    """A plan's cells as target -> donors, both in ``languages`` order; targets without a cell left out."""
+    planned = set(read_plan(path))
+    cells = {t: [d for d in languages if (t, d) in planned] for t in languages}
+    return {t: ds for t, ds in cells.items() if ds}

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -22,7 +24,7 @@ from cltm_pipeline.layout import run_metrics
 from cltm_pipeline.analysis.learning_curve import draw_ladder, write_outputs
 from cltm_pipeline.analysis.completion import MODELS as COMPLETION_MODELS
 from cltm_pipeline.analysis.completion import complete, read_wide, write_cells
-from cltm_pipeline.analysis.design import MODEL_RULES, RULES as DESIGN_RULES, next_batch, read_cells, write_plan
+from cltm_pipeline.analysis.design import MODEL_RULES, RULES as DESIGN_RULES, next_batch, read_cells, read_trained, write_plan
 from cltm_pipeline.analysis.typology import read_typology, typology_table
 
 __all__ = ["register"]
@@ -138,11 +140,13 @@ def cmd_learning_curve(args: argparse.Namespace) -> None:
 
 def cmd_complete(args: argparse.Namespace) -> None:
     """Predict a CLTM's unmeasured (NaN) dual cells with 90 % prediction intervals; write DIR/cells.tsv."""
-    path, se = Path(args.matrix), None
+    path, se, undefined = Path(args.matrix), None, None
     matrix_dir = path.is_dir()  # a workflow matrix directory: its cltm.tsv, and se.tsv for the cell weights
-    languages, values = read_wide(path / "cltm.tsv" if matrix_dir else path)
-    if matrix_dir and args.weights == "se" and (path / "se.tsv").is_file():
-        se = read_wide(path / "se.tsv")[1]
+    languages, values = read_wide(path / "cltm.tsv" if matrix_dir else path, require_measured=not matrix_dir)
+    if matrix_dir:  # cltm matrix leaves a target's diagonal NaN when its C is undefined (zero or no self gain)
+        undefined = ~np.isfinite(np.diag(values))
+        if args.weights == "se" and (path / "se.tsv").is_file():
+            se = read_wide(path / "se.tsv", require_measured=False)[1]
     covariates = None
     if args.typology:  # cltm typology's table: its URIEL+ distances compete as covariates
         try:
@@ -151,11 +155,19 @@ def cmd_complete(args: argparse.Namespace) -> None:
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise ConfigError(f"--typology {args.typology}: not a cltm typology table ({exc})") from None
         covariates = np.stack(list(dist.values()), axis=-1)
-    res = complete(languages, values, model=args.model, level=args.level, folds=args.folds, seed=args.seed,
-                   se=se, covariates=covariates)
+    try:
+        res = complete(languages, values, model=args.model, level=args.level, folds=args.folds, seed=args.seed,
+                       se=se, covariates=covariates, undefined=undefined)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
     out = write_cells(res, Path(args.out))
-    predicted = int((~res.measured).sum())
-    print(f"complete {out}: {predicted} of {len(languages) ** 2 - len(languages)} dual cells predicted by {res.model} "
+    off = ~np.eye(len(languages), dtype=bool)
+    predicted = int((~res.measured & off & np.isfinite(res.C)).sum())
+    bad = res.summary()["undefined_targets"]
+    if bad:
+        print(f"cltm complete: warning: C undefined for target(s) {', '.join(bad)} (zero or no self gain): their "
+              "cells are neither fitted nor predicted (NaN in cells.tsv)", file=sys.stderr)
+    print(f"complete {out}: {predicted} of {int(off.sum())} dual cells predicted by {res.model} "
           f"(cross-validated {args.level:.0%} interval half-width {res.half_width:.3f})")
 
 
@@ -163,14 +175,27 @@ def cmd_plan(args: argparse.Namespace) -> None:
     """Choose the next batch of dual cells to measure from the cells measured so far; write NEXT.tsv."""
     languages, C, se = read_cells(Path(args.cells), args.languages)
     obs = np.isfinite(C)
-    model = "lowrank1"
-    if args.rule in MODEL_RULES and obs.any():
-        model = complete(languages, np.where(np.eye(len(languages), dtype=bool), 1.0, C), seed=args.seed).model
-    cells, score = next_batch(C, obs, args.budget, rule=args.rule, model=model, seed=args.seed, noise=se)
-    write_plan(Path(args.out), languages, cells, score, args.rule if score is not None else "initial")
+    trained = read_trained(Path(args.cells), languages)  # a workflow matrix's cells: trained, C defined or not
     total = len(languages) * (len(languages) - 1)
+    res = None
+    if obs.any() and (args.rule in MODEL_RULES or args.width is not None):
+        res = complete(languages, np.where(np.eye(len(languages), dtype=bool), 1.0, C), seed=args.seed)
+    width = math.nan
+    if res is not None:
+        predicted = ~res.measured & np.isfinite(res.C)
+        width = float((res.hi - res.lo)[predicted].mean()) if predicted.any() else 0.0
+    if args.width is not None and width <= args.width:  # NaN (nothing to complete from) never stops
+        write_plan(Path(args.out), languages, np.zeros((0, 2), dtype=int), None, args.rule)
+        print(f"plan {args.out}: no cell: the predicted cells' mean {res.level:.0%} interval width {width:.3f} is "
+              f"at most --width {args.width}; {int((obs | trained).sum())} of {total} trained")
+        return
+    model = "lowrank1" if res is None else res.model
+    cells, score = next_batch(C, obs, args.budget, rule=args.rule, model=model, seed=args.seed, noise=se,
+                              trained=trained)
+    write_plan(Path(args.out), languages, cells, score, args.rule if score is not None else "initial")
     print(f"plan {args.out}: {len(cells)} dual cells to measure next ({args.rule if score is not None else 'initial design'}); "
-          f"{int(obs.sum())} of {total} measured so far")
+          f"{int((obs | trained).sum())} of {total} trained so far, {int(obs.sum())} with C defined"
+          + (f"; mean interval width {width:.3f}" if math.isfinite(width) else ""))
 
 
 def register(sub: Any) -> None:
@@ -243,5 +268,6 @@ def register(sub: Any) -> None:
     s.add_argument("--out", required=True, help="TSV to write (target donor rank rule score)")
     s.add_argument("--languages", nargs="+", help="the full grid's languages (default: those named in --cells)")
     s.add_argument("--rule", default="balance", choices=DESIGN_RULES, help="acquisition rule (default: %(default)s)")
+    s.add_argument("--width", type=float, help="plan nothing once the predicted cells' mean 90 %% interval width is at most this")
     s.add_argument("--seed", type=int, default=0)
     s.set_defaults(func=cmd_plan)

@@ -68,9 +68,11 @@ def completion_figure(cm: CompletedMatrix, languages: pl.DataFrame | None, uid: 
     ix = np.ix_(perm, perm)
     C, lo, hi, meas = cm.C[ix], cm.lo[ix], cm.hi[ix], cm.measured[ix]
     names = [f"{esc(lang.name)} ({esc(lang.code)})" for lang in langs]
-    hover = [[(f"target {names[i]}<br>donor {names[j]}<br>C = {C[i, j]:.3f} "
-               + ("(measured)" if meas[i, j] else
-                  f"<b>predicted</b><br>{pct(cm.summary['level'])} % interval [{lo[i, j]:.3f}, {hi[i, j]:.3f}]"))
+    hover = [[(f"target {names[i]}<br>donor {names[j]}<br>"
+               + ("C undefined (zero self gain): not predicted" if not np.isfinite(C[i, j]) else
+                  f"C = {C[i, j]:.3f} (measured)" if meas[i, j] else
+                  f"C = {C[i, j]:.3f} <b>predicted</b><br>{pct(cm.summary['level'])} % interval "
+                  f"[{lo[i, j]:.3f}, {hi[i, j]:.3f}]"))
               for j in range(len(langs))] for i in range(len(langs))]
     codes = [lang.code for lang in langs]
     fig = go.Figure(go.Heatmap(
@@ -82,7 +84,7 @@ def completion_figure(cm: CompletedMatrix, languages: pl.DataFrame | None, uid: 
     n = len(langs)
     xs: list[float | None] = []
     ys: list[float | None] = []
-    for i, j in np.argwhere(~meas):  # three diagonal strokes per predicted cell: the hatch
+    for i, j in np.argwhere(~meas & np.isfinite(C)):  # three diagonal strokes per predicted cell: the hatch
         for d in (-0.5, 0.0, 0.5):  # the lines x - y = d through the cell, clipped to it
             xs += [j - 0.5 + max(0.0, d), j + 0.5 + min(0.0, d), None]
             ys += [i - 0.5 + max(0.0, -d), i + 0.5 + min(0.0, -d), None]
@@ -115,9 +117,13 @@ def completion_section(completed: Sequence[CompletedMatrix], languages: pl.DataF
               f"held-out error on its own {s['cv_cells']} measured cells ({esc(s['model'])}, cross-validated): "
               f"median {s['cv_median_error']:.3f}, 90th percentile {s['cv_p90_error']:.3f}")
         half = "unbounded" if s["half_width"] is None else f"± {s['half_width']:.3f}"
+        bad = s.get("undefined_targets") or []
+        undefined = (f" C is undefined for target(s) {esc(', '.join(bad))} (zero self gain): their rows are "
+                     "blank, neither measured nor predicted." if bad else "")
         out.append(f"<h3>{esc(cm.label)}</h3><p>Budget: <b>{s['measured_dual']} of {s['dual_cells']}</b> dual "
                    f"cells measured ({spent:.0%} of the full grid). {cv}. Predicted cells carry a "
-                   f"{pct(s['level'])} % interval of {half} (CV-conformal; valid for cells hidden at random).</p>")
+                   f"{pct(s['level'])} % interval of {half} (CV-conformal; valid for cells hidden at random)."
+                   f"{undefined}</p>")
         fig = completion_figure(cm, languages, f"completion-{k}")
         out.append(f'<figure><div class="plot">{figure_div(fig, f"completion-{k}")}</div><figcaption>Plain cells '
                    "were measured; hatched cells are predictions (hover: the interval).</figcaption></figure>")
