@@ -101,3 +101,13 @@ def test_a_task_s_own_splits_override_the_top_level_ones(demo):
     bad["tasks"]["sv"]["splits"] = {"test_speakers": 4}
     with pytest.raises(ConfigError, match=r"tasks.sv.splits"):
         _load(bad)
+
+
+def test_a_train_job_priority_defaults_to_0_and_must_be_an_integer(demo):
+    cfg = _load(demo)
+    assert cfg.raw["tasks"]["asr"]["architectures"]["mhubert"]["resources"]["priority"] == 10  # longest jobs first
+    assert cfg.raw["tasks"]["gender"]["architectures"]["mhubert"]["resources"]["priority"] == 0
+    bad = copy.deepcopy(demo)
+    bad["tasks"]["gender"]["architectures"]["mhubert"]["resources"]["priority"] = "high"
+    with pytest.raises(ConfigError, match="priority"):
+        _load(bad)

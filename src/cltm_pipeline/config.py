@@ -290,7 +290,7 @@ def _check_models_and_tasks(cfg: dict[str, Any], source: str) -> None:
             except ConfigError as exc:
                 raise ConfigError(f"{where}.{exc}") from None
             a.setdefault("resources", {})
-            for key, default in (("gpu", 0), ("threads", 1), ("mem_mb", 4000), ("runtime", 30)):
+            for key, default in (("gpu", 0), ("threads", 1), ("mem_mb", 4000), ("runtime", 30), ("priority", 0)):
                 a["resources"].setdefault(key, default)
 
 

@@ -27,6 +27,8 @@ rule train:
         # job while planning (2,390 train jobs on the paper grid), so seven lambdas cost seconds of dry-run
         args=train_args,
     threads: lambda w: arch_resources(w.task, w.arch)["threads"]
+    # longest jobs first (resources.priority): the demo's ASR jobs, started last, left one core idle for minutes
+    priority: lambda w: arch_resources(w.task, w.arch)["priority"]
     resources:
         mem_mb=lambda w, attempt: arch_resources(w.task, w.arch)["mem_mb"] * attempt,
         runtime=lambda w, attempt: (
