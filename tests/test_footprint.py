@@ -214,3 +214,19 @@ def test_a_footprint_block_missing_a_shown_key_fails_naming_it(tmp_path):
     a["footprint"]["profile"][1]["jaccard"] = 0.0
     with pytest.raises(ResultsError, match=r"missing key 'footprint.mantel.r'"):
         Analysis.parse(a, "a.json")
+
+
+def test_the_speaker_id_footprint_is_the_encoder_whatever_the_number_of_training_speakers(tmp_path):
+    """SV mhubert wraps the HuBERT classifier, head included, as its backbone: the head's size is the cell's
+    number of training speakers, so a footprint holding it made cells of one matrix incomparable (the demo's
+    `cltm analyse` failed on sv/mhubert)."""
+    from cltm_pipeline.models import get_architecture
+    from cltm_pipeline.training.footprint import encoder_parameters
+
+    arch = get_architecture("mhubert")
+    model_dir = arch.prepare("tiny", tmp_path / "tiny")
+    hp = {"freeze_feature_encoder": False, "pool_layers": 4}
+    shapes = [[(n, tuple(p.shape)) for n, p in encoder_parameters(arch.load_sv(model_dir, k, hp))] for k in (9, 10)]
+    assert shapes[0] == shapes[1] and shapes[0]
+    assert not any("head" in n.split(".") for n, _ in shapes[0])
+    assert all(n.startswith("backbone.encoder.") for n, _ in shapes[0])

@@ -157,7 +157,9 @@ def read_footprint(index_path: Path, bits_path: Path) -> Footprint:
 def pair_counts(a: Footprint, b: Footprint) -> tuple[np.ndarray, np.ndarray]:
     """Per tensor, |A & B| and |A | B| (the padding bits are zero in both, so they never count)."""
     if a.layout_key() != b.layout_key():
-        raise ConfigError("footprints of different models (tensor names or sizes differ) cannot be compared")
+        diff = next((f"{x} ({sx}) vs {y} ({sy})" for x, y, sx, sy in zip(a.names, b.names, a.sizes, b.sizes)
+                     if (x, sx) != (y, sy)), f"{len(a.names)} vs {len(b.names)} tensors")
+        raise ConfigError(f"footprints of different models cannot be compared (tensor names or sizes differ: {diff})")
     inter = np.bitwise_count(a.bits & b.bits).astype(np.int64)
     union = np.bitwise_count(a.bits | b.bits).astype(np.int64)
     if len(a.starts) == 0:

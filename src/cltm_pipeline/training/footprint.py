@@ -2,7 +2,8 @@
 
 The encoder is the trainable parameters under the model's encoder module (``encoder.`` of the HuBERT
 classifier and CTC models, ``backbone.`` of the speaker-ID model, ``body.`` of the Siamese network); the
-task head is not part of it. A model with no trainable parameter there (the SpeechLLM's pair MLP on
+task head is not part of it, nor is a head inside the backbone (``backbone.head.``: the HuBERT speaker-ID
+model's classifier over the cell's training speakers, whose size differs from cell to cell). A model with no trainable parameter there (the SpeechLLM's pair MLP on
 frozen embeddings) has no footprint: the cell's metrics.json says so, nothing is faked. The mask and its
 index are computed by :mod:`cltm_pipeline.analysis.footprint` from the initial and the selected (best dev)
 state and written beside metrics.json (``layout.footprint_files``).
@@ -29,7 +30,8 @@ ENCODER_PREFIXES = ("encoder.", "backbone.", "body.")
 
 def encoder_parameters(model: torch.nn.Module) -> list[tuple[str, torch.nn.Parameter]]:
     """The model's trainable encoder parameters, in model order."""
-    return [(n, p) for n, p in model.named_parameters() if p.requires_grad and n.startswith(ENCODER_PREFIXES)]
+    return [(n, p) for n, p in model.named_parameters()
+            if p.requires_grad and n.startswith(ENCODER_PREFIXES) and "head" not in n.split(".")]
 
 
 def snapshot(model: torch.nn.Module) -> dict[str, np.ndarray]:
