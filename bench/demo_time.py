@@ -19,7 +19,7 @@ from pathlib import Path
 
 
 def job_seconds(results: Path) -> dict[str, list[float]]:
-    """Per rule (``train/<task>/<arch>`` for training): [jobs, wall s, CPU s]."""
+    """Per stage (the benchmark directory: a rule or a group of rules; ``train/<task>/<arch>`` for training): [jobs, wall s, CPU s]."""
     out: dict[str, list[float]] = defaultdict(lambda: [0, 0.0, 0.0])
     root = results / "benchmarks"
     for f in sorted(root.rglob("*.tsv")):
@@ -47,7 +47,7 @@ def main(argv: list[str]) -> int:
     if not rows:
         print(f"{results}/benchmarks: no benchmark files (run the workflow first)")
         return 1
-    print(f"{'rule':32s} {'jobs':>5s} {'wall s':>9s} {'CPU s':>9s}")
+    print(f"{'stage (benchmark dir)':32s} {'jobs':>5s} {'wall s':>9s} {'CPU s':>9s}")
     for key in sorted(rows, key=lambda k: (k.startswith("train"), k)):
         n, wall, cpu = rows[key]
         print(f"{key:32s} {n:5d} {wall:9.1f} {cpu:9.1f}")
