@@ -164,8 +164,7 @@ class Config:
     @property
     def design(self) -> dict[str, Any]:
         """The ``design`` block with its code defaults filled in (mode full without one)."""
-        return {"mode": "full", "initial": 0.3, "seed": 0, "rounds": 0, "budget": None, "width": None,
-                "rule": "balance", **self.raw.get("design", {})}
+        return {**DESIGN_DEFAULTS, **self.raw.get("design", {})}
 
     def round_sizes(self, task: str) -> list[int]:
         """Dual cells each adaptive round plans for one matrix of ``task``: the budget less the initial
@@ -213,6 +212,11 @@ def _seed_list(seeds: int | list[int]) -> list[int]:
     return list(range(seeds)) if isinstance(seeds, int) else sorted(seeds)
 
 
+#: The ``design`` block's code defaults (no block: mode full, every cell).
+DESIGN_DEFAULTS: dict[str, Any] = {"mode": "full", "initial": 0.3, "seed": 0, "rounds": 0, "budget": None,
+                                   "width": None, "rule": "balance"}
+
+
 def _check_design(cfg: dict[str, Any], source: str) -> None:
     """Adaptive rounds need a budget above the initial design; a full design takes none of their keys."""
     d = cfg.get("design")
@@ -224,9 +228,10 @@ def _check_design(cfg: dict[str, Any], source: str) -> None:
     if d.get("rounds") and "budget" not in d:
         raise ConfigError(f"{source}: design.budget: needed with design.rounds ({d['rounds']}): the share of dual "
                           "cells to train in the end")
-    if "budget" in d and d["budget"] <= d.get("initial", 0.3):
+    initial = d.get("initial", DESIGN_DEFAULTS["initial"])
+    if "budget" in d and d["budget"] <= initial:
         raise ConfigError(f"{source}: design.budget: {d['budget']} is not above design.initial "
-                          f"({d.get('initial', 0.3)}): no cell left for the rounds")
+                          f"({initial}): no cell left for the rounds")
     if not d.get("rounds") and any(k in d for k in ("budget", "width", "rule")):
         key = next(k for k in ("budget", "width", "rule") if k in d)
         raise ConfigError(f"{source}: design.{key}: only with design.rounds >= 1 (no round plans a cell)")
